@@ -1,0 +1,3 @@
+//! Harvesting the kernel maps into plain [`Counts`].
+
+pub mod syscalls;

@@ -1,0 +1,109 @@
+//! syscalls family: owns the map handles, moves exited processes' final counts out of the
+//! kernel, and returns cumulative [`Counts`].
+
+use std::collections::{HashMap, HashSet};
+
+use anyhow::{Context as _, Result};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap};
+use copyscope_common::{Counter, Exited, SyscallKey, SyscallStats, maps};
+
+use crate::{
+    loader::Loaded,
+    model::{Counts, add, sum_percpu},
+};
+
+pub struct Collector {
+    stats: PerCpuHashMap<MapData, SyscallKey, SyscallStats>,
+    exited: BpfHashMap<MapData, u32, Exited>,
+    watched: BpfHashMap<MapData, u32, u8>,
+    counters: PerCpuArray<MapData, u64>,
+    /// Final counts of processes that exited, moved out of the kernel map.
+    retired: HashMap<SyscallKey, SyscallStats>,
+    /// comm of every process seen exiting.
+    exited_comms: HashMap<u32, String>,
+    /// Every process ever placed in the watched set (the command and its descendants).
+    watched_seen: HashSet<u32>,
+}
+
+fn comm_str(c: &[u8; 16]) -> String {
+    let end = c.iter().position(|&b| b == 0).unwrap_or(c.len());
+    String::from_utf8_lossy(&c[..end]).into_owned()
+}
+
+impl Collector {
+    pub fn new(loaded: &mut Loaded) -> Result<Collector> {
+        let ebpf = &mut loaded.ebpf;
+        let mut take = |name: &str| ebpf.take_map(name).with_context(|| format!("object has no {name} map"));
+        Ok(Collector {
+            stats: PerCpuHashMap::try_from(take(maps::SYSCALL_STATS)?)?,
+            exited: BpfHashMap::try_from(take(maps::EXITED)?)?,
+            watched: BpfHashMap::try_from(take(maps::WATCHED)?)?,
+            counters: PerCpuArray::try_from(take(maps::COUNTERS)?)?,
+            retired: HashMap::new(),
+            exited_comms: HashMap::new(),
+            watched_seen: HashSet::new(),
+        })
+    }
+
+    /// Follow `pid` and every process it forks from now on (`snapshot -- COMMAND`).
+    pub fn watch(&mut self, pid: u32) -> Result<()> {
+        self.watched_seen.insert(pid);
+        self.watched.insert(pid, 1, 0).context("adding the command to the watched set")
+    }
+
+    /// The processes followed since [`Collector::watch`], as of the last harvest.
+    pub fn watched(&self) -> &HashSet<u32> {
+        &self.watched_seen
+    }
+
+    /// Read the kernel maps. Processes that exited since the last harvest have their final
+    /// counts moved into userspace and their kernel rows freed, so the map stays small and
+    /// nothing a short-lived process did is lost.
+    pub fn harvest(&mut self) -> Result<Counts> {
+        // Watched keys first: a child that forked and exited since the last harvest is in
+        // both WATCHED and EXITED, and is removed from WATCHED below.
+        self.watched_seen.extend(self.watched.keys().filter_map(|k| k.ok()));
+        let gone: Vec<(u32, Exited)> = self.exited.iter().filter_map(|r| r.ok()).collect();
+        let gone_set: HashSet<u32> = gone.iter().map(|(t, _)| *t).collect();
+        let mut rows = HashMap::new();
+        let mut retire = Vec::new();
+        for item in self.stats.iter() {
+            let (key, values) = item.context("reading the syscall stats map")?;
+            let v = sum_percpu(values.iter());
+            if gone_set.contains(&key.tgid) {
+                retire.push((key, v));
+            } else {
+                rows.insert(key, v);
+            }
+        }
+        for (key, v) in retire {
+            add(self.retired.entry(key).or_default(), &v);
+            // The process is dead: nothing adds to this row any more.
+            let _ = self.stats.remove(&key);
+        }
+        for (tgid, rec) in gone {
+            self.exited_comms.insert(tgid, comm_str(&rec.comm));
+            let _ = self.exited.remove(&tgid);
+            let _ = self.watched.remove(&tgid);
+        }
+        for (key, v) in &self.retired {
+            add(rows.entry(*key).or_default(), v);
+        }
+        let mut drops = [0u64; Counter::COUNT as usize];
+        for (i, d) in drops.iter_mut().enumerate() {
+            if let Ok(values) = self.counters.get(&(i as u32), 0) {
+                *d = values.iter().sum();
+            }
+        }
+        let exited = rows
+            .keys()
+            .filter_map(|k| self.exited_comms.get(&k.tgid).map(|c| (k.tgid, c.clone())))
+            .collect();
+        Ok(Counts { rows, exited, drops })
+    }
+}
+
+/// The comm of a live process, from /proc.
+pub fn proc_comm(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|s| s.trim_end().to_string())
+}

@@ -1,0 +1,161 @@
+//! `copyscope snapshot`: count for a duration, or while a command runs, then report.
+
+use std::{
+    ffi::CString,
+    io::Write as _,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{
+    cli::SnapshotArgs,
+    collect::syscalls::{Collector, proc_comm},
+    loader::{self, LoadOptions},
+    model::{self, ProbeRow, Snapshot},
+    report, signals,
+};
+
+pub fn run(args: &SnapshotArgs) -> Result<i32> {
+    let watch = !args.command.is_empty();
+    let mut loaded = loader::load(&LoadOptions { watch_only: watch, debug_log: args.debug_bpf })?;
+    loader::require_all(&loaded.probes)?;
+    let mut logger = if args.debug_bpf {
+        Some(aya_log::EbpfLogger::init(&mut loaded.ebpf).context("starting the kernel-side logger")?)
+    } else {
+        None
+    };
+    let mut collector = Collector::new(&mut loaded)?;
+    signals::install();
+
+    let before = collector.harvest()?;
+    let started = Instant::now();
+    let code = if watch {
+        run_command(&mut collector, &args.command)?
+    } else {
+        eprintln!("copyscope: counting for {} s (Ctrl-C ends early)", args.duration);
+        let end = started + Duration::from_secs_f64(args.duration);
+        let mut last_harvest = Instant::now();
+        while Instant::now() < end && !signals::stop_requested() {
+            std::thread::sleep(Duration::from_millis(20).min(end.saturating_duration_since(Instant::now())));
+            if let Some(l) = logger.as_mut() {
+                l.flush();
+            }
+            // Retire exited processes regularly so the kernel map stays small.
+            if last_harvest.elapsed() >= Duration::from_secs(1) {
+                collector.harvest()?;
+                last_harvest = Instant::now();
+            }
+        }
+        0
+    };
+    let after = collector.harvest()?;
+    let elapsed = started.elapsed().as_secs_f64();
+    if let Some(l) = logger.as_mut() {
+        l.flush();
+    }
+
+    let mut rows = model::delta(&before, &after);
+    if watch {
+        let watched = collector.watched();
+        rows.retain(|k, _| watched.contains(&k.tgid));
+    }
+    if let Some(pid) = args.pid {
+        rows.retain(|k, _| k.tgid == pid);
+    }
+    let snapshot = Snapshot {
+        duration_seconds: elapsed,
+        kernel: loaded.kernel.clone(),
+        probes: loaded
+            .probes
+            .iter()
+            .map(|p| ProbeRow {
+                name: p.name.clone(),
+                family: p.family.to_string(),
+                hook: p.hook.to_string(),
+                method: p.method.map(str::to_string),
+                attached: p.attached,
+            })
+            .collect(),
+        processes: model::processes(&rows, &after.exited, &proc_comm),
+        dropped: model::dropped(&before, &after),
+    };
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &snapshot)?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", report::table(&snapshot))?;
+    }
+    Ok(code)
+}
+
+/// Start the command held at a pipe until its pid is watched, so that not one of its
+/// syscalls is missed; wait for it and return its exit code (128 + signal if killed).
+///
+/// fork + execvp by hand: `std::process::Command::spawn` waits for the exec, which the
+/// held child cannot reach until it is watched.
+fn run_command(collector: &mut Collector, argv: &[String]) -> Result<i32> {
+    let cargs: Vec<CString> = argv
+        .iter()
+        .map(|a| CString::new(a.as_bytes()).with_context(|| format!("argument {a:?} contains a NUL byte")))
+        .collect::<Result<_>>()?;
+    let mut ptrs: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
+    ptrs.push(std::ptr::null());
+    let mut gate = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 with a valid two-int array.
+    if unsafe { libc::pipe2(gate.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("creating a pipe");
+    }
+    // SAFETY: the child only calls async-signal-safe functions (read, execvp, write, _exit).
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error()).context("fork");
+    }
+    if pid == 0 {
+        unsafe {
+            libc::close(gate[1]);
+            let mut b = 0u8;
+            if libc::read(gate[0], (&raw mut b).cast(), 1) == 1 {
+                libc::execvp(ptrs[0], ptrs.as_ptr());
+                let msg = b"copyscope: cannot run the command\n";
+                libc::write(2, msg.as_ptr().cast(), msg.len());
+                libc::_exit(127);
+            }
+            libc::_exit(126);
+        }
+    }
+    // SAFETY: closing our copy of the read end.
+    unsafe { libc::close(gate[0]) };
+    let release = |ok: bool| {
+        if ok {
+            // SAFETY: writing one byte from a valid buffer to our pipe end.
+            unsafe { libc::write(gate[1], [1u8].as_ptr().cast(), 1) };
+        }
+        unsafe { libc::close(gate[1]) };
+    };
+    if let Err(e) = collector.watch(pid as u32) {
+        release(false);
+        return Err(e);
+    }
+    release(true);
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid on our own child with a valid status pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            break;
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(err).context("waiting for the command");
+        }
+    }
+    if libc::WIFEXITED(status) {
+        Ok(libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        Ok(128 + libc::WTERMSIG(status))
+    } else {
+        bail!("the command ended in an unknown way (status {status:#x})")
+    }
+}

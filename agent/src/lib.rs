@@ -1,0 +1,20 @@
+//! copyscope: per-process eBPF counts of the bytes the CPU copies between kernel and user
+//! space, the bytes moved zero-copy, and the mode switches that go with them.
+
+pub mod cli;
+pub mod collect;
+pub mod commands;
+pub mod loader;
+pub mod model;
+pub mod report;
+pub mod signals;
+
+use anyhow::Result;
+
+/// Run one parsed command; returns the process exit code.
+pub fn run(cli: cli::Cli) -> Result<i32> {
+    match cli.command {
+        cli::Command::Probes { json } => commands::probes::run(json),
+        cli::Command::Snapshot(args) => commands::snapshot::run(&args),
+    }
+}

@@ -1,0 +1,280 @@
+//! Loading and attaching the kernel programs: environment checks, offsets from BTF and
+//! tracefs handed to the programs as globals, and the probe table walked best method first.
+
+pub mod btf;
+pub mod probes;
+pub mod tracefs;
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::Array,
+    programs::{RawTracePoint, TracePoint},
+};
+use copyscope_common::{
+    globals, maps,
+    syscalls::{SYSCALLS, index_entry},
+};
+
+use self::probes::{Method, PROBES, ProbeSpec, Target};
+
+/// The kernel programs, built by build.rs (empty when built without the BPF toolchain).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/copyscope"));
+
+/// What happened to one probe.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProbeStatus {
+    pub family: &'static str,
+    pub hook: &'static str,
+    pub name: String,
+    pub method: Option<&'static str>,
+    pub attached: bool,
+    pub required: bool,
+    /// Why it is not attached, or which targets were missing.
+    pub detail: String,
+}
+
+/// Options that change what is loaded.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Count only processes placed in the WATCHED map (and their descendants).
+    pub watch_only: bool,
+    /// Kernel-side diagnostics through aya-log.
+    pub debug_log: bool,
+}
+
+pub struct Loaded {
+    pub ebpf: Ebpf,
+    pub probes: Vec<ProbeStatus>,
+    pub kernel: String,
+}
+
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Whether this process may load BPF programs: root, CAP_SYS_ADMIN, or CAP_BPF + CAP_PERFMON.
+fn check_privileges() -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return Ok(());
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let cap_eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    const CAP_SYS_ADMIN: u64 = 1 << 21;
+    const CAP_PERFMON: u64 = 1 << 38;
+    const CAP_BPF: u64 = 1 << 39;
+    if cap_eff & CAP_SYS_ADMIN != 0 || (cap_eff & CAP_BPF != 0 && cap_eff & CAP_PERFMON != 0) {
+        return Ok(());
+    }
+    bail!(
+        "copyscope needs permission to load eBPF programs: run it as root (sudo), \
+         or grant CAP_BPF and CAP_PERFMON (setcap cap_bpf,cap_perfmon+ep copyscope)"
+    )
+}
+
+/// Kernel-struct offsets the programs need, from BTF.
+fn struct_offsets(btf: &btf::Btf) -> Result<Vec<(&'static str, u64)>> {
+    let arch_args: [(&str, &str, u64); 3] = if cfg!(target_arch = "aarch64") {
+        [("user_pt_regs", "regs", 0), ("user_pt_regs", "regs", 8), ("user_pt_regs", "regs", 16)]
+    } else {
+        [("pt_regs", "di", 0), ("pt_regs", "si", 0), ("pt_regs", "dx", 0)]
+    };
+    let mut out = vec![
+        (globals::OFF_TASK_FILES, btf.member_offset("task_struct", "files")?),
+        (globals::OFF_TASK_TGID, btf.member_offset("task_struct", "tgid")?),
+        (globals::OFF_TASK_PID, btf.member_offset("task_struct", "pid")?),
+        (globals::OFF_FILES_FDT, btf.member_offset("files_struct", "fdt")?),
+        (globals::OFF_FDT_MAX_FDS, btf.member_offset("fdtable", "max_fds")?),
+        (globals::OFF_FDT_FD, btf.member_offset("fdtable", "fd")?),
+        (globals::OFF_FILE_INODE, btf.member_offset("file", "f_inode")?),
+        (globals::OFF_FILE_FLAGS, btf.member_offset("file", "f_flags")?),
+        (globals::OFF_INODE_MODE, btf.member_offset("inode", "i_mode")?),
+    ];
+    for (g, (st, member, extra)) in
+        [globals::OFF_REGS_ARG0, globals::OFF_REGS_ARG1, globals::OFF_REGS_ARG2].into_iter().zip(arch_args)
+    {
+        out.push((g, btf.member_offset(st, member)? + extra));
+    }
+    Ok(out)
+}
+
+/// Tracepoint record offsets, from tracefs. Missing tracepoints leave their offsets at 0;
+/// the probes that need them then fail to attach and say why.
+fn record_offsets(root: &Path) -> Result<Vec<(&'static str, u64)>> {
+    let mut out = Vec::new();
+    if let Some(f) = tracefs::format(root, "syscalls", "sys_enter_read")? {
+        let nr = f.get("__syscall_nr").context("sys_enter_read has no __syscall_nr field")?;
+        let fd = f.get("fd").context("sys_enter_read has no fd field")?;
+        out.push((globals::OFF_TP_NR, nr.offset));
+        out.push((globals::OFF_TP_ARGS, fd.offset));
+    }
+    if let Some(f) = tracefs::format(root, "syscalls", "sys_exit_read")? {
+        let ret = f.get("ret").context("sys_exit_read has no ret field")?;
+        out.push((globals::OFF_TP_RET, ret.offset));
+    }
+    if let Some(f) = tracefs::format(root, "sched", "sched_process_exit")? {
+        if let Some(g) = f.get("group_dead") {
+            out.push((globals::OFF_EXIT_GROUP_DEAD, g.offset));
+        }
+    }
+    Ok(out)
+}
+
+/// Load the programs, fill in their globals and maps, and attach every probe.
+pub fn load(opts: &LoadOptions) -> Result<Loaded> {
+    if OBJECT.is_empty() {
+        bail!(
+            "this copyscope was built without its eBPF programs (the BPF toolchain was missing at \
+             build time): run `cargo xtask setup`, then rebuild"
+        );
+    }
+    check_privileges()?;
+    let btf = btf::Btf::from_file(Path::new("/sys/kernel/btf/vmlinux"))?;
+    let root = tracefs::root()?;
+    raise_memlock();
+
+    let offsets = struct_offsets(&btf)?;
+    let records = record_offsets(&root)?;
+    let watch = u8::from(opts.watch_only);
+    let debug = u8::from(opts.debug_log);
+    let mut loader = EbpfLoader::new();
+    for (name, value) in offsets.iter().chain(records.iter()) {
+        loader.override_global(name, value, true);
+    }
+    loader.override_global(globals::WATCH_ONLY, &watch, true);
+    loader.override_global(globals::DEBUG_LOG, &debug, true);
+    let mut ebpf = loader.load(OBJECT).map_err(|e| {
+        let text = format!("{e:#}");
+        if text.contains("EPERM") || text.contains("Operation not permitted") {
+            anyhow!(
+                "the kernel refused to load copyscope's eBPF programs ({text}): run as root, \
+                 and check kernel.unprivileged_bpf_disabled and lockdown"
+            )
+        } else {
+            anyhow!("loading copyscope's eBPF programs: {text}")
+        }
+    })?;
+    fill_syscall_index(&mut ebpf)?;
+
+    let mut statuses = Vec::new();
+    for spec in PROBES {
+        statuses.push(attach_probe(&mut ebpf, spec, &root));
+    }
+    Ok(Loaded { ebpf, probes: statuses, kernel: kernel_release() })
+}
+
+fn raise_memlock() {
+    let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: setrlimit with a valid pointer. Failure is fine from 5.11 (memcg accounting).
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
+        log::debug!("could not raise RLIMIT_MEMLOCK (not needed from kernel 5.11)");
+    }
+}
+
+fn fill_syscall_index(ebpf: &mut Ebpf) -> Result<()> {
+    let mut index: Array<_, u16> = Array::try_from(
+        ebpf.map_mut(maps::SYSCALL_INDEX).context("object has no SYSCALL_INDEX map")?,
+    )?;
+    for (i, spec) in SYSCALLS.iter().enumerate() {
+        let nr = if cfg!(target_arch = "aarch64") { spec.nr_aarch64 } else { spec.nr_x86_64 };
+        index
+            .set(u32::from(nr), index_entry(i as u8), 0)
+            .with_context(|| format!("filling the syscall index for {}", spec.name))?;
+    }
+    Ok(())
+}
+
+fn attach_probe(ebpf: &mut Ebpf, spec: &ProbeSpec, root: &Path) -> ProbeStatus {
+    let mut reasons = Vec::new();
+    for m in spec.methods {
+        match attach_one(ebpf, m.method, m.program, m.target, root) {
+            Ok(detail) => {
+                return ProbeStatus {
+                    family: spec.family,
+                    hook: spec.hook,
+                    name: m.program.to_string(),
+                    method: Some(m.method.name()),
+                    attached: true,
+                    required: spec.required,
+                    detail,
+                };
+            }
+            Err(e) => reasons.push(format!("{}: {e:#}", m.method.name())),
+        }
+    }
+    ProbeStatus {
+        family: spec.family,
+        hook: spec.hook,
+        name: spec.methods.first().map(|m| m.program.to_string()).unwrap_or_default(),
+        method: None,
+        attached: false,
+        required: spec.required,
+        detail: reasons.join("; "),
+    }
+}
+
+fn attach_one(ebpf: &mut Ebpf, method: Method, program: &str, target: Target, root: &Path) -> Result<String> {
+    let prog = ebpf
+        .program_mut(program)
+        .with_context(|| format!("program {program} missing from the object"))?;
+    match (method, target) {
+        (Method::RawTracepoint, Target::Raw(tp)) => {
+            let p: &mut RawTracePoint = prog.try_into()?;
+            p.load()?;
+            p.attach(tp).with_context(|| format!("attaching to raw tracepoint {tp}"))?;
+            Ok(tp.to_string())
+        }
+        (Method::Tracepoint, Target::Tracepoint(cat, name)) => {
+            if !root.join("events").join(cat).join(name).is_dir() {
+                bail!("tracepoint {cat}:{name} does not exist on this kernel");
+            }
+            let p: &mut TracePoint = prog.try_into()?;
+            p.load()?;
+            p.attach(cat, name).with_context(|| format!("attaching to {cat}:{name}"))?;
+            Ok(format!("{cat}:{name}"))
+        }
+        (Method::Tracepoint, Target::EachSyscall(prefix)) => {
+            let names = probes::each_syscall(prefix);
+            let present: Vec<_> =
+                names.iter().filter(|n| root.join("events/syscalls").join(n).is_dir()).collect();
+            if present.is_empty() {
+                bail!("no syscalls:sys_{prefix}_* tracepoints (CONFIG_FTRACE_SYSCALLS unset)");
+            }
+            let p: &mut TracePoint = prog.try_into()?;
+            p.load()?;
+            for n in &present {
+                p.attach("syscalls", n).with_context(|| format!("attaching to syscalls:{n}"))?;
+            }
+            let missing: Vec<_> = names.iter().filter(|n| !present.contains(n)).cloned().collect();
+            Ok(if missing.is_empty() {
+                format!("syscalls:sys_{prefix}_* ({} tracepoints)", present.len())
+            } else {
+                format!("syscalls:sys_{prefix}_* ({} tracepoints; missing: {})", present.len(), missing.join(", "))
+            })
+        }
+        (m, t) => Err(anyhow!("method {} cannot attach to {t:?}", m.name())),
+    }
+}
+
+/// Fail when a required probe did not attach, naming each and why.
+pub fn require_all(statuses: &[ProbeStatus]) -> Result<()> {
+    let failed: Vec<_> = statuses
+        .iter()
+        .filter(|s| s.required && !s.attached)
+        .map(|s| format!("{}/{}: {}", s.family, s.hook, s.detail))
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        bail!("required probes could not attach:\n  {}", failed.join("\n  "))
+    }
+}

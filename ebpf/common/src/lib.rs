@@ -1,0 +1,226 @@
+//! Types shared by the kernel programs (`ebpf/programs`) and the agent.
+//!
+//! Every type that crosses the kernel/user boundary is `#[repr(C)]`, has no
+//! implicit padding, and its size is asserted below so that a change on one
+//! side cannot silently corrupt the other.
+#![no_std]
+
+pub mod syscalls;
+
+/// Names of the maps, as the agent looks them up in the loaded object.
+pub mod maps {
+    pub const SYSCALL_INDEX: &str = "SYSCALL_INDEX";
+    pub const SYSCALL_STATS: &str = "SYSCALL_STATS";
+    pub const INFLIGHT: &str = "INFLIGHT";
+    pub const INFLIGHT_SPILL: &str = "INFLIGHT_SPILL";
+    pub const EXITED: &str = "EXITED";
+    pub const WATCHED: &str = "WATCHED";
+    pub const COUNTERS: &str = "COUNTERS";
+}
+
+/// Names of the programs (15 characters at most: the kernel truncates longer names).
+pub mod programs {
+    pub const SYSCALLS_ENTER: &str = "syscalls_enter";
+    pub const SYSCALLS_EXIT: &str = "syscalls_exit";
+    pub const SYSCALLS_TP_ENTER: &str = "syscalls_tp_ent";
+    pub const SYSCALLS_TP_EXIT: &str = "syscalls_tp_ext";
+    pub const PROCESS_EXIT: &str = "process_exit";
+    pub const PROCESS_FORK: &str = "process_fork";
+}
+
+/// Names of the read-only globals the agent fills in before loading.
+pub mod globals {
+    pub const OFF_TASK_FILES: &str = "OFF_TASK_FILES";
+    pub const OFF_TASK_TGID: &str = "OFF_TASK_TGID";
+    pub const OFF_TASK_PID: &str = "OFF_TASK_PID";
+    pub const OFF_FILES_FDT: &str = "OFF_FILES_FDT";
+    pub const OFF_FDT_MAX_FDS: &str = "OFF_FDT_MAX_FDS";
+    pub const OFF_FDT_FD: &str = "OFF_FDT_FD";
+    pub const OFF_FILE_INODE: &str = "OFF_FILE_INODE";
+    pub const OFF_FILE_FLAGS: &str = "OFF_FILE_FLAGS";
+    pub const OFF_INODE_MODE: &str = "OFF_INODE_MODE";
+    /// Offsets of the first three syscall argument registers in `struct pt_regs`.
+    pub const OFF_REGS_ARG0: &str = "OFF_REGS_ARG0";
+    pub const OFF_REGS_ARG1: &str = "OFF_REGS_ARG1";
+    pub const OFF_REGS_ARG2: &str = "OFF_REGS_ARG2";
+    /// `syscalls:sys_enter_*` / `sys_exit_*` record layout (fallback method).
+    pub const OFF_TP_NR: &str = "OFF_TP_NR";
+    pub const OFF_TP_ARGS: &str = "OFF_TP_ARGS";
+    pub const OFF_TP_RET: &str = "OFF_TP_RET";
+    /// `sched:sched_process_exit` record layout.
+    pub const OFF_EXIT_GROUP_DEAD: &str = "OFF_EXIT_GROUP_DEAD";
+    /// Nonzero: kernel-side diagnostics through aya-log.
+    pub const DEBUG_LOG: &str = "DEBUG_LOG";
+    /// Nonzero: only processes in `WATCHED` are counted.
+    pub const WATCH_ONLY: &str = "WATCH_ONLY";
+}
+
+/// Sizes of the maps. Every map is bounded; what does not fit is counted in `COUNTERS`.
+pub mod limits {
+    /// Distinct (process, syscall, fd kinds) triples held in the kernel between two harvests.
+    pub const SYSCALL_STATS_ENTRIES: u32 = 32_768;
+    /// Slots for syscalls in flight, indexed by thread id (a power of two).
+    pub const INFLIGHT_SLOTS: u32 = 65_536;
+    /// Overflow for in-flight syscalls whose slot is taken by another live thread.
+    pub const INFLIGHT_SPILL_ENTRIES: u32 = 16_384;
+    /// Processes that exited since the last harvest.
+    pub const EXITED_ENTRIES: u32 = 16_384;
+    /// Processes followed by `snapshot -- COMMAND`.
+    pub const WATCHED_ENTRIES: u32 = 16_384;
+    /// Highest syscall number the index map covers.
+    pub const SYSCALL_NR_MAX: u32 = 1024;
+}
+
+/// Indices into the per-CPU `COUNTERS` array: what the kernel side had to drop.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// A syscall could not be counted because `SYSCALL_STATS` was full.
+    StatsFull = 0,
+    /// A syscall in flight used the spill map because its slot was taken.
+    InflightSpilled = 1,
+    /// A syscall in flight could not be tracked at all (spill map full): not counted.
+    InflightLost = 2,
+    /// An exited process could not be recorded (`EXITED` full): its comm is lost.
+    ExitedFull = 3,
+    /// A child of a watched process could not be watched (`WATCHED` full).
+    WatchedFull = 4,
+}
+
+impl Counter {
+    pub const COUNT: u32 = 5;
+    pub const ALL: [Counter; Self::COUNT as usize] = [
+        Counter::StatsFull,
+        Counter::InflightSpilled,
+        Counter::InflightLost,
+        Counter::ExitedFull,
+        Counter::WatchedFull,
+    ];
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::StatsFull => "syscall_stats_full",
+            Counter::InflightSpilled => "inflight_spilled",
+            Counter::InflightLost => "inflight_lost",
+            Counter::ExitedFull => "exited_full",
+            Counter::WatchedFull => "watched_full",
+        }
+    }
+}
+
+/// What an fd referred to at the moment of the call.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FdKind {
+    /// No fd (single-fd syscall's second end).
+    None = 0,
+    /// Regular file, buffered (through the page cache).
+    File = 1,
+    /// Regular file opened with O_DIRECT.
+    FileDirect = 2,
+    Socket = 3,
+    /// Pipe or FIFO.
+    Pipe = 4,
+    /// Anything else, including fds that were not open.
+    Other = 5,
+}
+
+impl FdKind {
+    pub const fn from_u8(v: u8) -> FdKind {
+        match v {
+            1 => FdKind::File,
+            2 => FdKind::FileDirect,
+            3 => FdKind::Socket,
+            4 => FdKind::Pipe,
+            5 => FdKind::Other,
+            _ => FdKind::None,
+        }
+    }
+    pub const fn name(self) -> &'static str {
+        match self {
+            FdKind::None => "none",
+            FdKind::File => "file",
+            FdKind::FileDirect => "file_direct",
+            FdKind::Socket => "socket",
+            FdKind::Pipe => "pipe",
+            FdKind::Other => "other",
+        }
+    }
+    /// Classify from `inode->i_mode` and `file->f_flags`.
+    pub const fn classify(i_mode: u16, f_flags: u32) -> FdKind {
+        const S_IFMT: u16 = 0o170000;
+        const S_IFREG: u16 = 0o100000;
+        const S_IFSOCK: u16 = 0o140000;
+        const S_IFIFO: u16 = 0o010000;
+        const O_DIRECT: u32 = 0o40000;
+        match i_mode & S_IFMT {
+            S_IFREG if f_flags & O_DIRECT != 0 => FdKind::FileDirect,
+            S_IFREG => FdKind::File,
+            S_IFSOCK => FdKind::Socket,
+            S_IFIFO => FdKind::Pipe,
+            _ => FdKind::Other,
+        }
+    }
+}
+
+/// Key of `SYSCALL_STATS` (per-CPU hash): one row per process, syscall and fd kinds.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SyscallKey {
+    /// Process (thread group) id, as the initial pid namespace sees it.
+    pub tgid: u32,
+    /// Index into [`syscalls::SYSCALLS`].
+    pub syscall: u8,
+    /// [`FdKind`] of the input end (the only end for one-fd calls).
+    pub fd_in: u8,
+    /// [`FdKind`] of the output end of two-fd calls, else `FdKind::None`.
+    pub fd_out: u8,
+    pub _pad: u8,
+}
+
+/// Value of `SYSCALL_STATS`, one per CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyscallStats {
+    pub calls: u64,
+    /// Sum of non-negative return values.
+    pub bytes: u64,
+    /// Calls that returned a negative errno.
+    pub errors: u64,
+    /// Nanoseconds between sys_enter and sys_exit.
+    pub nanos: u64,
+}
+
+/// A syscall in flight, from sys_enter to sys_exit of one thread.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Inflight {
+    /// Thread id; 0 when the slot is free.
+    pub tid: u32,
+    pub syscall: u8,
+    pub fd_in: u8,
+    pub fd_out: u8,
+    pub _pad: u8,
+    pub start_ns: u64,
+}
+
+/// Value of `EXITED`: a process whose last thread exited.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Exited {
+    pub comm: [u8; 16],
+    pub exit_ns: u64,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    unsafe impl aya::Pod for super::SyscallKey {}
+    unsafe impl aya::Pod for super::SyscallStats {}
+    unsafe impl aya::Pod for super::Inflight {}
+    unsafe impl aya::Pod for super::Exited {}
+}
+
+const _: () = assert!(core::mem::size_of::<SyscallKey>() == 8);
+const _: () = assert!(core::mem::size_of::<SyscallStats>() == 32);
+const _: () = assert!(core::mem::size_of::<Inflight>() == 16);
+const _: () = assert!(core::mem::size_of::<Exited>() == 24);
+const _: () = assert!(limits::INFLIGHT_SLOTS.is_power_of_two());

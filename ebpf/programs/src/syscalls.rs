@@ -1,0 +1,246 @@
+//! syscalls family: calls, bytes, errors and time of the data-path syscalls, per process,
+//! syscall and fd kind.
+//!
+//! Preferred: raw tracepoints on sys_enter/sys_exit (include/trace/events/syscalls.h),
+//! one program each for every syscall. Fallback: the per-syscall `syscalls:sys_enter_*`
+//! / `sys_exit_*` tracepoints (kernel/trace/trace_syscalls.c), whose record layout is read
+//! from tracefs.
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
+};
+use aya_log_ebpf::debug;
+use copyscope_common::{
+    Counter, FdKind, Inflight, SyscallKey, SyscallStats, limits,
+    syscalls::{NOT_COUNTED, SYSCALLS},
+};
+
+use crate::{
+    global,
+    maps::{INFLIGHT, INFLIGHT_SPILL, SYSCALL_INDEX, SYSCALL_STATS, WATCHED, count},
+};
+
+#[unsafe(no_mangle)]
+static OFF_TASK_FILES: u64 = 0;
+#[unsafe(no_mangle)]
+static OFF_FILES_FDT: u64 = 0;
+#[unsafe(no_mangle)]
+static OFF_FDT_MAX_FDS: u64 = 0;
+#[unsafe(no_mangle)]
+static OFF_FDT_FD: u64 = 0;
+#[unsafe(no_mangle)]
+static OFF_FILE_INODE: u64 = 0;
+#[unsafe(no_mangle)]
+static OFF_FILE_FLAGS: u64 = 0;
+#[unsafe(no_mangle)]
+static OFF_INODE_MODE: u64 = 0;
+#[unsafe(no_mangle)]
+static OFF_REGS_ARG0: u64 = 0;
+#[unsafe(no_mangle)]
+static OFF_REGS_ARG1: u64 = 0;
+#[unsafe(no_mangle)]
+static OFF_REGS_ARG2: u64 = 0;
+#[unsafe(no_mangle)]
+static OFF_TP_NR: u64 = 0;
+#[unsafe(no_mangle)]
+static OFF_TP_ARGS: u64 = 0;
+#[unsafe(no_mangle)]
+static OFF_TP_RET: u64 = 0;
+#[unsafe(no_mangle)]
+pub(crate) static DEBUG_LOG: u8 = 0;
+#[unsafe(no_mangle)]
+pub(crate) static WATCH_ONLY: u8 = 0;
+
+const SLOT_MASK: u32 = limits::INFLIGHT_SLOTS - 1;
+
+// include/trace/events/syscalls.h: TRACE_EVENT_FN(sys_enter, TP_PROTO(struct pt_regs *regs, long id))
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn syscalls_enter(ctx: RawTracePointContext) -> i32 {
+    let nr: u64 = ctx.arg(1);
+    let regs: *const u8 = ctx.arg(0);
+    match try_enter(nr, |i| read_reg(regs, i)) {
+        Ok(()) => 0,
+        Err(e) => e,
+    }
+}
+
+// include/trace/events/syscalls.h: TRACE_EVENT_FN(sys_exit, TP_PROTO(struct pt_regs *regs, long ret))
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn syscalls_exit(ctx: RawTracePointContext) -> i32 {
+    let ret: i64 = ctx.arg(1);
+    match try_exit(&ctx, ret) {
+        Ok(()) => 0,
+        Err(e) => e,
+    }
+}
+
+// kernel/trace/trace_syscalls.c: ftrace_syscall_enter -> perf_syscall_enter (record: nr, args[6])
+#[tracepoint]
+pub fn syscalls_tp_ent(ctx: TracePointContext) -> i32 {
+    let nr = unsafe { ctx.read_at::<i32>(global(&OFF_TP_NR) as usize) }.unwrap_or(-1);
+    let base = global(&OFF_TP_ARGS) as usize;
+    match try_enter(nr as u64, |i| unsafe { ctx.read_at::<u64>(base + 8 * i as usize) }.unwrap_or(u64::MAX)) {
+        Ok(()) => 0,
+        Err(e) => e,
+    }
+}
+
+// kernel/trace/trace_syscalls.c: perf_syscall_exit (record: nr, ret)
+#[tracepoint]
+pub fn syscalls_tp_ext(ctx: TracePointContext) -> i32 {
+    let ret = unsafe { ctx.read_at::<i64>(global(&OFF_TP_RET) as usize) }.unwrap_or(0);
+    match try_exit(&ctx, ret) {
+        Ok(()) => 0,
+        Err(e) => e,
+    }
+}
+
+#[inline(always)]
+fn read_reg(regs: *const u8, i: u8) -> u64 {
+    let off = match i {
+        0 => global(&OFF_REGS_ARG0),
+        1 => global(&OFF_REGS_ARG1),
+        _ => global(&OFF_REGS_ARG2),
+    };
+    unsafe { bpf_probe_read_kernel(regs.add(off as usize) as *const u64) }.unwrap_or(u64::MAX)
+}
+
+#[inline(always)]
+fn try_enter(nr: u64, arg: impl Fn(u8) -> u64) -> Result<(), i32> {
+    if nr >= limits::SYSCALL_NR_MAX as u64 {
+        return Ok(());
+    }
+    let entry = match SYSCALL_INDEX.get(nr as u32) {
+        Some(&e) if e != NOT_COUNTED => e,
+        _ => return Ok(()),
+    };
+    let idx = (entry as u8).wrapping_sub(1);
+    if idx as usize >= SYSCALLS.len() {
+        return Ok(());
+    }
+    let fds = (entry >> 8) as u8;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    if global(&WATCH_ONLY) != 0 {
+        let tgid = (pid_tgid >> 32) as u32;
+        if unsafe { WATCHED.get(&tgid) }.is_none() {
+            return Ok(());
+        }
+    }
+    let fd_in = fd_kind(arg(fds & 0xf));
+    let fd_out = match fds >> 4 {
+        0 => FdKind::None,
+        a => fd_kind(arg(a - 1)),
+    };
+    let rec = Inflight {
+        tid,
+        syscall: idx,
+        fd_in: fd_in as u8,
+        fd_out: fd_out as u8,
+        _pad: 0,
+        start_ns: unsafe { bpf_ktime_get_ns() },
+    };
+    let slot = INFLIGHT.get_ptr_mut(tid & SLOT_MASK).ok_or(1)?;
+    let held = unsafe { (*slot).tid };
+    if held == 0 || held == tid {
+        unsafe { *slot = rec };
+    } else {
+        // Another live thread is inside a counted syscall on this slot.
+        count(Counter::InflightSpilled);
+        if INFLIGHT_SPILL.insert(&tid, &rec, 0).is_err() {
+            count(Counter::InflightLost);
+        }
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn try_exit<C: EbpfContext>(ctx: &C, ret: i64) -> Result<(), i32> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    let slot = INFLIGHT.get_ptr_mut(tid & SLOT_MASK).ok_or(1)?;
+    let rec = if unsafe { (*slot).tid } == tid {
+        let rec = unsafe { *slot };
+        unsafe { (*slot).tid = 0 };
+        rec
+    } else {
+        // Rare: only when this thread's syscall was spilled.
+        match unsafe { INFLIGHT_SPILL.get(&tid) } {
+            Some(r) => {
+                let rec = *r;
+                let _ = INFLIGHT_SPILL.remove(&tid);
+                rec
+            }
+            None => return Ok(()),
+        }
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+    let key = SyscallKey {
+        tgid: (pid_tgid >> 32) as u32,
+        syscall: rec.syscall,
+        fd_in: rec.fd_in,
+        fd_out: rec.fd_out,
+        _pad: 0,
+    };
+    let (bytes, errors) = if ret < 0 { (0, 1) } else { (ret as u64, 0) };
+    let nanos = now.saturating_sub(rec.start_ns);
+    match SYSCALL_STATS.get_ptr_mut(&key) {
+        Some(v) => unsafe {
+            (*v).calls += 1;
+            (*v).bytes += bytes;
+            (*v).errors += errors;
+            (*v).nanos += nanos;
+        },
+        None => {
+            let v = SyscallStats { calls: 1, bytes, errors, nanos };
+            if SYSCALL_STATS.insert(&key, &v, 0).is_err() {
+                count(Counter::StatsFull);
+                if global(&DEBUG_LOG) != 0 {
+                    debug!(ctx, "syscall stats map full: dropped a call of tgid {}", key.tgid);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Classify an fd of the current task: task->files->fdt->fd[fd]->f_inode->i_mode, f_flags.
+#[inline(always)]
+fn fd_kind(fd: u64) -> FdKind {
+    classify(fd).unwrap_or(FdKind::Other)
+}
+
+#[inline(always)]
+fn classify(fd: u64) -> Result<FdKind, i64> {
+    if fd > i32::MAX as u64 {
+        return Ok(FdKind::Other);
+    }
+    unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        let files: *const u8 = read(task, global(&OFF_TASK_FILES))?;
+        let fdt: *const u8 = read(files, global(&OFF_FILES_FDT))?;
+        let max_fds: u32 = read(fdt, global(&OFF_FDT_MAX_FDS))?;
+        if fd >= max_fds as u64 {
+            return Ok(FdKind::Other);
+        }
+        let fds: *const u8 = read(fdt, global(&OFF_FDT_FD))?;
+        let file: *const u8 = read(fds, fd * 8)?;
+        if file.is_null() {
+            return Ok(FdKind::Other);
+        }
+        let inode: *const u8 = read(file, global(&OFF_FILE_INODE))?;
+        let flags: u32 = read(file, global(&OFF_FILE_FLAGS))?;
+        let mode: u16 = read(inode, global(&OFF_INODE_MODE))?;
+        Ok(FdKind::classify(mode, flags))
+    }
+}
+
+#[inline(always)]
+unsafe fn read<T>(base: *const u8, off: u64) -> Result<T, i64> {
+    if base.is_null() {
+        return Err(-1);
+    }
+    unsafe { bpf_probe_read_kernel(base.add(off as usize) as *const T) }.map_err(|e| e as i64)
+}
