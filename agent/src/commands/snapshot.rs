@@ -12,7 +12,7 @@ use crate::{
     cli::SnapshotArgs,
     collect::syscalls::{Collector, proc_comm},
     loader::{self, LoadOptions},
-    model::{self, ProbeRow, Snapshot},
+    model::{self, CommandRun, ProbeRow, Snapshot},
     report, signals,
 };
 
@@ -30,8 +30,11 @@ pub fn run(args: &SnapshotArgs) -> Result<i32> {
 
     let before = collector.harvest()?;
     let started = Instant::now();
+    let mut command = None;
     let code = if watch {
-        run_command(&mut collector, &args.command)?
+        let (pid, code) = run_command(&mut collector, &args.command)?;
+        command = Some(CommandRun { pid, exit_code: code });
+        code
     } else {
         eprintln!("copyscope: counting for {} s (Ctrl-C ends early)", args.duration);
         let end = started + Duration::from_secs_f64(args.duration);
@@ -63,6 +66,9 @@ pub fn run(args: &SnapshotArgs) -> Result<i32> {
     if let Some(pid) = args.pid {
         rows.retain(|k, _| k.tgid == pid);
     }
+    // copyscope's own harvesting is not part of what it reports.
+    let own = std::process::id();
+    rows.retain(|k, _| k.tgid != own);
     let snapshot = Snapshot {
         duration_seconds: elapsed,
         kernel: loaded.kernel.clone(),
@@ -79,6 +85,7 @@ pub fn run(args: &SnapshotArgs) -> Result<i32> {
             .collect(),
         processes: model::processes(&rows, &after.exited, &proc_comm),
         dropped: model::dropped(&before, &after),
+        command,
     };
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -90,55 +97,43 @@ pub fn run(args: &SnapshotArgs) -> Result<i32> {
     Ok(code)
 }
 
-/// Start the command held at a pipe until its pid is watched, so that not one of its
-/// syscalls is missed; wait for it and return its exit code (128 + signal if killed).
+/// Start the command stopped until its pid is watched, so that not one of its syscalls is
+/// missed and none of copyscope's own are counted; wait for it and return its exit code
+/// (128 + signal if killed).
 ///
-/// fork + execvp by hand: `std::process::Command::spawn` waits for the exec, which the
-/// held child cannot reach until it is watched.
-fn run_command(collector: &mut Collector, argv: &[String]) -> Result<i32> {
+/// fork + SIGSTOP + execvp by hand: `std::process::Command::spawn` waits for the exec,
+/// which the held child cannot reach until it is watched.
+fn run_command(collector: &mut Collector, argv: &[String]) -> Result<(u32, i32)> {
     let cargs: Vec<CString> = argv
         .iter()
         .map(|a| CString::new(a.as_bytes()).with_context(|| format!("argument {a:?} contains a NUL byte")))
         .collect::<Result<_>>()?;
     let mut ptrs: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
     ptrs.push(std::ptr::null());
-    let mut gate = [0 as libc::c_int; 2];
-    // SAFETY: pipe2 with a valid two-int array.
-    if unsafe { libc::pipe2(gate.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("creating a pipe");
-    }
-    // SAFETY: the child only calls async-signal-safe functions (read, execvp, write, _exit).
+    // SAFETY: the child only calls async-signal-safe functions (raise, execvp, write, _exit).
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(std::io::Error::last_os_error()).context("fork");
     }
     if pid == 0 {
         unsafe {
-            libc::close(gate[1]);
-            let mut b = 0u8;
-            if libc::read(gate[0], (&raw mut b).cast(), 1) == 1 {
-                libc::execvp(ptrs[0], ptrs.as_ptr());
-                let msg = b"copyscope: cannot run the command\n";
-                libc::write(2, msg.as_ptr().cast(), msg.len());
-                libc::_exit(127);
-            }
-            libc::_exit(126);
+            libc::raise(libc::SIGSTOP);
+            libc::execvp(ptrs[0], ptrs.as_ptr());
+            let msg = b"copyscope: cannot run the command\n";
+            libc::write(2, msg.as_ptr().cast(), msg.len());
+            libc::_exit(127);
         }
     }
-    // SAFETY: closing our copy of the read end.
-    unsafe { libc::close(gate[0]) };
-    let release = |ok: bool| {
-        if ok {
-            // SAFETY: writing one byte from a valid buffer to our pipe end.
-            unsafe { libc::write(gate[1], [1u8].as_ptr().cast(), 1) };
-        }
-        unsafe { libc::close(gate[1]) };
-    };
-    if let Err(e) = collector.watch(pid as u32) {
-        release(false);
-        return Err(e);
+    let mut status = 0;
+    // SAFETY: waitpid on our own child with a valid status pointer.
+    let r = unsafe { libc::waitpid(pid, &mut status, libc::WUNTRACED) };
+    if r != pid || !libc::WIFSTOPPED(status) {
+        bail!("the command did not start (status {status:#x})");
     }
-    release(true);
+    let watched = collector.watch(pid as u32);
+    // SAFETY: signalling our own stopped child.
+    unsafe { libc::kill(pid, if watched.is_ok() { libc::SIGCONT } else { libc::SIGKILL }) };
+    watched?;
     let mut status = 0;
     loop {
         // SAFETY: waitpid on our own child with a valid status pointer.
@@ -152,9 +147,9 @@ fn run_command(collector: &mut Collector, argv: &[String]) -> Result<i32> {
         }
     }
     if libc::WIFEXITED(status) {
-        Ok(libc::WEXITSTATUS(status))
+        Ok((pid as u32, libc::WEXITSTATUS(status)))
     } else if libc::WIFSIGNALED(status) {
-        Ok(128 + libc::WTERMSIG(status))
+        Ok((pid as u32, 128 + libc::WTERMSIG(status)))
     } else {
         bail!("the command ended in an unknown way (status {status:#x})")
     }

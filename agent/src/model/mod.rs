@@ -106,6 +106,15 @@ pub struct Snapshot {
     pub processes: Vec<ProcessRow>,
     /// What the kernel side could not count in this window, by reason.
     pub dropped: BTreeMap<String, u64>,
+    /// `snapshot -- COMMAND`: the command's pid and exit code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<CommandRun>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CommandRun {
+    pub pid: u32,
+    pub exit_code: i32,
 }
 
 /// The fd-kind label of a row.

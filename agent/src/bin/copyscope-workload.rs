@@ -1,0 +1,243 @@
+//! Workloads with known answers, for copyscope's kernel tests and benchmarks. Each one
+//! makes an exact number of syscalls of an exact size and prints what it did as JSON.
+//!
+//!   copyscope-workload pread FILE COUNT SIZE        COUNT pread(SIZE) at offset 0
+//!   copyscope-workload pipe COUNT SIZE              COUNT write(SIZE) into a pipe, a thread reads
+//!   copyscope-workload tcp COUNT SIZE               COUNT send(SIZE) over loopback TCP, a thread recv()s
+//!   copyscope-workload sendfile FILE                sendfile FILE -> loopback TCP socket
+//!   copyscope-workload splice FILE                  splice FILE -> pipe -> loopback TCP socket
+//!   copyscope-workload copy-file-range SRC DST      copy_file_range SRC -> DST
+//!   copyscope-workload direct FILE COUNT SIZE       COUNT O_DIRECT pread(SIZE)
+//!   copyscope-workload badfd COUNT                  COUNT read() on a closed fd (EBADF)
+//!   copyscope-workload threads THREADS COUNT FILE   THREADS threads, COUNT pread(1) each
+//!
+//! The result goes to stdout, or to the file named by COPYSCOPE_WORKLOAD_OUT.
+use std::{
+    ffi::CString,
+    io::Read as _,
+    net::{TcpListener, TcpStream},
+    os::fd::{AsRawFd, RawFd},
+    thread,
+};
+
+fn die(msg: &str) -> ! {
+    eprintln!("copyscope-workload: {msg}");
+    std::process::exit(2);
+}
+
+fn num(s: Option<&String>, what: &str) -> u64 {
+    s.and_then(|v| v.parse().ok()).unwrap_or_else(|| die(&format!("{what} must be a whole number")))
+}
+
+fn check(r: isize, what: &str) -> usize {
+    if r < 0 {
+        die(&format!("{what}: {}", std::io::Error::last_os_error()));
+    }
+    r as usize
+}
+
+fn open(path: &str, flags: i32) -> RawFd {
+    let c = CString::new(path).unwrap_or_else(|_| die("path contains NUL"));
+    // SAFETY: valid C string.
+    let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC, 0o644) };
+    if fd < 0 {
+        die(&format!("open {path}: {}", std::io::Error::last_os_error()));
+    }
+    fd
+}
+
+fn file_size(fd: RawFd) -> u64 {
+    // SAFETY: fstat into a zeroed struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    check(unsafe { libc::fstat(fd, &mut st) } as isize, "fstat");
+    st.st_size as u64
+}
+
+/// A connected loopback pair: (sender, receiver thread that recv()s to EOF and returns the byte count).
+fn tcp_pair() -> (TcpStream, thread::JoinHandle<u64>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| die(&format!("bind: {e}")));
+    let addr = l.local_addr().unwrap();
+    let rx = thread::spawn(move || {
+        let (s, _) = l.accept().unwrap_or_else(|e| die(&format!("accept: {e}")));
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0u64;
+        loop {
+            // SAFETY: recv into our buffer.
+            let n = unsafe { libc::recv(s.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if check(n, "recv") == 0 {
+                return total;
+            }
+            total += n as u64;
+        }
+    });
+    let tx = TcpStream::connect(addr).unwrap_or_else(|e| die(&format!("connect: {e}")));
+    (tx, rx)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let op = args.first().map(String::as_str).unwrap_or_else(|| die("no workload given (see the source for the list)"));
+    let a = |i: usize| args.get(i);
+    let out = match op {
+        "pread" => {
+            let fd = open(a(1).unwrap_or_else(|| die("pread FILE COUNT SIZE")), libc::O_RDONLY);
+            let (count, size) = (num(a(2), "COUNT"), num(a(3), "SIZE") as usize);
+            let mut buf = vec![0u8; size];
+            let mut bytes = 0;
+            for _ in 0..count {
+                // SAFETY: read into our buffer.
+                bytes += check(unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), size, 0) }, "pread") as u64;
+            }
+            format!(r#"{{"calls":{count},"bytes":{bytes}}}"#)
+        }
+        "pipe" => {
+            let (count, size) = (num(a(1), "COUNT"), num(a(2), "SIZE") as usize);
+            let mut fds = [0; 2];
+            check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } as isize, "pipe2");
+            let rfd = fds[0];
+            let reader = thread::spawn(move || {
+                let mut f = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(rfd) };
+                let mut sink = Vec::new();
+                f.read_to_end(&mut sink).unwrap_or_else(|e| die(&format!("pipe read: {e}")));
+                sink.len() as u64
+            });
+            let buf = vec![7u8; size];
+            for _ in 0..count {
+                let n = check(unsafe { libc::write(fds[1], buf.as_ptr().cast(), size) }, "write");
+                if n != size {
+                    die("short pipe write");
+                }
+            }
+            unsafe { libc::close(fds[1]) };
+            let read = reader.join().unwrap();
+            format!(r#"{{"calls":{count},"bytes":{},"read_bytes":{read}}}"#, count * size as u64)
+        }
+        "tcp" => {
+            let (count, size) = (num(a(1), "COUNT"), num(a(2), "SIZE") as usize);
+            let (tx, rx) = tcp_pair();
+            let buf = vec![1u8; size];
+            for _ in 0..count {
+                // SAFETY: send from our buffer. A blocking send sends it all or fails.
+                let n = check(unsafe { libc::send(tx.as_raw_fd(), buf.as_ptr().cast(), size, 0) }, "send");
+                if n != size {
+                    die("short send");
+                }
+            }
+            drop(tx);
+            let got = rx.join().unwrap();
+            format!(r#"{{"calls":{count},"bytes":{},"received":{got}}}"#, count * size as u64)
+        }
+        "sendfile" | "splice" => {
+            let fd = open(a(1).unwrap_or_else(|| die("sendfile|splice FILE")), libc::O_RDONLY);
+            let size = file_size(fd);
+            let (tx, rx) = tcp_pair();
+            let sock = tx.as_raw_fd();
+            let mut left = size;
+            let mut calls = 0u64;
+            if op == "sendfile" {
+                while left > 0 {
+                    let n = check(unsafe { libc::sendfile(sock, fd, std::ptr::null_mut(), left as usize) }, "sendfile");
+                    calls += 1;
+                    left -= n as u64;
+                }
+            } else {
+                let mut p = [0; 2];
+                check(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } as isize, "pipe2");
+                while left > 0 {
+                    let n = check(
+                        unsafe { libc::splice(fd, std::ptr::null_mut(), p[1], std::ptr::null_mut(), left as usize, 0) },
+                        "splice in",
+                    );
+                    let mut m = n;
+                    while m > 0 {
+                        m -= check(
+                            unsafe { libc::splice(p[0], std::ptr::null_mut(), sock, std::ptr::null_mut(), m, 0) },
+                            "splice out",
+                        );
+                    }
+                    calls += 1;
+                    left -= n as u64;
+                }
+            }
+            drop(tx);
+            let got = rx.join().unwrap();
+            format!(r#"{{"calls":{calls},"bytes":{size},"received":{got}}}"#)
+        }
+        "copy-file-range" => {
+            let src = open(a(1).unwrap_or_else(|| die("copy-file-range SRC DST")), libc::O_RDONLY);
+            let dst = open(a(2).unwrap_or_else(|| die("copy-file-range SRC DST")), libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC);
+            let size = file_size(src);
+            let mut left = size;
+            let mut calls = 0;
+            while left > 0 {
+                let n = check(
+                    unsafe { libc::copy_file_range(src, std::ptr::null_mut(), dst, std::ptr::null_mut(), left as usize, 0) },
+                    "copy_file_range",
+                );
+                calls += 1;
+                if n == 0 {
+                    die("copy_file_range made no progress");
+                }
+                left -= n as u64;
+            }
+            format!(r#"{{"calls":{calls},"bytes":{size}}}"#)
+        }
+        "direct" => {
+            let path = a(1).unwrap_or_else(|| die("direct FILE COUNT SIZE"));
+            let c = CString::new(path.as_str()).unwrap();
+            let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECT | libc::O_CLOEXEC) };
+            if fd < 0 {
+                let e = std::io::Error::last_os_error();
+                println!(r#"{{"unsupported":"O_DIRECT open: {e}"}}"#);
+                std::process::exit(3);
+            }
+            let (count, size) = (num(a(2), "COUNT"), num(a(3), "SIZE") as usize);
+            let layout = std::alloc::Layout::from_size_align(size.max(4096), 4096).unwrap();
+            // SAFETY: non-zero size layout; freed below.
+            let buf = unsafe { std::alloc::alloc(layout) };
+            let mut bytes = 0;
+            for _ in 0..count {
+                bytes += check(unsafe { libc::pread(fd, buf.cast(), size, 0) }, "O_DIRECT pread") as u64;
+            }
+            unsafe { std::alloc::dealloc(buf, layout) };
+            format!(r#"{{"calls":{count},"bytes":{bytes}}}"#)
+        }
+        "badfd" => {
+            let count = num(a(1), "COUNT");
+            let mut buf = [0u8; 16];
+            for _ in 0..count {
+                // fd 987654 is far above anything open here.
+                let r = unsafe { libc::read(987_654, buf.as_mut_ptr().cast(), buf.len()) };
+                if r >= 0 {
+                    die("read on a closed fd succeeded");
+                }
+            }
+            format!(r#"{{"calls":{count},"errors":{count}}}"#)
+        }
+        "threads" => {
+            let (threads, count) = (num(a(1), "THREADS"), num(a(2), "COUNT"));
+            let fd = open(a(3).unwrap_or_else(|| die("threads THREADS COUNT FILE")), libc::O_RDONLY);
+            let hs: Vec<_> = (0..threads)
+                .map(|_| {
+                    thread::spawn(move || {
+                        let mut b = [0u8; 1];
+                        for _ in 0..count {
+                            check(unsafe { libc::pread(fd, b.as_mut_ptr().cast(), 1, 0) }, "pread");
+                        }
+                    })
+                })
+                .collect();
+            for h in hs {
+                h.join().unwrap();
+            }
+            format!(r#"{{"calls":{},"bytes":{}}}"#, threads * count, threads * count)
+        }
+        other => die(&format!("unknown workload {other:?}")),
+    };
+    // With COPYSCOPE_WORKLOAD_OUT the result goes to that file, so the workload's own
+    // output does not mix with the pipe and socket traffic it measures.
+    match std::env::var_os("COPYSCOPE_WORKLOAD_OUT") {
+        Some(path) => std::fs::write(&path, format!("{out}\n")).unwrap_or_else(|e| die(&format!("writing result: {e}"))),
+        None => println!("{out}"),
+    }
+}

@@ -1,0 +1,149 @@
+//! Helpers for the tests that run the real binaries.
+#![allow(dead_code, reason = "each test file uses a different subset")]
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    process::{Command, Output, Stdio},
+};
+
+use serde_json::Value;
+
+pub const COPYSCOPE: &str = env!("CARGO_BIN_EXE_copyscope");
+pub const WORKLOAD: &str = env!("CARGO_BIN_EXE_copyscope-workload");
+
+/// Why the kernel tests cannot run here, if they cannot. With
+/// COPYSCOPE_REQUIRE_KERNEL_TESTS=1 (set by `cargo xtask test`), a reason that is not a
+/// missing kernel feature fails the test instead of skipping it.
+pub fn kernel_unavailable() -> Option<String> {
+    let strict = std::env::var("COPYSCOPE_REQUIRE_KERNEL_TESTS").is_ok_and(|v| v == "1");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        let why = "not root: loading eBPF programs needs root".to_string();
+        assert!(!strict, "{why}");
+        return Some(why);
+    }
+    if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
+        return Some("kernel has no BTF (CONFIG_DEBUG_INFO_BTF)".into());
+    }
+    let out = Command::new(COPYSCOPE).args(["probes"]).output().expect("running copyscope probes");
+    let err = String::from_utf8_lossy(&out.stderr);
+    if err.contains("built without its eBPF programs") {
+        let why = "copyscope was built without its eBPF programs (no BPF toolchain)".to_string();
+        assert!(!strict, "{why}");
+        return Some(why);
+    }
+    if !out.status.success() {
+        return Some(format!(
+            "the syscall probes cannot attach on this kernel: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            err
+        ));
+    }
+    None
+}
+
+/// Skip the calling test with a reason when the kernel side cannot run.
+#[macro_export]
+macro_rules! require_kernel {
+    () => {
+        if let Some(why) = common::kernel_unavailable() {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+}
+
+/// A scratch directory on the target's file system (not tmpfs: O_DIRECT needs a real one).
+pub fn scratch(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub fn write_file(path: &PathBuf, size: usize) {
+    let data: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+    std::fs::write(path, data).unwrap();
+}
+
+/// `copyscope snapshot --json -- copyscope-workload ARGS`: the snapshot and the workload's
+/// own result (written to a file so its output does not mix with what it measures).
+pub fn run_workload(dir: &PathBuf, args: &[&str]) -> (Value, Value) {
+    let out_file = dir.join(format!("result-{}", args.join("_").replace('/', "_")));
+    let out = Command::new(COPYSCOPE)
+        .args(["snapshot", "--json", "--", WORKLOAD])
+        .args(args)
+        .env("COPYSCOPE_WORKLOAD_OUT", &out_file)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running copyscope snapshot");
+    assert_ok(&out, "copyscope snapshot -- workload");
+    let snap: Value = serde_json::from_slice(&out.stdout).expect("snapshot JSON");
+    let result = std::fs::read_to_string(&out_file).unwrap_or_else(|e| panic!("workload result {out_file:?}: {e}"));
+    (snap, serde_json::from_str(&result).unwrap())
+}
+
+pub fn assert_ok(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The process row for `pid` in a snapshot.
+pub fn process(snap: &Value, pid: u64) -> &Value {
+    snap["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"].as_u64() == Some(pid))
+        .unwrap_or_else(|| panic!("pid {pid} not in snapshot: {snap:#}"))
+}
+
+/// The command's process row.
+pub fn command_process(snap: &Value) -> &Value {
+    process(snap, snap["command"]["pid"].as_u64().expect("command pid"))
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Row {
+    pub calls: u64,
+    pub bytes: u64,
+    pub errors: u64,
+}
+
+/// (syscall, fd_kind) -> counts of one process.
+pub fn rows(p: &Value) -> HashMap<(String, String), Row> {
+    p["syscalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                (s["syscall"].as_str().unwrap().to_string(), s["fd_kind"].as_str().unwrap().to_string()),
+                Row {
+                    calls: s["calls"].as_u64().unwrap(),
+                    bytes: s["bytes"].as_u64().unwrap(),
+                    errors: s["errors"].as_u64().unwrap(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// One row of a process, zero if absent.
+pub fn row(p: &Value, syscall: &str, fd_kind: &str) -> Row {
+    rows(p).get(&(syscall.to_string(), fd_kind.to_string())).copied().unwrap_or_default()
+}
+
+/// `row` in `with` minus `row` in `without`: what the workload's own loop did, with the
+/// start-up of the binary (the loader's reads) taken out.
+pub fn diff(with: &Value, without: &Value, syscall: &str, fd_kind: &str) -> Row {
+    let a = row(with, syscall, fd_kind);
+    let b = row(without, syscall, fd_kind);
+    Row { calls: a.calls - b.calls, bytes: a.bytes - b.bytes, errors: a.errors - b.errors }
+}
