@@ -215,3 +215,27 @@ fn system_wide_snapshot_keeps_a_short_lived_process() {
     assert_eq!(diff(p, command_process(&base), "pread64", "file"), Row { calls: 500, bytes: 256_000, errors: 0 });
     assert!(v["duration_seconds"].as_f64().unwrap() < 100.0, "SIGINT ended the window early");
 }
+
+#[test]
+fn per_syscall_tracepoint_fallback_counts_exactly_too() {
+    require_kernel!();
+    let d = scratch("fallback");
+    let f = d.join("data");
+    write_file(&f, 8192);
+    let path = f.to_str().unwrap();
+    let env = [("COPYSCOPE_DISABLE_METHODS", "raw_tracepoint")];
+    let (base, _) = run_workload_with(&d, &["pread", path, "0", "8192"], &env);
+    let (snap, _) = run_workload_with(&d, &["pread", path, "300", "8192"], &env);
+    let methods: Vec<_> = snap["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["family"] == "syscalls")
+        .map(|p| p["method"].as_str().unwrap_or("none").to_string())
+        .collect();
+    assert_eq!(methods, vec!["tracepoint", "tracepoint"]);
+    assert_eq!(
+        diff(command_process(&snap), command_process(&base), "pread64", "file"),
+        Row { calls: 300, bytes: 300 * 8192, errors: 0 }
+    );
+}

@@ -138,8 +138,13 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
         );
     }
     check_privileges()?;
-    let btf = btf::Btf::from_file(Path::new("/sys/kernel/btf/vmlinux"))?;
-    let root = tracefs::root()?;
+    let btf_path = std::env::var_os("COPYSCOPE_BTF").unwrap_or_else(|| "/sys/kernel/btf/vmlinux".into());
+    let btf = btf::Btf::from_file(Path::new(&btf_path))?;
+    let root = match std::env::var_os("COPYSCOPE_TRACEFS") {
+        Some(p) if Path::new(&p).join("events").is_dir() => p.into(),
+        Some(p) => bail!("tracefs not found at {} (COPYSCOPE_TRACEFS): mount it with `mount -t tracefs nodev PATH`", Path::new(&p).display()),
+        None => tracefs::root()?,
+    };
     raise_memlock();
 
     let offsets = struct_offsets(&btf)?;
@@ -193,9 +198,22 @@ fn fill_syscall_index(ebpf: &mut Ebpf) -> Result<()> {
     Ok(())
 }
 
+/// Methods named in COPYSCOPE_DISABLE_METHODS (comma-separated) are not tried: to test the
+/// fallbacks, or to work around a broken method on one kernel.
+fn disabled_methods() -> Vec<String> {
+    std::env::var("COPYSCOPE_DISABLE_METHODS")
+        .map(|v| v.split(',').map(|m| m.trim().to_string()).filter(|m| !m.is_empty()).collect())
+        .unwrap_or_default()
+}
+
 fn attach_probe(ebpf: &mut Ebpf, spec: &ProbeSpec, root: &Path) -> ProbeStatus {
     let mut reasons = Vec::new();
+    let disabled = disabled_methods();
     for m in spec.methods {
+        if disabled.iter().any(|d| d == m.method.name()) {
+            reasons.push(format!("{}: disabled by COPYSCOPE_DISABLE_METHODS", m.method.name()));
+            continue;
+        }
         match attach_one(ebpf, m.method, m.program, m.target, root) {
             Ok(detail) => {
                 return ProbeStatus {

@@ -70,11 +70,17 @@ pub fn write_file(path: &PathBuf, size: usize) {
 /// `copyscope snapshot --json -- copyscope-workload ARGS`: the snapshot and the workload's
 /// own result (written to a file so its output does not mix with what it measures).
 pub fn run_workload(dir: &PathBuf, args: &[&str]) -> (Value, Value) {
+    run_workload_with(dir, args, &[])
+}
+
+/// [`run_workload`] with extra environment for copyscope.
+pub fn run_workload_with(dir: &PathBuf, args: &[&str], env: &[(&str, &str)]) -> (Value, Value) {
     let out_file = dir.join(format!("result-{}", args.join("_").replace('/', "_")));
     let out = Command::new(COPYSCOPE)
         .args(["snapshot", "--json", "--", WORKLOAD])
         .args(args)
         .env("COPYSCOPE_WORKLOAD_OUT", &out_file)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .expect("running copyscope snapshot");

@@ -1,0 +1,98 @@
+//! The binary's behaviour on bad input and in a broken environment: one clear sentence,
+//! a non-zero exit, no backtrace.
+
+mod common;
+
+use std::process::Command;
+
+use common::COPYSCOPE;
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(COPYSCOPE).args(args).envs(env.iter().copied()).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn assert_clean_error(code: i32, stderr: &str, needle: &str) {
+    assert_ne!(code, 0);
+    assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("stack backtrace"), "no panic: {stderr}");
+}
+
+#[test]
+fn unknown_flags_and_bad_values_are_rejected() {
+    let (code, _, err) = run(&["snapshot", "--frobnicate"], &[]);
+    assert_clean_error(code, &err, "unexpected argument '--frobnicate'");
+    let (code, _, err) = run(&["snapshot", "--duration", "soon"], &[]);
+    assert_clean_error(code, &err, "not a number of seconds");
+    let (code, _, err) = run(&["snapshot", "--pid", "many"], &[]);
+    assert_clean_error(code, &err, "invalid value 'many' for '--pid <PID>'");
+    let (code, _, err) = run(&["nonsense"], &[]);
+    assert_clean_error(code, &err, "unrecognized subcommand");
+}
+
+#[test]
+fn version_and_help_work_without_privileges() {
+    let (code, out, _) = run(&["--version"], &[]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("copyscope "), "{out}");
+    let (code, out, _) = run(&["snapshot", "--help"], &[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("--duration") && out.contains("COMMAND"), "{out}");
+}
+
+/// Run copyscope as an unprivileged user (needs root to switch, and setpriv).
+#[test]
+fn without_bpf_permission_says_how_to_get_it() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || Command::new("setpriv").arg("--version").output().is_err() {
+        // As an unprivileged user, copyscope itself is the unprivileged case.
+        let (code, _, err) = run(&["probes"], &[]);
+        if !err.contains("built without its eBPF programs") {
+            assert_clean_error(code, &err, "needs permission to load eBPF programs");
+        }
+        return;
+    }
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", COPYSCOPE, "snapshot", "-d", "1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if err.contains("built without its eBPF programs") {
+        eprintln!("skipped: built without eBPF programs");
+        return;
+    }
+    assert_clean_error(out.status.code().unwrap_or(-1), &err, "needs permission to load eBPF programs");
+    assert!(err.contains("CAP_BPF"), "{err}");
+}
+
+#[test]
+fn missing_btf_and_tracefs_are_explained() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: the checks after the permission check need root");
+        return;
+    }
+    let (code, _, err) = run(&["probes"], &[("COPYSCOPE_BTF", "/nonexistent/vmlinux")]);
+    if err.contains("built without its eBPF programs") {
+        eprintln!("skipped: built without eBPF programs");
+        return;
+    }
+    assert_clean_error(code, &err, "exposes no BTF (CONFIG_DEBUG_INFO_BTF)");
+    let (code, _, err) = run(&["probes"], &[("COPYSCOPE_TRACEFS", "/nonexistent")]);
+    assert_clean_error(code, &err, "mount -t tracefs");
+}
+
+#[test]
+fn a_command_that_cannot_run_is_reported() {
+    if common::kernel_unavailable().is_some() {
+        eprintln!("skipped: needs the kernel side");
+        return;
+    }
+    let (code, _, err) = run(&["snapshot", "--", "/nonexistent/program"], &[]);
+    assert_eq!(code, 127, "{err}");
+    assert!(err.contains("cannot run the command"), "{err}");
+}
