@@ -17,7 +17,11 @@ fn main() -> anyhow::Result<()> {
     let object = out_dir.join("copyscope");
 
     let forced_stub = env::var(STUB_ENV).is_ok_and(|v| v == "1");
-    let toolchain = if forced_stub { Err(format!("{STUB_ENV}=1")) } else { bpf_toolchain() };
+    let toolchain = if forced_stub {
+        Err(format!("{STUB_ENV}=1"))
+    } else {
+        bpf_toolchain()
+    };
     let toolchain = match toolchain {
         Ok(t) => t,
         Err(why) => {
@@ -43,7 +47,11 @@ fn main() -> anyhow::Result<()> {
         .manifest_path
         .parent()
         .ok_or_else(|| anyhow!("no parent for {}", pkg.manifest_path))?;
-    let package = aya_build::Package { name: pkg.name.as_str(), root_dir: root.as_str(), ..Default::default() };
+    let package = aya_build::Package {
+        name: pkg.name.as_str(),
+        root_dir: root.as_str(),
+        ..Default::default()
+    };
     match toolchain {
         Some(name) => {
             // No nightly: a stable toolchain builds core for the BPF target with RUSTC_BOOTSTRAP.

@@ -3,8 +3,12 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "copyscope", version, about = "Where is my CPU going on copying bytes? Per-process eBPF counts of \
-syscalls, mode switches, bytes copied by the CPU versus moved zero-copy.")]
+#[command(
+    name = "copyscope",
+    version,
+    about = "Where is my CPU going on copying bytes? Per-process eBPF counts of \
+syscalls, mode switches, bytes copied by the CPU versus moved zero-copy."
+)]
 pub struct Cli {
     /// Log level: error, warn, info, debug, trace.
     #[arg(long, global = true, env = "COPYSCOPE_LOG", default_value = "warn")]
@@ -50,9 +54,13 @@ pub struct SnapshotArgs {
 }
 
 fn parse_duration(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
     if !v.is_finite() || v <= 0.0 || v > 86_400.0 {
-        return Err(format!("duration must be between 0 and 86400 seconds, got {s}"));
+        return Err(format!(
+            "duration must be between 0 and 86400 seconds, got {s}"
+        ));
     }
     Ok(v)
 }
@@ -63,8 +71,18 @@ mod tests {
 
     #[test]
     fn parses_command_mode() {
-        let c = Cli::try_parse_from(["copyscope", "snapshot", "--json", "--", "cat", "/etc/hostname"]).unwrap();
-        let Command::Snapshot(a) = c.command else { panic!("not snapshot") };
+        let c = Cli::try_parse_from([
+            "copyscope",
+            "snapshot",
+            "--json",
+            "--",
+            "cat",
+            "/etc/hostname",
+        ])
+        .unwrap();
+        let Command::Snapshot(a) = c.command else {
+            panic!("not snapshot")
+        };
         assert!(a.json);
         assert_eq!(a.command, vec!["cat", "/etc/hostname"]);
     }
@@ -72,10 +90,15 @@ mod tests {
     #[test]
     fn rejects_bad_durations() {
         for bad in ["0", "-1", "abc", "1e9", "NaN"] {
-            assert!(Cli::try_parse_from(["copyscope", "snapshot", "--duration", bad]).is_err(), "{bad}");
+            assert!(
+                Cli::try_parse_from(["copyscope", "snapshot", "--duration", bad]).is_err(),
+                "{bad}"
+            );
         }
         let c = Cli::try_parse_from(["copyscope", "snapshot", "-d", "0.5"]).unwrap();
-        let Command::Snapshot(a) = c.command else { panic!() };
+        let Command::Snapshot(a) = c.command else {
+            panic!()
+        };
         assert_eq!(a.duration, 0.5);
     }
 }

@@ -13,7 +13,13 @@ pub fn bytes(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else if v >= 100.0 { format!("{v:.0} {}", UNITS[u]) } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else if v >= 100.0 {
+        format!("{v:.0} {}", UNITS[u])
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 pub fn table(s: &Snapshot) -> String {
@@ -22,11 +28,27 @@ pub fn table(s: &Snapshot) -> String {
         .probes
         .iter()
         .filter(|p| p.attached)
-        .map(|p| format!("{}/{}={}", p.family, p.hook, p.method.as_deref().unwrap_or("-")))
+        .map(|p| {
+            format!(
+                "{}/{}={}",
+                p.family,
+                p.hook,
+                p.method.as_deref().unwrap_or("-")
+            )
+        })
         .collect();
-    let _ = writeln!(o, "copyscope snapshot: {:.2} s, kernel {}", s.duration_seconds, s.kernel);
+    let _ = writeln!(
+        o,
+        "copyscope snapshot: {:.2} s, kernel {}",
+        s.duration_seconds, s.kernel
+    );
     let _ = writeln!(o, "probes: {}", methods.join(" "));
-    let dropped: Vec<_> = s.dropped.iter().filter(|(_, v)| **v > 0).map(|(k, v)| format!("{k}={v}")).collect();
+    let dropped: Vec<_> = s
+        .dropped
+        .iter()
+        .filter(|(_, v)| **v > 0)
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     if !dropped.is_empty() {
         let _ = writeln!(o, "DROPPED in the kernel: {}", dropped.join(" "));
     }
@@ -34,10 +56,22 @@ pub fn table(s: &Snapshot) -> String {
     let _ = writeln!(
         o,
         "{:>8} {:<16} {:>10} {:>10} {:>11} {:>11} {:>11} {:>11} {:>9}",
-        "PID", "COMM", "SYSCALLS", "MODE-SW", "COPY>USER", "COPY<USER", "ZERO-COPY", "DIRECT-IO", "SYS-TIME"
+        "PID",
+        "COMM",
+        "SYSCALLS",
+        "MODE-SW",
+        "COPY>USER",
+        "COPY<USER",
+        "ZERO-COPY",
+        "DIRECT-IO",
+        "SYS-TIME"
     );
     for p in &s.processes {
-        let comm = if p.exited { format!("{}*", p.comm) } else { p.comm.clone() };
+        let comm = if p.exited {
+            format!("{}*", p.comm)
+        } else {
+            p.comm.clone()
+        };
         let _ = writeln!(
             o,
             "{:>8} {:<16} {:>10} {:>10} {:>11} {:>11} {:>11} {:>11} {:>8.3}s",
@@ -54,13 +88,18 @@ pub fn table(s: &Snapshot) -> String {
         for c in &p.syscalls {
             let _ = writeln!(
                 o,
-                "{:>8} {:<16} {:>10} {:>10} {:>11}{}",
+                "{:>8}   {:<16} {:<14} {:>10} calls {:>11} {:>8.3}s{}",
                 "",
-                format!("  {}", c.syscall),
-                c.calls,
+                c.syscall,
                 c.fd_kind,
+                c.calls,
                 bytes(c.bytes),
-                if c.errors > 0 { format!("  errors {}", c.errors) } else { String::new() }
+                c.seconds,
+                if c.errors > 0 {
+                    format!("  {} errors", c.errors)
+                } else {
+                    String::new()
+                }
             );
         }
     }

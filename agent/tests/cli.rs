@@ -8,7 +8,11 @@ use std::process::Command;
 use common::COPYSCOPE;
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let out = Command::new(COPYSCOPE).args(args).envs(env.iter().copied()).output().unwrap();
+    let out = Command::new(COPYSCOPE)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -19,7 +23,10 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
 fn assert_clean_error(code: i32, stderr: &str, needle: &str) {
     assert_ne!(code, 0);
     assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
-    assert!(!stderr.contains("panicked") && !stderr.contains("stack backtrace"), "no panic: {stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("stack backtrace"),
+        "no panic: {stderr}"
+    );
 }
 
 #[test]
@@ -41,14 +48,18 @@ fn version_and_help_work_without_privileges() {
     assert!(out.starts_with("copyscope "), "{out}");
     let (code, out, _) = run(&["snapshot", "--help"], &[]);
     assert_eq!(code, 0);
-    assert!(out.contains("--duration") && out.contains("COMMAND"), "{out}");
+    assert!(
+        out.contains("--duration") && out.contains("COMMAND"),
+        "{out}"
+    );
 }
 
 /// Run copyscope as an unprivileged user (needs root to switch, and setpriv).
 #[test]
 fn without_bpf_permission_says_how_to_get_it() {
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 || Command::new("setpriv").arg("--version").output().is_err() {
+    if unsafe { libc::geteuid() } != 0 || Command::new("setpriv").arg("--version").output().is_err()
+    {
         // As an unprivileged user, copyscope itself is the unprivileged case.
         let (code, _, err) = run(&["probes"], &[]);
         if !err.contains("built without its eBPF programs") {
@@ -57,7 +68,16 @@ fn without_bpf_permission_says_how_to_get_it() {
         return;
     }
     let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", COPYSCOPE, "snapshot", "-d", "1"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            COPYSCOPE,
+            "snapshot",
+            "-d",
+            "1",
+        ])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -65,7 +85,11 @@ fn without_bpf_permission_says_how_to_get_it() {
         eprintln!("skipped: built without eBPF programs");
         return;
     }
-    assert_clean_error(out.status.code().unwrap_or(-1), &err, "needs permission to load eBPF programs");
+    assert_clean_error(
+        out.status.code().unwrap_or(-1),
+        &err,
+        "needs permission to load eBPF programs",
+    );
     assert!(err.contains("CAP_BPF"), "{err}");
 }
 

@@ -21,10 +21,21 @@ fn preads_of_a_regular_file_are_counted_exactly() {
     let (snap, res) = run_workload(&d, &["pread", path, "1000", "4096"]);
     assert_eq!(res["bytes"], 4_096_000);
     let (p, b) = (command_process(&snap), command_process(&base));
-    assert_eq!(diff(p, b, "pread64", "file"), Row { calls: 1000, bytes: 4_096_000, errors: 0 });
-    assert_eq!(p["mode_switches"].as_u64().unwrap() - b["mode_switches"].as_u64().unwrap(), 2000);
     assert_eq!(
-        p["cpu_copy_bytes"]["to_user"].as_u64().unwrap() - b["cpu_copy_bytes"]["to_user"].as_u64().unwrap(),
+        diff(p, b, "pread64", "file"),
+        Row {
+            calls: 1000,
+            bytes: 4_096_000,
+            errors: 0
+        }
+    );
+    assert_eq!(
+        p["mode_switches"].as_u64().unwrap() - b["mode_switches"].as_u64().unwrap(),
+        2000
+    );
+    assert_eq!(
+        p["cpu_copy_bytes"]["to_user"].as_u64().unwrap()
+            - b["cpu_copy_bytes"]["to_user"].as_u64().unwrap(),
         4_096_000
     );
     assert_eq!(p["zero_copy_bytes"], 0);
@@ -37,10 +48,20 @@ fn pipe_writes_and_reads_are_counted_exactly() {
     let d = scratch("pipe");
     let (snap, _) = run_workload(&d, &["pipe", "100", "1000"]);
     let p = command_process(&snap);
-    assert_eq!(row(p, "write", "pipe"), Row { calls: 100, bytes: 100_000, errors: 0 });
+    assert_eq!(
+        row(p, "write", "pipe"),
+        Row {
+            calls: 100,
+            bytes: 100_000,
+            errors: 0
+        }
+    );
     assert_eq!(row(p, "read", "pipe").bytes, 100_000);
     // Every byte written from user memory: the pipe data plus the result file.
-    assert_eq!(p["cpu_copy_bytes"]["from_user"], 100_000 + row(p, "write", "file").bytes);
+    assert_eq!(
+        p["cpu_copy_bytes"]["from_user"],
+        100_000 + row(p, "write", "file").bytes
+    );
 }
 
 #[test]
@@ -50,10 +71,21 @@ fn loopback_tcp_sends_and_receives_are_counted_exactly() {
     let (snap, res) = run_workload(&d, &["tcp", "50", "5000"]);
     assert_eq!(res["received"], 250_000);
     let p = command_process(&snap);
-    assert_eq!(row(p, "sendto", "socket"), Row { calls: 50, bytes: 250_000, errors: 0 });
+    assert_eq!(
+        row(p, "sendto", "socket"),
+        Row {
+            calls: 50,
+            bytes: 250_000,
+            errors: 0
+        }
+    );
     let r = row(p, "recvfrom", "socket");
     assert_eq!(r.bytes, 250_000);
-    assert!(r.calls >= 2, "at least one data recv and the EOF recv, got {}", r.calls);
+    assert!(
+        r.calls >= 2,
+        "at least one data recv and the EOF recv, got {}",
+        r.calls
+    );
 }
 
 #[test]
@@ -65,7 +97,14 @@ fn sendfile_from_file_to_socket_is_zero_copy() {
     let (snap, res) = run_workload(&d, &["sendfile", f.to_str().unwrap()]);
     let p = command_process(&snap);
     let r = row(p, "sendfile64", "file->socket");
-    assert_eq!(r, Row { calls: res["calls"].as_u64().unwrap(), bytes: 3 << 20, errors: 0 });
+    assert_eq!(
+        r,
+        Row {
+            calls: res["calls"].as_u64().unwrap(),
+            bytes: 3 << 20,
+            errors: 0
+        }
+    );
     assert_eq!(p["zero_copy_bytes"], 3 << 20);
     assert_eq!(row(p, "recvfrom", "socket").bytes, 3 << 20);
 }
@@ -79,7 +118,14 @@ fn splice_through_a_pipe_records_both_ends() {
     let (snap, res) = run_workload(&d, &["splice", f.to_str().unwrap()]);
     let p = command_process(&snap);
     let calls = res["calls"].as_u64().unwrap();
-    assert_eq!(row(p, "splice", "file->pipe"), Row { calls, bytes: 1 << 20, errors: 0 });
+    assert_eq!(
+        row(p, "splice", "file->pipe"),
+        Row {
+            calls,
+            bytes: 1 << 20,
+            errors: 0
+        }
+    );
     let out = row(p, "splice", "pipe->socket");
     assert_eq!(out.bytes, 1 << 20);
     assert!(out.calls >= calls);
@@ -92,11 +138,22 @@ fn copy_file_range_is_counted_file_to_file() {
     let d = scratch("cfr");
     let (src, dst) = (d.join("src"), d.join("dst"));
     write_file(&src, 5 << 20);
-    let (snap, res) = run_workload(&d, &["copy-file-range", src.to_str().unwrap(), dst.to_str().unwrap()]);
+    let (snap, res) = run_workload(
+        &d,
+        &[
+            "copy-file-range",
+            src.to_str().unwrap(),
+            dst.to_str().unwrap(),
+        ],
+    );
     let p = command_process(&snap);
     assert_eq!(
         row(p, "copy_file_range", "file->file"),
-        Row { calls: res["calls"].as_u64().unwrap(), bytes: 5 << 20, errors: 0 }
+        Row {
+            calls: res["calls"].as_u64().unwrap(),
+            bytes: 5 << 20,
+            errors: 0
+        }
     );
     assert_eq!(std::fs::read(&src).unwrap(), std::fs::read(&dst).unwrap());
 }
@@ -114,15 +171,32 @@ fn o_direct_reads_are_direct_io_not_cpu_copies() {
         .output()
         .unwrap();
     if probe.status.code() == Some(3) {
-        eprintln!("skipped: the file system under {d:?} has no O_DIRECT support: {}", String::from_utf8_lossy(&probe.stdout));
+        eprintln!(
+            "skipped: the file system under {d:?} has no O_DIRECT support: {}",
+            String::from_utf8_lossy(&probe.stdout)
+        );
         return;
     }
     let (base, _) = run_workload(&d, &["direct", f.to_str().unwrap(), "0", "4096"]);
     let (snap, _) = run_workload(&d, &["direct", f.to_str().unwrap(), "10", "4096"]);
     let (p, b) = (command_process(&snap), command_process(&base));
-    assert_eq!(diff(p, b, "pread64", "file_direct"), Row { calls: 10, bytes: 40_960, errors: 0 });
-    assert_eq!(p["direct_io_bytes"].as_u64().unwrap() - b["direct_io_bytes"].as_u64().unwrap(), 40_960);
-    assert_eq!(diff(p, b, "pread64", "file"), Row::default(), "O_DIRECT reads must not count as buffered");
+    assert_eq!(
+        diff(p, b, "pread64", "file_direct"),
+        Row {
+            calls: 10,
+            bytes: 40_960,
+            errors: 0
+        }
+    );
+    assert_eq!(
+        p["direct_io_bytes"].as_u64().unwrap() - b["direct_io_bytes"].as_u64().unwrap(),
+        40_960
+    );
+    assert_eq!(
+        diff(p, b, "pread64", "file"),
+        Row::default(),
+        "O_DIRECT reads must not count as buffered"
+    );
 }
 
 #[test]
@@ -131,7 +205,14 @@ fn failed_calls_on_a_bad_fd_are_errors() {
     let d = scratch("badfd");
     let (snap, _) = run_workload(&d, &["badfd", "25"]);
     let p = command_process(&snap);
-    assert_eq!(row(p, "read", "other"), Row { calls: 25, bytes: 0, errors: 25 });
+    assert_eq!(
+        row(p, "read", "other"),
+        Row {
+            calls: 25,
+            bytes: 0,
+            errors: 25
+        }
+    );
 }
 
 #[test]
@@ -144,7 +225,14 @@ fn two_threads_of_a_million_syscalls_each_are_counted_exactly() {
     let (base, _) = run_workload(&d, &["threads", "2", "0", path]);
     let (snap, _) = run_workload(&d, &["threads", "2", "1000000", path]);
     let (p, b) = (command_process(&snap), command_process(&base));
-    assert_eq!(diff(p, b, "pread64", "file"), Row { calls: 2_000_000, bytes: 2_000_000, errors: 0 });
+    assert_eq!(
+        diff(p, b, "pread64", "file"),
+        Row {
+            calls: 2_000_000,
+            bytes: 2_000_000,
+            errors: 0
+        }
+    );
     assert_eq!(snap["dropped"]["inflight_lost"], 0);
     assert_eq!(snap["dropped"]["syscall_stats_full"], 0);
 }
@@ -155,9 +243,19 @@ fn command_mode_reports_children_and_the_exit_code() {
     let d = scratch("children");
     let f = d.join("data");
     write_file(&f, 4096);
-    let script = format!("{WORKLOAD} pread {0} 10 100 >/dev/null; {WORKLOAD} pread {0} 20 100 >/dev/null; exit 7", f.display());
-    let out = Command::new(COPYSCOPE).args(["snapshot", "--json", "--", "sh", "-c", &script]).output().unwrap();
-    assert_eq!(out.status.code(), Some(7), "the command's exit code is copyscope's: {out:?}");
+    let script = format!(
+        "{WORKLOAD} pread {0} 10 100 >/dev/null; {WORKLOAD} pread {0} 20 100 >/dev/null; exit 7",
+        f.display()
+    );
+    let out = Command::new(COPYSCOPE)
+        .args(["snapshot", "--json", "--", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "the command's exit code is copyscope's: {out:?}"
+    );
     let snap: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(snap["command"]["exit_code"], 7);
     let (base, _) = run_workload(&d, &["pread", f.to_str().unwrap(), "0", "100"]);
@@ -170,7 +268,11 @@ fn command_mode_reports_children_and_the_exit_code() {
         .map(|p| row(p, "pread64", "file").calls - startup)
         .collect();
     calls.sort();
-    assert_eq!(calls, vec![10, 20], "both children of the command, exactly: {snap:#}");
+    assert_eq!(
+        calls,
+        vec![10, 20],
+        "both children of the command, exactly: {snap:#}"
+    );
 }
 
 #[test]
@@ -192,7 +294,10 @@ fn system_wide_snapshot_keeps_a_short_lived_process() {
     let mut line = String::new();
     while !line.contains("counting") {
         line.clear();
-        assert!(err.read_line(&mut line).unwrap() > 0, "copyscope ended before counting");
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "copyscope ended before counting"
+        );
     }
     let w = Command::new(WORKLOAD)
         .args(["pread", path, "500", "512"])
@@ -212,8 +317,18 @@ fn system_wide_snapshot_keeps_a_short_lived_process() {
         .find(|p| p["comm"] == "copyscope-workl" && row(p, "pread64", "file").bytes >= 500 * 512)
         .unwrap_or_else(|| panic!("the workload is missing: {v:#}"));
     assert_eq!(p["exited"], true);
-    assert_eq!(diff(p, command_process(&base), "pread64", "file"), Row { calls: 500, bytes: 256_000, errors: 0 });
-    assert!(v["duration_seconds"].as_f64().unwrap() < 100.0, "SIGINT ended the window early");
+    assert_eq!(
+        diff(p, command_process(&base), "pread64", "file"),
+        Row {
+            calls: 500,
+            bytes: 256_000,
+            errors: 0
+        }
+    );
+    assert!(
+        v["duration_seconds"].as_f64().unwrap() < 100.0,
+        "SIGINT ended the window early"
+    );
 }
 
 #[test]
@@ -235,7 +350,16 @@ fn per_syscall_tracepoint_fallback_counts_exactly_too() {
         .collect();
     assert_eq!(methods, vec!["tracepoint", "tracepoint"]);
     assert_eq!(
-        diff(command_process(&snap), command_process(&base), "pread64", "file"),
-        Row { calls: 300, bytes: 300 * 8192, errors: 0 }
+        diff(
+            command_process(&snap),
+            command_process(&base),
+            "pread64",
+            "file"
+        ),
+        Row {
+            calls: 300,
+            bytes: 300 * 8192,
+            errors: 0
+        }
     );
 }

@@ -1,1 +1,86 @@
-fn main() {}
+//! copyscope's orchestration: set-up, build, run, test, benchmarks. No product logic here.
+
+mod bench;
+mod setup;
+mod test;
+mod util;
+
+use std::process::Command;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what building and testing need: rust-src, bpf-linker, Debian packages.
+    Setup,
+    /// Set up, then build copyscope (release) with its eBPF programs.
+    Build,
+    /// Set up, build, and run copyscope with these arguments (e.g. `-- snapshot -d 5`).
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, then run every test tier: lints, unit tests, CLI tests, kernel tests.
+    Test {
+        /// Skip clippy and rustfmt.
+        #[arg(long)]
+        no_lint: bool,
+    },
+    /// Benchmarks (report ratios measured in one run; never timed tests).
+    Bench {
+        #[command(subcommand)]
+        which: bench::Which,
+    },
+}
+
+fn build_release() -> Result<std::path::PathBuf> {
+    util::run(
+        Command::new("cargo")
+            .args(["build", "--release", "--package", "copyscope", "--bins"])
+            .current_dir(util::root()),
+    )?;
+    Ok(util::root().join("target/release"))
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Setup => setup::setup().map(|_| 0),
+        Cmd::Build => setup::setup().and_then(|_| build_release()).map(|_| 0),
+        Cmd::Run { args } => (|| {
+            setup::setup()?;
+            let bin = build_release()?.join("copyscope");
+            let mut cmd = if util::is_root()
+                || Command::new("sudo").arg("-n").arg("true").output().is_err()
+            {
+                Command::new(&bin)
+            } else {
+                let mut c = Command::new("sudo");
+                c.arg("-E").arg(&bin);
+                c
+            };
+            let status = cmd.args(&args).status()?;
+            Ok(status.code().unwrap_or(1))
+        })(),
+        Cmd::Test { no_lint } => setup::setup().and_then(|_| test::test(!no_lint)).map(|_| 0),
+        Cmd::Bench { which } => setup::setup()
+            .and_then(|_| build_release())
+            .and_then(|dir| bench::run(which, &dir))
+            .map(|_| 0),
+    };
+    match r {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -10,6 +10,7 @@
 //!   copyscope-workload direct FILE COUNT SIZE       COUNT O_DIRECT pread(SIZE)
 //!   copyscope-workload badfd COUNT                  COUNT read() on a closed fd (EBADF)
 //!   copyscope-workload threads THREADS COUNT FILE   THREADS threads, COUNT pread(1) each
+//!   copyscope-workload pread-timed FILE COUNT SIZE  COUNT pread(SIZE), reports ns per call
 //!
 //! The result goes to stdout, or to the file named by COPYSCOPE_WORKLOAD_OUT.
 use std::{
@@ -26,7 +27,8 @@ fn die(msg: &str) -> ! {
 }
 
 fn num(s: Option<&String>, what: &str) -> u64 {
-    s.and_then(|v| v.parse().ok()).unwrap_or_else(|| die(&format!("{what} must be a whole number")))
+    s.and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| die(&format!("{what} must be a whole number")))
 }
 
 fn check(r: isize, what: &str) -> usize {
@@ -76,41 +78,84 @@ fn tcp_pair() -> (TcpStream, thread::JoinHandle<u64>) {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let op = args.first().map(String::as_str).unwrap_or_else(|| die("no workload given (see the source for the list)"));
+    let op = args
+        .first()
+        .map(String::as_str)
+        .unwrap_or_else(|| die("no workload given (see the source for the list)"));
     let a = |i: usize| args.get(i);
     let out = match op {
         "pread" => {
-            let fd = open(a(1).unwrap_or_else(|| die("pread FILE COUNT SIZE")), libc::O_RDONLY);
+            let fd = open(
+                a(1).unwrap_or_else(|| die("pread FILE COUNT SIZE")),
+                libc::O_RDONLY,
+            );
             let (count, size) = (num(a(2), "COUNT"), num(a(3), "SIZE") as usize);
             let mut buf = vec![0u8; size];
             let mut bytes = 0;
             for _ in 0..count {
                 // SAFETY: read into our buffer.
-                bytes += check(unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), size, 0) }, "pread") as u64;
+                bytes += check(
+                    unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), size, 0) },
+                    "pread",
+                ) as u64;
             }
             format!(r#"{{"calls":{count},"bytes":{bytes}}}"#)
+        }
+        "pread-timed" => {
+            let fd = open(
+                a(1).unwrap_or_else(|| die("pread-timed FILE COUNT SIZE")),
+                libc::O_RDONLY,
+            );
+            let (count, size) = (num(a(2), "COUNT"), num(a(3), "SIZE") as usize);
+            let mut buf = vec![0u8; size];
+            // Warm the page cache and the code path.
+            for _ in 0..1000 {
+                check(
+                    unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), size, 0) },
+                    "pread",
+                );
+            }
+            let t = std::time::Instant::now();
+            for _ in 0..count {
+                check(
+                    unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), size, 0) },
+                    "pread",
+                );
+            }
+            let ns = t.elapsed().as_nanos() as f64 / count.max(1) as f64;
+            format!(r#"{{"calls":{count},"ns_per_call":{ns:.2}}}"#)
         }
         "pipe" => {
             let (count, size) = (num(a(1), "COUNT"), num(a(2), "SIZE") as usize);
             let mut fds = [0; 2];
-            check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } as isize, "pipe2");
+            check(
+                unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } as isize,
+                "pipe2",
+            );
             let rfd = fds[0];
             let reader = thread::spawn(move || {
                 let mut f = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(rfd) };
                 let mut sink = Vec::new();
-                f.read_to_end(&mut sink).unwrap_or_else(|e| die(&format!("pipe read: {e}")));
+                f.read_to_end(&mut sink)
+                    .unwrap_or_else(|e| die(&format!("pipe read: {e}")));
                 sink.len() as u64
             });
             let buf = vec![7u8; size];
             for _ in 0..count {
-                let n = check(unsafe { libc::write(fds[1], buf.as_ptr().cast(), size) }, "write");
+                let n = check(
+                    unsafe { libc::write(fds[1], buf.as_ptr().cast(), size) },
+                    "write",
+                );
                 if n != size {
                     die("short pipe write");
                 }
             }
             unsafe { libc::close(fds[1]) };
             let read = reader.join().unwrap();
-            format!(r#"{{"calls":{count},"bytes":{},"read_bytes":{read}}}"#, count * size as u64)
+            format!(
+                r#"{{"calls":{count},"bytes":{},"read_bytes":{read}}}"#,
+                count * size as u64
+            )
         }
         "tcp" => {
             let (count, size) = (num(a(1), "COUNT"), num(a(2), "SIZE") as usize);
@@ -118,17 +163,26 @@ fn main() {
             let buf = vec![1u8; size];
             for _ in 0..count {
                 // SAFETY: send from our buffer. A blocking send sends it all or fails.
-                let n = check(unsafe { libc::send(tx.as_raw_fd(), buf.as_ptr().cast(), size, 0) }, "send");
+                let n = check(
+                    unsafe { libc::send(tx.as_raw_fd(), buf.as_ptr().cast(), size, 0) },
+                    "send",
+                );
                 if n != size {
                     die("short send");
                 }
             }
             drop(tx);
             let got = rx.join().unwrap();
-            format!(r#"{{"calls":{count},"bytes":{},"received":{got}}}"#, count * size as u64)
+            format!(
+                r#"{{"calls":{count},"bytes":{},"received":{got}}}"#,
+                count * size as u64
+            )
         }
         "sendfile" | "splice" => {
-            let fd = open(a(1).unwrap_or_else(|| die("sendfile|splice FILE")), libc::O_RDONLY);
+            let fd = open(
+                a(1).unwrap_or_else(|| die("sendfile|splice FILE")),
+                libc::O_RDONLY,
+            );
             let size = file_size(fd);
             let (tx, rx) = tcp_pair();
             let sock = tx.as_raw_fd();
@@ -136,22 +190,46 @@ fn main() {
             let mut calls = 0u64;
             if op == "sendfile" {
                 while left > 0 {
-                    let n = check(unsafe { libc::sendfile(sock, fd, std::ptr::null_mut(), left as usize) }, "sendfile");
+                    let n = check(
+                        unsafe { libc::sendfile(sock, fd, std::ptr::null_mut(), left as usize) },
+                        "sendfile",
+                    );
                     calls += 1;
                     left -= n as u64;
                 }
             } else {
                 let mut p = [0; 2];
-                check(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } as isize, "pipe2");
+                check(
+                    unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } as isize,
+                    "pipe2",
+                );
                 while left > 0 {
                     let n = check(
-                        unsafe { libc::splice(fd, std::ptr::null_mut(), p[1], std::ptr::null_mut(), left as usize, 0) },
+                        unsafe {
+                            libc::splice(
+                                fd,
+                                std::ptr::null_mut(),
+                                p[1],
+                                std::ptr::null_mut(),
+                                left as usize,
+                                0,
+                            )
+                        },
                         "splice in",
                     );
                     let mut m = n;
                     while m > 0 {
                         m -= check(
-                            unsafe { libc::splice(p[0], std::ptr::null_mut(), sock, std::ptr::null_mut(), m, 0) },
+                            unsafe {
+                                libc::splice(
+                                    p[0],
+                                    std::ptr::null_mut(),
+                                    sock,
+                                    std::ptr::null_mut(),
+                                    m,
+                                    0,
+                                )
+                            },
                             "splice out",
                         );
                     }
@@ -164,14 +242,29 @@ fn main() {
             format!(r#"{{"calls":{calls},"bytes":{size},"received":{got}}}"#)
         }
         "copy-file-range" => {
-            let src = open(a(1).unwrap_or_else(|| die("copy-file-range SRC DST")), libc::O_RDONLY);
-            let dst = open(a(2).unwrap_or_else(|| die("copy-file-range SRC DST")), libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC);
+            let src = open(
+                a(1).unwrap_or_else(|| die("copy-file-range SRC DST")),
+                libc::O_RDONLY,
+            );
+            let dst = open(
+                a(2).unwrap_or_else(|| die("copy-file-range SRC DST")),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+            );
             let size = file_size(src);
             let mut left = size;
             let mut calls = 0;
             while left > 0 {
                 let n = check(
-                    unsafe { libc::copy_file_range(src, std::ptr::null_mut(), dst, std::ptr::null_mut(), left as usize, 0) },
+                    unsafe {
+                        libc::copy_file_range(
+                            src,
+                            std::ptr::null_mut(),
+                            dst,
+                            std::ptr::null_mut(),
+                            left as usize,
+                            0,
+                        )
+                    },
                     "copy_file_range",
                 );
                 calls += 1;
@@ -185,7 +278,12 @@ fn main() {
         "direct" => {
             let path = a(1).unwrap_or_else(|| die("direct FILE COUNT SIZE"));
             let c = CString::new(path.as_str()).unwrap();
-            let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECT | libc::O_CLOEXEC) };
+            let fd = unsafe {
+                libc::open(
+                    c.as_ptr(),
+                    libc::O_RDONLY | libc::O_DIRECT | libc::O_CLOEXEC,
+                )
+            };
             if fd < 0 {
                 let e = std::io::Error::last_os_error();
                 println!(r#"{{"unsupported":"O_DIRECT open: {e}"}}"#);
@@ -197,7 +295,10 @@ fn main() {
             let buf = unsafe { std::alloc::alloc(layout) };
             let mut bytes = 0;
             for _ in 0..count {
-                bytes += check(unsafe { libc::pread(fd, buf.cast(), size, 0) }, "O_DIRECT pread") as u64;
+                bytes += check(
+                    unsafe { libc::pread(fd, buf.cast(), size, 0) },
+                    "O_DIRECT pread",
+                ) as u64;
             }
             unsafe { std::alloc::dealloc(buf, layout) };
             format!(r#"{{"calls":{count},"bytes":{bytes}}}"#)
@@ -216,13 +317,19 @@ fn main() {
         }
         "threads" => {
             let (threads, count) = (num(a(1), "THREADS"), num(a(2), "COUNT"));
-            let fd = open(a(3).unwrap_or_else(|| die("threads THREADS COUNT FILE")), libc::O_RDONLY);
+            let fd = open(
+                a(3).unwrap_or_else(|| die("threads THREADS COUNT FILE")),
+                libc::O_RDONLY,
+            );
             let hs: Vec<_> = (0..threads)
                 .map(|_| {
                     thread::spawn(move || {
                         let mut b = [0u8; 1];
                         for _ in 0..count {
-                            check(unsafe { libc::pread(fd, b.as_mut_ptr().cast(), 1, 0) }, "pread");
+                            check(
+                                unsafe { libc::pread(fd, b.as_mut_ptr().cast(), 1, 0) },
+                                "pread",
+                            );
                         }
                     })
                 })
@@ -230,14 +337,19 @@ fn main() {
             for h in hs {
                 h.join().unwrap();
             }
-            format!(r#"{{"calls":{},"bytes":{}}}"#, threads * count, threads * count)
+            format!(
+                r#"{{"calls":{},"bytes":{}}}"#,
+                threads * count,
+                threads * count
+            )
         }
         other => die(&format!("unknown workload {other:?}")),
     };
     // With COPYSCOPE_WORKLOAD_OUT the result goes to that file, so the workload's own
     // output does not mix with the pipe and socket traffic it measures.
     match std::env::var_os("COPYSCOPE_WORKLOAD_OUT") {
-        Some(path) => std::fs::write(&path, format!("{out}\n")).unwrap_or_else(|e| die(&format!("writing result: {e}"))),
+        Some(path) => std::fs::write(&path, format!("{out}\n"))
+            .unwrap_or_else(|e| die(&format!("writing result: {e}"))),
         None => println!("{out}"),
     }
 }

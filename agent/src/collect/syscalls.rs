@@ -33,7 +33,10 @@ fn comm_str(c: &[u8; 16]) -> String {
 impl Collector {
     pub fn new(loaded: &mut Loaded) -> Result<Collector> {
         let ebpf = &mut loaded.ebpf;
-        let mut take = |name: &str| ebpf.take_map(name).with_context(|| format!("object has no {name} map"));
+        let mut take = |name: &str| {
+            ebpf.take_map(name)
+                .with_context(|| format!("object has no {name} map"))
+        };
         Ok(Collector {
             stats: PerCpuHashMap::try_from(take(maps::SYSCALL_STATS)?)?,
             exited: BpfHashMap::try_from(take(maps::EXITED)?)?,
@@ -48,7 +51,9 @@ impl Collector {
     /// Follow `pid` and every process it forks from now on (`snapshot -- COMMAND`).
     pub fn watch(&mut self, pid: u32) -> Result<()> {
         self.watched_seen.insert(pid);
-        self.watched.insert(pid, 1, 0).context("adding the command to the watched set")
+        self.watched
+            .insert(pid, 1, 0)
+            .context("adding the command to the watched set")
     }
 
     /// The processes followed since [`Collector::watch`], as of the last harvest.
@@ -62,7 +67,8 @@ impl Collector {
     pub fn harvest(&mut self) -> Result<Counts> {
         // Watched keys first: a child that forked and exited since the last harvest is in
         // both WATCHED and EXITED, and is removed from WATCHED below.
-        self.watched_seen.extend(self.watched.keys().filter_map(|k| k.ok()));
+        self.watched_seen
+            .extend(self.watched.keys().filter_map(|k| k.ok()));
         let gone: Vec<(u32, Exited)> = self.exited.iter().filter_map(|r| r.ok()).collect();
         let gone_set: HashSet<u32> = gone.iter().map(|(t, _)| *t).collect();
         let mut rows = HashMap::new();
@@ -99,11 +105,17 @@ impl Collector {
             .keys()
             .filter_map(|k| self.exited_comms.get(&k.tgid).map(|c| (k.tgid, c.clone())))
             .collect();
-        Ok(Counts { rows, exited, drops })
+        Ok(Counts {
+            rows,
+            exited,
+            drops,
+        })
     }
 }
 
 /// The comm of a live process, from /proc.
 pub fn proc_comm(pid: u32) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|s| s.trim_end().to_string())
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|s| s.trim_end().to_string())
 }

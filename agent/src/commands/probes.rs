@@ -11,14 +11,24 @@ pub fn run(json: bool) -> Result<i32> {
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         println!("kernel {}", loaded.kernel);
-        println!("{:<10} {:<20} {:<16} {:<10} DETAIL", "FAMILY", "HOOK", "METHOD", "STATUS");
+        println!(
+            "{:<10} {:<20} {:<16} {:<10} DETAIL",
+            "FAMILY", "HOOK", "METHOD", "STATUS"
+        );
         for p in &loaded.probes {
             let status = match (p.attached, p.required) {
                 (true, _) => "attached",
                 (false, true) => "FAILED",
                 (false, false) => "skipped",
             };
-            println!("{:<10} {:<20} {:<16} {:<10} {}", p.family, p.hook, p.method.unwrap_or("-"), status, p.detail);
+            println!(
+                "{:<10} {:<20} {:<16} {:<10} {}",
+                p.family,
+                p.hook,
+                p.method.unwrap_or("-"),
+                status,
+                p.detail
+            );
         }
     }
     let failed = loaded.probes.iter().any(|p| p.required && !p.attached);

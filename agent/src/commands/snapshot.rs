@@ -18,10 +18,16 @@ use crate::{
 
 pub fn run(args: &SnapshotArgs) -> Result<i32> {
     let watch = !args.command.is_empty();
-    let mut loaded = loader::load(&LoadOptions { watch_only: watch, debug_log: args.debug_bpf })?;
+    let mut loaded = loader::load(&LoadOptions {
+        watch_only: watch,
+        debug_log: args.debug_bpf,
+    })?;
     loader::require_all(&loaded.probes)?;
     let mut logger = if args.debug_bpf {
-        Some(aya_log::EbpfLogger::init(&mut loaded.ebpf).context("starting the kernel-side logger")?)
+        Some(
+            aya_log::EbpfLogger::init(&mut loaded.ebpf)
+                .context("starting the kernel-side logger")?,
+        )
     } else {
         None
     };
@@ -33,14 +39,22 @@ pub fn run(args: &SnapshotArgs) -> Result<i32> {
     let mut command = None;
     let code = if watch {
         let (pid, code) = run_command(&mut collector, &args.command)?;
-        command = Some(CommandRun { pid, exit_code: code });
+        command = Some(CommandRun {
+            pid,
+            exit_code: code,
+        });
         code
     } else {
-        eprintln!("copyscope: counting for {} s (Ctrl-C ends early)", args.duration);
+        eprintln!(
+            "copyscope: counting for {} s (Ctrl-C ends early)",
+            args.duration
+        );
         let end = started + Duration::from_secs_f64(args.duration);
         let mut last_harvest = Instant::now();
         while Instant::now() < end && !signals::stop_requested() {
-            std::thread::sleep(Duration::from_millis(20).min(end.saturating_duration_since(Instant::now())));
+            std::thread::sleep(
+                Duration::from_millis(20).min(end.saturating_duration_since(Instant::now())),
+            );
             if let Some(l) = logger.as_mut() {
                 l.flush();
             }
@@ -106,7 +120,10 @@ pub fn run(args: &SnapshotArgs) -> Result<i32> {
 fn run_command(collector: &mut Collector, argv: &[String]) -> Result<(u32, i32)> {
     let cargs: Vec<CString> = argv
         .iter()
-        .map(|a| CString::new(a.as_bytes()).with_context(|| format!("argument {a:?} contains a NUL byte")))
+        .map(|a| {
+            CString::new(a.as_bytes())
+                .with_context(|| format!("argument {a:?} contains a NUL byte"))
+        })
         .collect::<Result<_>>()?;
     let mut ptrs: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
     ptrs.push(std::ptr::null());
@@ -132,7 +149,16 @@ fn run_command(collector: &mut Collector, argv: &[String]) -> Result<(u32, i32)>
     }
     let watched = collector.watch(pid as u32);
     // SAFETY: signalling our own stopped child.
-    unsafe { libc::kill(pid, if watched.is_ok() { libc::SIGCONT } else { libc::SIGKILL }) };
+    unsafe {
+        libc::kill(
+            pid,
+            if watched.is_ok() {
+                libc::SIGCONT
+            } else {
+                libc::SIGKILL
+            },
+        )
+    };
     watched?;
     let mut status = 0;
     loop {

@@ -29,8 +29,13 @@ fn u32_at(b: &[u8], off: usize) -> Result<u32> {
 }
 
 fn str_at(strings: &[u8], off: u32) -> Result<String> {
-    let s = strings.get(off as usize..).context("BTF string offset out of range")?;
-    let end = s.iter().position(|&c| c == 0).context("unterminated BTF string")?;
+    let s = strings
+        .get(off as usize..)
+        .context("BTF string offset out of range")?;
+    let end = s
+        .iter()
+        .position(|&c| c == 0)
+        .context("unterminated BTF string")?;
     Ok(String::from_utf8_lossy(&s[..end]).into_owned())
 }
 
@@ -66,7 +71,11 @@ impl Btf {
             .get(hdr_len + str_off..hdr_len + str_off + str_len)
             .context("BTF string section out of range")?;
 
-        let mut types = vec![Type { kind: 0, name: String::new(), members: vec![] }];
+        let mut types = vec![Type {
+            kind: 0,
+            name: String::new(),
+            members: vec![],
+        }];
         let mut p = 0;
         while p < types_sec.len() {
             let name_off = u32_at(types_sec, p)?;
@@ -77,8 +86,8 @@ impl Btf {
             p += 12;
             let mut members = Vec::new();
             let extra = match kind {
-                1 | 14 | 17 => 4,   // INT, VAR, DECL_TAG
-                3 => 12,            // ARRAY
+                1 | 14 | 17 => 4, // INT, VAR, DECL_TAG
+                3 => 12,          // ARRAY
                 KIND_STRUCT | KIND_UNION => {
                     for i in 0..vlen {
                         let m = p + i * 12;
@@ -90,13 +99,17 @@ impl Btf {
                     }
                     vlen * 12
                 }
-                6 | 13 => vlen * 8, // ENUM, FUNC_PROTO
+                6 | 13 => vlen * 8,   // ENUM, FUNC_PROTO
                 15 | 19 => vlen * 12, // DATASEC, ENUM64
                 2 | 7 | 8 | 9 | 10 | 11 | 12 | 16 | 18 => 0,
                 k => bail!("unknown BTF kind {k} at type {}", types.len()),
             };
             p += extra;
-            types.push(Type { kind, name: str_at(strings, name_off)?, members });
+            types.push(Type {
+                kind,
+                name: str_at(strings, name_off)?,
+                members,
+            });
         }
         Ok(Btf { types })
     }
@@ -106,7 +119,11 @@ impl Btf {
         let id = self
             .types
             .iter()
-            .position(|t| (t.kind == KIND_STRUCT || t.kind == KIND_UNION) && t.name == name && !t.members.is_empty())
+            .position(|t| {
+                (t.kind == KIND_STRUCT || t.kind == KIND_UNION)
+                    && t.name == name
+                    && !t.members.is_empty()
+            })
             .with_context(|| format!("struct {name} not found in kernel BTF"))?;
         self.find(id, member)
             .map(|bits| bits / 8)
@@ -138,7 +155,10 @@ pub(crate) mod tests {
 
     /// Builds a BTF blob: `structs` are (name, [(member, type, bit offset)]) where a member
     /// type of 0 is an int and n > 0 refers to the n-th struct given (1-based, after the int).
-    pub(crate) fn blob(structs: &[(&str, &[(&str, u32, u32)])]) -> Vec<u8> {
+    /// (member name, type, bit offset)
+    type Member<'a> = (&'a str, u32, u32);
+
+    pub(crate) fn blob(structs: &[(&str, &[Member])]) -> Vec<u8> {
         let mut strings = vec![0u8];
         let mut add = |s: &str| -> u32 {
             if s.is_empty() {
@@ -171,7 +191,13 @@ pub(crate) mod tests {
         let mut b = Vec::new();
         b.extend_from_slice(&MAGIC.to_le_bytes());
         b.extend_from_slice(&[1, 0]);
-        for v in [24u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
+        for v in [
+            24u32,
+            0,
+            types.len() as u32,
+            types.len() as u32,
+            strings.len() as u32,
+        ] {
             b.extend_from_slice(&v.to_le_bytes());
         }
         b.extend_from_slice(&types);
@@ -187,17 +213,29 @@ pub(crate) mod tests {
         ]);
         let btf = Btf::parse(&b).unwrap();
         assert_eq!(btf.member_offset("file", "f_count").unwrap(), 0);
-        assert_eq!(btf.member_offset("file", "f_inode").unwrap(), (256 + 64) / 8);
-        assert_eq!(btf.member_offset("file", "f_flags").unwrap(), (256 + 128) / 8);
+        assert_eq!(
+            btf.member_offset("file", "f_inode").unwrap(),
+            (256 + 64) / 8
+        );
+        assert_eq!(
+            btf.member_offset("file", "f_flags").unwrap(),
+            (256 + 128) / 8
+        );
     }
 
     #[test]
     fn missing_struct_or_member_is_a_clear_error() {
         let btf = Btf::parse(&blob(&[("task_struct", &[("files", 0, 8 * 1000)])])).unwrap();
         assert_eq!(btf.member_offset("task_struct", "files").unwrap(), 1000);
-        let e = btf.member_offset("task_struct", "nope").unwrap_err().to_string();
+        let e = btf
+            .member_offset("task_struct", "nope")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no member nope"), "{e}");
-        let e = btf.member_offset("inode", "i_mode").unwrap_err().to_string();
+        let e = btf
+            .member_offset("inode", "i_mode")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("struct inode not found"), "{e}");
     }
 

@@ -84,23 +84,60 @@ fn check_privileges() -> Result<()> {
 /// Kernel-struct offsets the programs need, from BTF.
 fn struct_offsets(btf: &btf::Btf) -> Result<Vec<(&'static str, u64)>> {
     let arch_args: [(&str, &str, u64); 3] = if cfg!(target_arch = "aarch64") {
-        [("user_pt_regs", "regs", 0), ("user_pt_regs", "regs", 8), ("user_pt_regs", "regs", 16)]
+        [
+            ("user_pt_regs", "regs", 0),
+            ("user_pt_regs", "regs", 8),
+            ("user_pt_regs", "regs", 16),
+        ]
     } else {
-        [("pt_regs", "di", 0), ("pt_regs", "si", 0), ("pt_regs", "dx", 0)]
+        [
+            ("pt_regs", "di", 0),
+            ("pt_regs", "si", 0),
+            ("pt_regs", "dx", 0),
+        ]
     };
     let mut out = vec![
-        (globals::OFF_TASK_FILES, btf.member_offset("task_struct", "files")?),
-        (globals::OFF_TASK_TGID, btf.member_offset("task_struct", "tgid")?),
-        (globals::OFF_TASK_PID, btf.member_offset("task_struct", "pid")?),
-        (globals::OFF_FILES_FDT, btf.member_offset("files_struct", "fdt")?),
-        (globals::OFF_FDT_MAX_FDS, btf.member_offset("fdtable", "max_fds")?),
+        (
+            globals::OFF_TASK_FILES,
+            btf.member_offset("task_struct", "files")?,
+        ),
+        (
+            globals::OFF_TASK_TGID,
+            btf.member_offset("task_struct", "tgid")?,
+        ),
+        (
+            globals::OFF_TASK_PID,
+            btf.member_offset("task_struct", "pid")?,
+        ),
+        (
+            globals::OFF_FILES_FDT,
+            btf.member_offset("files_struct", "fdt")?,
+        ),
+        (
+            globals::OFF_FDT_MAX_FDS,
+            btf.member_offset("fdtable", "max_fds")?,
+        ),
         (globals::OFF_FDT_FD, btf.member_offset("fdtable", "fd")?),
-        (globals::OFF_FILE_INODE, btf.member_offset("file", "f_inode")?),
-        (globals::OFF_FILE_FLAGS, btf.member_offset("file", "f_flags")?),
-        (globals::OFF_INODE_MODE, btf.member_offset("inode", "i_mode")?),
+        (
+            globals::OFF_FILE_INODE,
+            btf.member_offset("file", "f_inode")?,
+        ),
+        (
+            globals::OFF_FILE_FLAGS,
+            btf.member_offset("file", "f_flags")?,
+        ),
+        (
+            globals::OFF_INODE_MODE,
+            btf.member_offset("inode", "i_mode")?,
+        ),
     ];
-    for (g, (st, member, extra)) in
-        [globals::OFF_REGS_ARG0, globals::OFF_REGS_ARG1, globals::OFF_REGS_ARG2].into_iter().zip(arch_args)
+    for (g, (st, member, extra)) in [
+        globals::OFF_REGS_ARG0,
+        globals::OFF_REGS_ARG1,
+        globals::OFF_REGS_ARG2,
+    ]
+    .into_iter()
+    .zip(arch_args)
     {
         out.push((g, btf.member_offset(st, member)? + extra));
     }
@@ -112,7 +149,9 @@ fn struct_offsets(btf: &btf::Btf) -> Result<Vec<(&'static str, u64)>> {
 fn record_offsets(root: &Path) -> Result<Vec<(&'static str, u64)>> {
     let mut out = Vec::new();
     if let Some(f) = tracefs::format(root, "syscalls", "sys_enter_read")? {
-        let nr = f.get("__syscall_nr").context("sys_enter_read has no __syscall_nr field")?;
+        let nr = f
+            .get("__syscall_nr")
+            .context("sys_enter_read has no __syscall_nr field")?;
         let fd = f.get("fd").context("sys_enter_read has no fd field")?;
         out.push((globals::OFF_TP_NR, nr.offset));
         out.push((globals::OFF_TP_ARGS, fd.offset));
@@ -138,11 +177,15 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
         );
     }
     check_privileges()?;
-    let btf_path = std::env::var_os("COPYSCOPE_BTF").unwrap_or_else(|| "/sys/kernel/btf/vmlinux".into());
+    let btf_path =
+        std::env::var_os("COPYSCOPE_BTF").unwrap_or_else(|| "/sys/kernel/btf/vmlinux".into());
     let btf = btf::Btf::from_file(Path::new(&btf_path))?;
     let root = match std::env::var_os("COPYSCOPE_TRACEFS") {
         Some(p) if Path::new(&p).join("events").is_dir() => p.into(),
-        Some(p) => bail!("tracefs not found at {} (COPYSCOPE_TRACEFS): mount it with `mount -t tracefs nodev PATH`", Path::new(&p).display()),
+        Some(p) => bail!(
+            "tracefs not found at {} (COPYSCOPE_TRACEFS): mount it with `mount -t tracefs nodev PATH`",
+            Path::new(&p).display()
+        ),
         None => tracefs::root()?,
     };
     raise_memlock();
@@ -174,11 +217,18 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     for spec in PROBES {
         statuses.push(attach_probe(&mut ebpf, spec, &root));
     }
-    Ok(Loaded { ebpf, probes: statuses, kernel: kernel_release() })
+    Ok(Loaded {
+        ebpf,
+        probes: statuses,
+        kernel: kernel_release(),
+    })
 }
 
 fn raise_memlock() {
-    let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     // SAFETY: setrlimit with a valid pointer. Failure is fine from 5.11 (memcg accounting).
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
         log::debug!("could not raise RLIMIT_MEMLOCK (not needed from kernel 5.11)");
@@ -187,10 +237,15 @@ fn raise_memlock() {
 
 fn fill_syscall_index(ebpf: &mut Ebpf) -> Result<()> {
     let mut index: Array<_, u16> = Array::try_from(
-        ebpf.map_mut(maps::SYSCALL_INDEX).context("object has no SYSCALL_INDEX map")?,
+        ebpf.map_mut(maps::SYSCALL_INDEX)
+            .context("object has no SYSCALL_INDEX map")?,
     )?;
     for (i, spec) in SYSCALLS.iter().enumerate() {
-        let nr = if cfg!(target_arch = "aarch64") { spec.nr_aarch64 } else { spec.nr_x86_64 };
+        let nr = if cfg!(target_arch = "aarch64") {
+            spec.nr_aarch64
+        } else {
+            spec.nr_x86_64
+        };
         index
             .set(u32::from(nr), index_entry(i as u8), 0)
             .with_context(|| format!("filling the syscall index for {}", spec.name))?;
@@ -202,7 +257,12 @@ fn fill_syscall_index(ebpf: &mut Ebpf) -> Result<()> {
 /// fallbacks, or to work around a broken method on one kernel.
 fn disabled_methods() -> Vec<String> {
     std::env::var("COPYSCOPE_DISABLE_METHODS")
-        .map(|v| v.split(',').map(|m| m.trim().to_string()).filter(|m| !m.is_empty()).collect())
+        .map(|v| {
+            v.split(',')
+                .map(|m| m.trim().to_string())
+                .filter(|m| !m.is_empty())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -211,7 +271,10 @@ fn attach_probe(ebpf: &mut Ebpf, spec: &ProbeSpec, root: &Path) -> ProbeStatus {
     let disabled = disabled_methods();
     for m in spec.methods {
         if disabled.iter().any(|d| d == m.method.name()) {
-            reasons.push(format!("{}: disabled by COPYSCOPE_DISABLE_METHODS", m.method.name()));
+            reasons.push(format!(
+                "{}: disabled by COPYSCOPE_DISABLE_METHODS",
+                m.method.name()
+            ));
             continue;
         }
         match attach_one(ebpf, m.method, m.program, m.target, root) {
@@ -232,7 +295,11 @@ fn attach_probe(ebpf: &mut Ebpf, spec: &ProbeSpec, root: &Path) -> ProbeStatus {
     ProbeStatus {
         family: spec.family,
         hook: spec.hook,
-        name: spec.methods.first().map(|m| m.program.to_string()).unwrap_or_default(),
+        name: spec
+            .methods
+            .first()
+            .map(|m| m.program.to_string())
+            .unwrap_or_default(),
         method: None,
         attached: false,
         required: spec.required,
@@ -240,7 +307,13 @@ fn attach_probe(ebpf: &mut Ebpf, spec: &ProbeSpec, root: &Path) -> ProbeStatus {
     }
 }
 
-fn attach_one(ebpf: &mut Ebpf, method: Method, program: &str, target: Target, root: &Path) -> Result<String> {
+fn attach_one(
+    ebpf: &mut Ebpf,
+    method: Method,
+    program: &str,
+    target: Target,
+    root: &Path,
+) -> Result<String> {
     let prog = ebpf
         .program_mut(program)
         .with_context(|| format!("program {program} missing from the object"))?;
@@ -248,7 +321,8 @@ fn attach_one(ebpf: &mut Ebpf, method: Method, program: &str, target: Target, ro
         (Method::RawTracepoint, Target::Raw(tp)) => {
             let p: &mut RawTracePoint = prog.try_into()?;
             p.load()?;
-            p.attach(tp).with_context(|| format!("attaching to raw tracepoint {tp}"))?;
+            p.attach(tp)
+                .with_context(|| format!("attaching to raw tracepoint {tp}"))?;
             Ok(tp.to_string())
         }
         (Method::Tracepoint, Target::Tracepoint(cat, name)) => {
@@ -257,26 +331,38 @@ fn attach_one(ebpf: &mut Ebpf, method: Method, program: &str, target: Target, ro
             }
             let p: &mut TracePoint = prog.try_into()?;
             p.load()?;
-            p.attach(cat, name).with_context(|| format!("attaching to {cat}:{name}"))?;
+            p.attach(cat, name)
+                .with_context(|| format!("attaching to {cat}:{name}"))?;
             Ok(format!("{cat}:{name}"))
         }
         (Method::Tracepoint, Target::EachSyscall(prefix)) => {
             let names = probes::each_syscall(prefix);
-            let present: Vec<_> =
-                names.iter().filter(|n| root.join("events/syscalls").join(n).is_dir()).collect();
+            let present: Vec<_> = names
+                .iter()
+                .filter(|n| root.join("events/syscalls").join(n).is_dir())
+                .collect();
             if present.is_empty() {
                 bail!("no syscalls:sys_{prefix}_* tracepoints (CONFIG_FTRACE_SYSCALLS unset)");
             }
             let p: &mut TracePoint = prog.try_into()?;
             p.load()?;
             for n in &present {
-                p.attach("syscalls", n).with_context(|| format!("attaching to syscalls:{n}"))?;
+                p.attach("syscalls", n)
+                    .with_context(|| format!("attaching to syscalls:{n}"))?;
             }
-            let missing: Vec<_> = names.iter().filter(|n| !present.contains(n)).cloned().collect();
+            let missing: Vec<_> = names
+                .iter()
+                .filter(|n| !present.contains(n))
+                .cloned()
+                .collect();
             Ok(if missing.is_empty() {
                 format!("syscalls:sys_{prefix}_* ({} tracepoints)", present.len())
             } else {
-                format!("syscalls:sys_{prefix}_* ({} tracepoints; missing: {})", present.len(), missing.join(", "))
+                format!(
+                    "syscalls:sys_{prefix}_* ({} tracepoints; missing: {})",
+                    present.len(),
+                    missing.join(", ")
+                )
             })
         }
         (m, t) => Err(anyhow!("method {} cannot attach to {t:?}", m.name())),
@@ -293,6 +379,9 @@ pub fn require_all(statuses: &[ProbeStatus]) -> Result<()> {
     if failed.is_empty() {
         Ok(())
     } else {
-        bail!("required probes could not attach:\n  {}", failed.join("\n  "))
+        bail!(
+            "required probes could not attach:\n  {}",
+            failed.join("\n  ")
+        )
     }
 }

@@ -52,8 +52,16 @@ pub const PROBES: &[ProbeSpec] = &[
         family: "syscalls",
         hook: "sys_enter",
         methods: &[
-            Attach { method: Method::RawTracepoint, program: programs::SYSCALLS_ENTER, target: Target::Raw("sys_enter") },
-            Attach { method: Method::Tracepoint, program: programs::SYSCALLS_TP_ENTER, target: Target::EachSyscall("enter") },
+            Attach {
+                method: Method::RawTracepoint,
+                program: programs::SYSCALLS_ENTER,
+                target: Target::Raw("sys_enter"),
+            },
+            Attach {
+                method: Method::Tracepoint,
+                program: programs::SYSCALLS_TP_ENTER,
+                target: Target::EachSyscall("enter"),
+            },
         ],
         required: true,
     },
@@ -61,8 +69,16 @@ pub const PROBES: &[ProbeSpec] = &[
         family: "syscalls",
         hook: "sys_exit",
         methods: &[
-            Attach { method: Method::RawTracepoint, program: programs::SYSCALLS_EXIT, target: Target::Raw("sys_exit") },
-            Attach { method: Method::Tracepoint, program: programs::SYSCALLS_TP_EXIT, target: Target::EachSyscall("exit") },
+            Attach {
+                method: Method::RawTracepoint,
+                program: programs::SYSCALLS_EXIT,
+                target: Target::Raw("sys_exit"),
+            },
+            Attach {
+                method: Method::Tracepoint,
+                program: programs::SYSCALLS_TP_EXIT,
+                target: Target::EachSyscall("exit"),
+            },
         ],
         required: true,
     },
@@ -90,7 +106,10 @@ pub const PROBES: &[ProbeSpec] = &[
 
 /// The tracepoint names `EachSyscall(prefix)` expands to.
 pub fn each_syscall(prefix: &str) -> Vec<String> {
-    SYSCALLS.iter().map(|s| format!("sys_{prefix}_{}", s.name)).collect()
+    SYSCALLS
+        .iter()
+        .map(|s| format!("sys_{prefix}_{}", s.name))
+        .collect()
 }
 
 #[cfg(test)]
@@ -101,7 +120,11 @@ mod tests {
     fn every_program_name_fits_the_kernel_limit() {
         for p in PROBES {
             for m in p.methods {
-                assert!(m.program.len() <= 15, "{} is longer than 15 characters", m.program);
+                assert!(
+                    m.program.len() <= 15,
+                    "{} is longer than 15 characters",
+                    m.program
+                );
             }
         }
     }
@@ -111,7 +134,9 @@ mod tests {
         // This host class has no kprobes and no fentry: every probe needs a tracepoint method.
         for p in PROBES {
             assert!(
-                p.methods.iter().any(|m| matches!(m.method, Method::Tracepoint | Method::RawTracepoint)),
+                p.methods
+                    .iter()
+                    .any(|m| matches!(m.method, Method::Tracepoint | Method::RawTracepoint)),
                 "{}/{} has no tracepoint method",
                 p.family,
                 p.hook

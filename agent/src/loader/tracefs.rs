@@ -1,7 +1,10 @@
 //! Tracepoint record layouts from tracefs `format` files (field offsets differ across
 //! kernels), and locating or mounting tracefs.
 
-use std::{collections::HashMap, path::{Path, PathBuf}};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context as _, Result, bail};
 
@@ -17,16 +20,26 @@ pub fn parse_format(text: &str) -> Result<HashMap<String, Field>> {
     let mut fields = HashMap::new();
     for line in text.lines() {
         let line = line.trim();
-        let Some(rest) = line.strip_prefix("field:") else { continue };
+        let Some(rest) = line.strip_prefix("field:") else {
+            continue;
+        };
         let mut decl = None;
         let mut offset = None;
         let mut size = None;
         for part in rest.split(';') {
             let part = part.trim();
             if let Some(v) = part.strip_prefix("offset:") {
-                offset = Some(v.trim().parse::<u64>().with_context(|| format!("bad offset in {line:?}"))?);
+                offset = Some(
+                    v.trim()
+                        .parse::<u64>()
+                        .with_context(|| format!("bad offset in {line:?}"))?,
+                );
             } else if let Some(v) = part.strip_prefix("size:") {
-                size = Some(v.trim().parse::<u64>().with_context(|| format!("bad size in {line:?}"))?);
+                size = Some(
+                    v.trim()
+                        .parse::<u64>()
+                        .with_context(|| format!("bad size in {line:?}"))?,
+                );
             } else if decl.is_none() && !part.is_empty() && !part.contains(':') {
                 decl = Some(part);
             }
@@ -61,7 +74,13 @@ pub fn root() -> Result<PathBuf> {
     let target = c"/sys/kernel/tracing";
     // SAFETY: plain mount(2) with constant C strings.
     let rc = unsafe {
-        libc::mount(c"tracefs".as_ptr(), target.as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null())
+        libc::mount(
+            c"tracefs".as_ptr(),
+            target.as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
     };
     if rc == 0 && Path::new("/sys/kernel/tracing/events").is_dir() {
         log::info!("mounted tracefs at /sys/kernel/tracing");
@@ -77,7 +96,9 @@ pub fn root() -> Result<PathBuf> {
 pub fn format(root: &Path, category: &str, name: &str) -> Result<Option<HashMap<String, Field>>> {
     let path = root.join("events").join(category).join(name).join("format");
     match std::fs::read_to_string(&path) {
-        Ok(text) => parse_format(&text).with_context(|| format!("parsing {}", path.display())).map(Some),
+        Ok(text) => parse_format(&text)
+            .with_context(|| format!("parsing {}", path.display()))
+            .map(Some),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
@@ -117,16 +138,40 @@ format:
     fn parses_syscall_enter_layout() {
         let f = parse_format(SYS_ENTER_PREAD64).unwrap();
         assert_eq!(f["__syscall_nr"], Field { offset: 8, size: 4 });
-        assert_eq!(f["fd"], Field { offset: 16, size: 8 });
-        assert_eq!(f["buf"], Field { offset: 24, size: 8 });
+        assert_eq!(
+            f["fd"],
+            Field {
+                offset: 16,
+                size: 8
+            }
+        );
+        assert_eq!(
+            f["buf"],
+            Field {
+                offset: 24,
+                size: 8
+            }
+        );
         assert_eq!(f["pos"].offset, 40);
     }
 
     #[test]
     fn parses_arrays_and_bools() {
         let f = parse_format(SCHED_PROCESS_EXIT).unwrap();
-        assert_eq!(f["comm"], Field { offset: 8, size: 16 });
-        assert_eq!(f["group_dead"], Field { offset: 32, size: 1 });
+        assert_eq!(
+            f["comm"],
+            Field {
+                offset: 8,
+                size: 16
+            }
+        );
+        assert_eq!(
+            f["group_dead"],
+            Field {
+                offset: 32,
+                size: 1
+            }
+        );
     }
 
     #[test]

@@ -22,12 +22,14 @@ pub struct Counts {
 
 /// Sum one key's per-CPU values.
 pub fn sum_percpu<'a>(values: impl IntoIterator<Item = &'a SyscallStats>) -> SyscallStats {
-    values.into_iter().fold(SyscallStats::default(), |a, v| SyscallStats {
-        calls: a.calls + v.calls,
-        bytes: a.bytes + v.bytes,
-        errors: a.errors + v.errors,
-        nanos: a.nanos + v.nanos,
-    })
+    values
+        .into_iter()
+        .fold(SyscallStats::default(), |a, v| SyscallStats {
+            calls: a.calls + v.calls,
+            bytes: a.bytes + v.bytes,
+            errors: a.errors + v.errors,
+            nanos: a.nanos + v.nanos,
+        })
 }
 
 pub fn add(a: &mut SyscallStats, b: &SyscallStats) {
@@ -121,12 +123,18 @@ pub struct CommandRun {
 pub fn fd_label(key: &SyscallKey) -> String {
     let fin = FdKind::from_u8(key.fd_in);
     let fout = FdKind::from_u8(key.fd_out);
-    if fout == FdKind::None { fin.name().to_string() } else { format!("{}->{}", fin.name(), fout.name()) }
+    if fout == FdKind::None {
+        fin.name().to_string()
+    } else {
+        format!("{}->{}", fin.name(), fout.name())
+    }
 }
 
 /// Fold one row into a process's derived figures.
 fn derive(p: &mut ProcessRow, key: &SyscallKey, v: &SyscallStats) {
-    let Some(spec) = SYSCALLS.get(key.syscall as usize) else { return };
+    let Some(spec) = SYSCALLS.get(key.syscall as usize) else {
+        return;
+    };
     p.calls += v.calls;
     p.mode_switches += 2 * v.calls;
     p.syscall_seconds += v.nanos as f64 / 1e9;
@@ -155,7 +163,10 @@ pub fn processes(
             let gone = exited.get(&key.tgid);
             ProcessRow {
                 pid: key.tgid,
-                comm: gone.cloned().or_else(|| comm_of(key.tgid)).unwrap_or_else(|| "?".into()),
+                comm: gone
+                    .cloned()
+                    .or_else(|| comm_of(key.tgid))
+                    .unwrap_or_else(|| "?".into()),
                 exited: gone.is_some(),
                 syscalls: vec![],
                 calls: 0,
@@ -168,7 +179,10 @@ pub fn processes(
         });
         derive(p, key, v);
         p.syscalls.push(SyscallRow {
-            syscall: SYSCALLS.get(key.syscall as usize).map_or("?", |s| s.name).to_string(),
+            syscall: SYSCALLS
+                .get(key.syscall as usize)
+                .map_or("?", |s| s.name)
+                .to_string(),
             fd_kind: fd_label(key),
             calls: v.calls,
             bytes: v.bytes,
@@ -180,7 +194,9 @@ pub fn processes(
     out.sort_by(|a, b| {
         let ka = a.cpu_copy_bytes.to_user + a.cpu_copy_bytes.from_user;
         let kb = b.cpu_copy_bytes.to_user + b.cpu_copy_bytes.from_user;
-        kb.cmp(&ka).then(b.calls.cmp(&a.calls)).then(a.pid.cmp(&b.pid))
+        kb.cmp(&ka)
+            .then(b.calls.cmp(&a.calls))
+            .then(a.pid.cmp(&b.pid))
     });
     out
 }
@@ -191,7 +207,10 @@ pub fn dropped(before: &Counts, after: &Counts) -> BTreeMap<String, u64> {
         .iter()
         .map(|c| {
             let i = *c as usize;
-            (c.name().to_string(), after.drops[i].saturating_sub(before.drops[i]))
+            (
+                c.name().to_string(),
+                after.drops[i].saturating_sub(before.drops[i]),
+            )
         })
         .collect()
 }
@@ -202,11 +221,22 @@ mod tests {
     use copyscope_common::syscalls::index_of;
 
     fn key(tgid: u32, name: &str, fin: FdKind, fout: FdKind) -> SyscallKey {
-        SyscallKey { tgid, syscall: index_of(name).unwrap(), fd_in: fin as u8, fd_out: fout as u8, _pad: 0 }
+        SyscallKey {
+            tgid,
+            syscall: index_of(name).unwrap(),
+            fd_in: fin as u8,
+            fd_out: fout as u8,
+            _pad: 0,
+        }
     }
 
     fn st(calls: u64, bytes: u64) -> SyscallStats {
-        SyscallStats { calls, bytes, errors: 0, nanos: calls * 100 }
+        SyscallStats {
+            calls,
+            bytes,
+            errors: 0,
+            nanos: calls * 100,
+        }
     }
 
     #[test]
@@ -227,7 +257,15 @@ mod tests {
         b.rows.insert(k1, st(15, 160));
         b.rows.insert(k3, st(1, 1));
         let d = delta(&a, &b);
-        assert_eq!(d[&k1], SyscallStats { calls: 5, bytes: 60, errors: 0, nanos: 500 });
+        assert_eq!(
+            d[&k1],
+            SyscallStats {
+                calls: 5,
+                bytes: 60,
+                errors: 0,
+                nanos: 500
+            }
+        );
         assert!(!d.contains_key(&k2), "unchanged rows are left out");
         assert_eq!(d[&k3].calls, 1);
     }
@@ -237,8 +275,14 @@ mod tests {
         let mut rows = HashMap::new();
         rows.insert(key(7, "read", FdKind::File, FdKind::None), st(4, 4096));
         rows.insert(key(7, "sendto", FdKind::Socket, FdKind::None), st(2, 1000));
-        rows.insert(key(7, "pread64", FdKind::FileDirect, FdKind::None), st(1, 512));
-        rows.insert(key(7, "sendfile64", FdKind::File, FdKind::Socket), st(1, 9000));
+        rows.insert(
+            key(7, "pread64", FdKind::FileDirect, FdKind::None),
+            st(1, 512),
+        );
+        rows.insert(
+            key(7, "sendfile64", FdKind::File, FdKind::Socket),
+            st(1, 9000),
+        );
         rows.insert(key(7, "splice", FdKind::Pipe, FdKind::Socket), st(3, 300));
         let ps = processes(&rows, &HashMap::new(), &|_| Some("app".into()));
         assert_eq!(ps.len(), 1);
@@ -246,10 +290,20 @@ mod tests {
         assert_eq!(p.comm, "app");
         assert_eq!(p.calls, 11);
         assert_eq!(p.mode_switches, 22);
-        assert_eq!(p.cpu_copy_bytes, CpuCopy { to_user: 4096, from_user: 1000 });
+        assert_eq!(
+            p.cpu_copy_bytes,
+            CpuCopy {
+                to_user: 4096,
+                from_user: 1000
+            }
+        );
         assert_eq!(p.direct_io_bytes, 512);
         assert_eq!(p.zero_copy_bytes, 9300);
-        let labels: Vec<_> = p.syscalls.iter().map(|s| (s.syscall.as_str(), s.fd_kind.as_str())).collect();
+        let labels: Vec<_> = p
+            .syscalls
+            .iter()
+            .map(|s| (s.syscall.as_str(), s.fd_kind.as_str()))
+            .collect();
         assert!(labels.contains(&("sendfile64", "file->socket")));
         assert!(labels.contains(&("splice", "pipe->socket")));
         assert!(labels.contains(&("pread64", "file_direct")));

@@ -3,7 +3,7 @@
 
 use std::{
     collections::HashMap,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, Output, Stdio},
 };
 
@@ -26,7 +26,10 @@ pub fn kernel_unavailable() -> Option<String> {
     if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
         return Some("kernel has no BTF (CONFIG_DEBUG_INFO_BTF)".into());
     }
-    let out = Command::new(COPYSCOPE).args(["probes"]).output().expect("running copyscope probes");
+    let out = Command::new(COPYSCOPE)
+        .args(["probes"])
+        .output()
+        .expect("running copyscope probes");
     let err = String::from_utf8_lossy(&out.stderr);
     if err.contains("built without its eBPF programs") {
         let why = "copyscope was built without its eBPF programs (no BPF toolchain)".to_string();
@@ -62,19 +65,19 @@ pub fn scratch(name: &str) -> PathBuf {
     d
 }
 
-pub fn write_file(path: &PathBuf, size: usize) {
+pub fn write_file(path: &Path, size: usize) {
     let data: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
     std::fs::write(path, data).unwrap();
 }
 
 /// `copyscope snapshot --json -- copyscope-workload ARGS`: the snapshot and the workload's
 /// own result (written to a file so its output does not mix with what it measures).
-pub fn run_workload(dir: &PathBuf, args: &[&str]) -> (Value, Value) {
+pub fn run_workload(dir: &Path, args: &[&str]) -> (Value, Value) {
     run_workload_with(dir, args, &[])
 }
 
 /// [`run_workload`] with extra environment for copyscope.
-pub fn run_workload_with(dir: &PathBuf, args: &[&str], env: &[(&str, &str)]) -> (Value, Value) {
+pub fn run_workload_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (Value, Value) {
     let out_file = dir.join(format!("result-{}", args.join("_").replace('/', "_")));
     let out = Command::new(COPYSCOPE)
         .args(["snapshot", "--json", "--", WORKLOAD])
@@ -86,7 +89,8 @@ pub fn run_workload_with(dir: &PathBuf, args: &[&str], env: &[(&str, &str)]) -> 
         .expect("running copyscope snapshot");
     assert_ok(&out, "copyscope snapshot -- workload");
     let snap: Value = serde_json::from_slice(&out.stdout).expect("snapshot JSON");
-    let result = std::fs::read_to_string(&out_file).unwrap_or_else(|e| panic!("workload result {out_file:?}: {e}"));
+    let result = std::fs::read_to_string(&out_file)
+        .unwrap_or_else(|e| panic!("workload result {out_file:?}: {e}"));
     (snap, serde_json::from_str(&result).unwrap())
 }
 
@@ -130,7 +134,10 @@ pub fn rows(p: &Value) -> HashMap<(String, String), Row> {
         .iter()
         .map(|s| {
             (
-                (s["syscall"].as_str().unwrap().to_string(), s["fd_kind"].as_str().unwrap().to_string()),
+                (
+                    s["syscall"].as_str().unwrap().to_string(),
+                    s["fd_kind"].as_str().unwrap().to_string(),
+                ),
                 Row {
                     calls: s["calls"].as_u64().unwrap(),
                     bytes: s["bytes"].as_u64().unwrap(),
@@ -143,7 +150,10 @@ pub fn rows(p: &Value) -> HashMap<(String, String), Row> {
 
 /// One row of a process, zero if absent.
 pub fn row(p: &Value, syscall: &str, fd_kind: &str) -> Row {
-    rows(p).get(&(syscall.to_string(), fd_kind.to_string())).copied().unwrap_or_default()
+    rows(p)
+        .get(&(syscall.to_string(), fd_kind.to_string()))
+        .copied()
+        .unwrap_or_default()
 }
 
 /// `row` in `with` minus `row` in `without`: what the workload's own loop did, with the
@@ -151,5 +161,9 @@ pub fn row(p: &Value, syscall: &str, fd_kind: &str) -> Row {
 pub fn diff(with: &Value, without: &Value, syscall: &str, fd_kind: &str) -> Row {
     let a = row(with, syscall, fd_kind);
     let b = row(without, syscall, fd_kind);
-    Row { calls: a.calls - b.calls, bytes: a.bytes - b.bytes, errors: a.errors - b.errors }
+    Row {
+        calls: a.calls - b.calls,
+        bytes: a.bytes - b.bytes,
+        errors: a.errors - b.errors,
+    }
 }

@@ -26,7 +26,14 @@ pub struct Spec {
 }
 
 const fn one(name: &'static str, flow: Flow, x86: u16, arm: u16) -> Spec {
-    Spec { name, fd_in_arg: 0, fd_out_arg: None, flow, nr_x86_64: x86, nr_aarch64: arm }
+    Spec {
+        name,
+        fd_in_arg: 0,
+        fd_out_arg: None,
+        flow,
+        nr_x86_64: x86,
+        nr_aarch64: arm,
+    }
 }
 
 const fn two(name: &'static str, fd_in: u8, fd_out: u8, x86: u16, arm: u16) -> Spec {

@@ -1,7 +1,9 @@
 //! Process lifetime: record exited processes so the agent keeps their final counts, and
 //! follow the descendants of a watched command.
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+    },
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
@@ -76,10 +78,12 @@ fn try_process_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let child: *const u8 = ctx.arg(1);
-    let tgid: u32 = unsafe { bpf_probe_read_kernel(child.add(global(&OFF_TASK_TGID) as usize) as *const u32) }
-        .map_err(|e| e as i64)?;
-    let pid: u32 = unsafe { bpf_probe_read_kernel(child.add(global(&OFF_TASK_PID) as usize) as *const u32) }
-        .map_err(|e| e as i64)?;
+    let tgid: u32 =
+        unsafe { bpf_probe_read_kernel(child.add(global(&OFF_TASK_TGID) as usize) as *const u32) }
+            .map_err(|e| e as i64)?;
+    let pid: u32 =
+        unsafe { bpf_probe_read_kernel(child.add(global(&OFF_TASK_PID) as usize) as *const u32) }
+            .map_err(|e| e as i64)?;
     if tgid == pid && WATCHED.insert(&tgid, &1, 0).is_err() {
         count(Counter::WatchedFull);
     }

@@ -7,7 +7,9 @@
 //! from tracefs.
 use aya_ebpf::{
     EbpfContext,
-    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
+    },
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
@@ -81,7 +83,9 @@ pub fn syscalls_exit(ctx: RawTracePointContext) -> i32 {
 pub fn syscalls_tp_ent(ctx: TracePointContext) -> i32 {
     let nr = unsafe { ctx.read_at::<i32>(global(&OFF_TP_NR) as usize) }.unwrap_or(-1);
     let base = global(&OFF_TP_ARGS) as usize;
-    match try_enter(nr as u64, |i| unsafe { ctx.read_at::<u64>(base + 8 * i as usize) }.unwrap_or(u64::MAX)) {
+    match try_enter(nr as u64, |i| {
+        unsafe { ctx.read_at::<u64>(base + 8 * i as usize) }.unwrap_or(u64::MAX)
+    }) {
         Ok(()) => 0,
         Err(e) => e,
     }
@@ -194,11 +198,19 @@ fn try_exit<C: EbpfContext>(ctx: &C, ret: i64) -> Result<(), i32> {
             (*v).nanos += nanos;
         },
         None => {
-            let v = SyscallStats { calls: 1, bytes, errors, nanos };
+            let v = SyscallStats {
+                calls: 1,
+                bytes,
+                errors,
+                nanos,
+            };
             if SYSCALL_STATS.insert(&key, &v, 0).is_err() {
                 count(Counter::StatsFull);
                 if global(&DEBUG_LOG) != 0 {
-                    debug!(ctx, "syscall stats map full: dropped a call of tgid {}", key.tgid);
+                    debug!(
+                        ctx,
+                        "syscall stats map full: dropped a call of tgid {}", key.tgid
+                    );
                 }
             }
         }
