@@ -48,6 +48,10 @@ pub struct SnapshotArgs {
     #[arg(long)]
     pub debug_bpf: bool,
 
+    /// Measure copyscope's own programs: run count and time per program (BPF stats).
+    #[arg(long)]
+    pub bpf_stats: bool,
+
     /// Run this command and report it and its descendants when it exits.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,

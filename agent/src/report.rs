@@ -106,6 +106,21 @@ pub fn table(s: &Snapshot) -> String {
     if s.processes.is_empty() {
         let _ = writeln!(o, "(no counted syscalls in this window)");
     }
+    if !s.bpf_stats.is_empty() {
+        let _ = writeln!(o, "\ncopyscope's programs in this window:");
+        for b in &s.bpf_stats {
+            let per = if b.run_count > 0 {
+                b.run_time_ns as f64 / b.run_count as f64
+            } else {
+                0.0
+            };
+            let _ = writeln!(
+                o,
+                "  {:<16} {:>12} runs {:>8.1} ns/run",
+                b.name, b.run_count, per
+            );
+        }
+    }
     if s.processes.iter().any(|p| p.exited) {
         let _ = writeln!(o, "\n* exited during the window; counts are final");
     }

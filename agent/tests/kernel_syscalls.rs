@@ -338,7 +338,7 @@ fn per_syscall_tracepoint_fallback_counts_exactly_too() {
     let f = d.join("data");
     write_file(&f, 8192);
     let path = f.to_str().unwrap();
-    let env = [("COPYSCOPE_DISABLE_METHODS", "raw_tracepoint")];
+    let env = [("COPYSCOPE_DISABLE_METHODS", "tp_btf,raw_tracepoint")];
     let (base, _) = run_workload_with(&d, &["pread", path, "0", "8192"], &env);
     let (snap, _) = run_workload_with(&d, &["pread", path, "300", "8192"], &env);
     let methods: Vec<_> = snap["probes"]

@@ -1,10 +1,13 @@
 //! `cargo xtask test`: every test tier, in order, stopping at the first that fails.
 
-use std::process::Command;
+use std::{
+    io::{BufRead as _, BufReader},
+    process::{Command, Stdio},
+};
 
-use anyhow::Result;
+use anyhow::{Context as _, Result, bail};
 
-use crate::util::{is_root, root, run};
+use crate::util::{is_root, root, run, show};
 
 pub fn test(lint: bool) -> Result<()> {
     let cargo = |args: &[&str]| {
@@ -28,6 +31,71 @@ pub fn test(lint: bool) -> Result<()> {
     if is_root() {
         t.env("COPYSCOPE_REQUIRE_KERNEL_TESTS", "1");
     }
-    run(&mut t)?;
+    let (passed, failed) = run_counting(&mut t)?;
+    // One closing line for the whole run, whatever the last test binary was.
+    println!("tests: {passed} passed, {failed} failed");
+    if failed > 0 {
+        bail!("{failed} tests failed");
+    }
     Ok(())
+}
+
+/// Run `cargo test`, echoing its output, and add up its `test result:` lines.
+fn run_counting(cmd: &mut Command) -> Result<(u64, u64)> {
+    eprintln!("xtask: {}", show(cmd));
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {}", show(cmd)))?;
+    let (mut passed, mut failed) = (0, 0);
+    for line in BufReader::new(child.stdout.take().expect("piped stdout")).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some((p, f)) = parse_result(&line) {
+            passed += p;
+            failed += f;
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() && failed == 0 {
+        bail!("{} failed ({status})", show(cmd));
+    }
+    Ok((passed, failed))
+}
+
+/// `test result: ok. 18 passed; 0 failed; ...` -> (18, 0).
+fn parse_result(line: &str) -> Option<(u64, u64)> {
+    let rest = line.strip_prefix("test result: ")?;
+    let mut passed = None;
+    let mut failed = None;
+    for part in rest.split(';') {
+        let mut words = part.split_whitespace().rev();
+        let (what, n) = (words.next()?, words.next()?);
+        match what {
+            "passed" => passed = n.parse().ok(),
+            "failed" => failed = n.parse().ok(),
+            _ => {}
+        }
+    }
+    Some((passed?, failed?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_result;
+
+    #[test]
+    fn reads_cargo_test_summaries() {
+        assert_eq!(
+            parse_result(
+                "test result: ok. 18 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.08s"
+            ),
+            Some((18, 0))
+        );
+        assert_eq!(
+            parse_result("test result: FAILED. 10 passed; 1 failed; 0 ignored"),
+            Some((10, 1))
+        );
+        assert_eq!(parse_result("running 3 tests"), None);
+    }
 }

@@ -34,6 +34,12 @@ pub fn run(args: &SnapshotArgs) -> Result<i32> {
     let mut collector = Collector::new(&mut loaded)?;
     signals::install();
 
+    let _stats_fd = if args.bpf_stats {
+        Some(loader::enable_bpf_stats()?)
+    } else {
+        None
+    };
+    let stats_before = loader::program_stats(&loaded.ebpf);
     let before = collector.harvest()?;
     let started = Instant::now();
     let mut command = None;
@@ -68,6 +74,20 @@ pub fn run(args: &SnapshotArgs) -> Result<i32> {
     };
     let after = collector.harvest()?;
     let elapsed = started.elapsed().as_secs_f64();
+    let bpf_stats = if args.bpf_stats {
+        loader::program_stats(&loaded.ebpf)
+            .into_iter()
+            .map(|mut s| {
+                if let Some(b) = stats_before.iter().find(|b| b.name == s.name) {
+                    s.run_count -= b.run_count.min(s.run_count);
+                    s.run_time_ns -= b.run_time_ns.min(s.run_time_ns);
+                }
+                s
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     if let Some(l) = logger.as_mut() {
         l.flush();
     }
@@ -99,6 +119,7 @@ pub fn run(args: &SnapshotArgs) -> Result<i32> {
             .collect(),
         processes: model::processes(&rows, &after.exited, &proc_comm),
         dropped: model::dropped(&before, &after),
+        bpf_stats,
         command,
     };
     let mut out = std::io::stdout().lock();

@@ -11,7 +11,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::Array,
-    programs::{RawTracePoint, TracePoint},
+    programs::{BtfTracePoint, RawTracePoint, TracePoint},
 };
 use copyscope_common::{
     globals, maps,
@@ -278,7 +278,10 @@ fn attach_probe(ebpf: &mut Ebpf, spec: &ProbeSpec, root: &Path) -> ProbeStatus {
             continue;
         }
         match attach_one(ebpf, m.method, m.program, m.target, root) {
-            Ok(detail) => {
+            Ok(mut detail) => {
+                if !reasons.is_empty() {
+                    detail = format!("{detail} (better methods refused: {})", reasons.join("; "));
+                }
                 return ProbeStatus {
                     family: spec.family,
                     hook: spec.hook,
@@ -318,6 +321,14 @@ fn attach_one(
         .program_mut(program)
         .with_context(|| format!("program {program} missing from the object"))?;
     match (method, target) {
+        (Method::TpBtf, Target::Raw(tp)) => {
+            let btf = aya::Btf::from_sys_fs().context("reading kernel BTF for tp_btf")?;
+            let p: &mut BtfTracePoint = prog.try_into()?;
+            p.load(tp, &btf)?;
+            p.attach()
+                .with_context(|| format!("attaching to BTF tracepoint {tp}"))?;
+            Ok(tp.to_string())
+        }
         (Method::RawTracepoint, Target::Raw(tp)) => {
             let p: &mut RawTracePoint = prog.try_into()?;
             p.load()?;
@@ -384,4 +395,35 @@ pub fn require_all(statuses: &[ProbeStatus]) -> Result<()> {
             failed.join("\n  ")
         )
     }
+}
+
+/// Run count and run time of one loaded program (kernel BPF stats; zero while they are off).
+#[derive(Debug, Clone, serde::Serialize, PartialEq)]
+pub struct ProgramStat {
+    pub name: String,
+    pub run_count: u64,
+    pub run_time_ns: u64,
+}
+
+/// Stats of every loaded program, by name.
+pub fn program_stats(ebpf: &Ebpf) -> Vec<ProgramStat> {
+    let mut out: Vec<_> = ebpf
+        .programs()
+        .filter_map(|(name, p)| {
+            let info = p.info().ok()?;
+            Some(ProgramStat {
+                name: name.to_string(),
+                run_count: info.run_count(),
+                run_time_ns: info.run_time().as_nanos() as u64,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// Turn on the kernel's BPF run-time stats for as long as the returned fd is open.
+pub fn enable_bpf_stats() -> Result<std::os::fd::OwnedFd> {
+    aya::sys::enable_stats(aya::sys::Stats::RunTime)
+        .context("enabling BPF run-time stats (BPF_ENABLE_STATS)")
 }

@@ -6,6 +6,8 @@ use copyscope_common::{programs, syscalls::SYSCALLS};
 /// How a program is attached. Ordered best first within each probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
+    /// BTF-typed raw tracepoint (tp_btf): typed arguments, direct kernel loads.
+    TpBtf,
     RawTracepoint,
     Tracepoint,
 }
@@ -13,6 +15,7 @@ pub enum Method {
 impl Method {
     pub fn name(self) -> &'static str {
         match self {
+            Method::TpBtf => "tp_btf",
             Method::RawTracepoint => "raw_tracepoint",
             Method::Tracepoint => "tracepoint",
         }
@@ -52,6 +55,11 @@ pub const PROBES: &[ProbeSpec] = &[
         family: "syscalls",
         hook: "sys_enter",
         methods: &[
+            Attach {
+                method: Method::TpBtf,
+                program: programs::SYSCALLS_BTF_ENTER,
+                target: Target::Raw("sys_enter"),
+            },
             Attach {
                 method: Method::RawTracepoint,
                 program: programs::SYSCALLS_ENTER,

@@ -108,6 +108,9 @@ pub struct Snapshot {
     pub processes: Vec<ProcessRow>,
     /// What the kernel side could not count in this window, by reason.
     pub dropped: BTreeMap<String, u64>,
+    /// Per-program run count and time in this window (`--bpf-stats`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub bpf_stats: Vec<crate::loader::ProgramStat>,
     /// `snapshot -- COMMAND`: the command's pid and exit code.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub command: Option<CommandRun>,

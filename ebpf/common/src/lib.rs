@@ -20,6 +20,7 @@ pub mod maps {
 
 /// Names of the programs (15 characters at most: the kernel truncates longer names).
 pub mod programs {
+    pub const SYSCALLS_BTF_ENTER: &str = "syscalls_tpbtf";
     pub const SYSCALLS_ENTER: &str = "syscalls_enter";
     pub const SYSCALLS_EXIT: &str = "syscalls_exit";
     pub const SYSCALLS_TP_ENTER: &str = "syscalls_tp_ent";

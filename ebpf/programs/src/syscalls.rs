@@ -1,17 +1,19 @@
 //! syscalls family: calls, bytes, errors and time of the data-path syscalls, per process,
 //! syscall and fd kind.
 //!
-//! Preferred: raw tracepoints on sys_enter/sys_exit (include/trace/events/syscalls.h),
-//! one program each for every syscall. Fallback: the per-syscall `syscalls:sys_enter_*`
+//! Preferred: the sys_enter/sys_exit tracepoints (include/trace/events/syscalls.h) as BTF
+//! tracepoints (enter) or raw tracepoints, one program each for every syscall. Fallback:
+//! the per-syscall `syscalls:sys_enter_*`
 //! / `sys_exit_*` tracepoints (kernel/trace/trace_syscalls.c), whose record layout is read
 //! from tracefs.
 use aya_ebpf::{
     EbpfContext,
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_task_btf, bpf_ktime_get_ns,
+        bpf_probe_read_kernel,
     },
-    macros::{raw_tracepoint, tracepoint},
-    programs::{RawTracePointContext, TracePointContext},
+    macros::{btf_tracepoint, raw_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
 };
 use aya_log_ebpf::debug;
 use copyscope_common::{
@@ -68,6 +70,23 @@ pub fn syscalls_enter(ctx: RawTracePointContext) -> i32 {
     }
 }
 
+// include/trace/events/syscalls.h: sys_enter as a BTF-typed tracepoint: the arguments and
+// the current task are typed pointers, so the first hops of the fd walk are plain loads
+// instead of bpf_probe_read_kernel calls.
+#[btf_tracepoint(function = "sys_enter")]
+pub fn syscalls_tpbtf(ctx: BtfTracePointContext) -> i32 {
+    let regs: *const u8 = ctx.arg(0);
+    let nr: u64 = ctx.arg(1);
+    match try_enter_with(
+        nr,
+        |i| unsafe { load::<u64>(regs, reg_offset(i)) },
+        classify_btf,
+    ) {
+        Ok(()) => 0,
+        Err(e) => e,
+    }
+}
+
 // include/trace/events/syscalls.h: TRACE_EVENT_FN(sys_exit, TP_PROTO(struct pt_regs *regs, long ret))
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn syscalls_exit(ctx: RawTracePointContext) -> i32 {
@@ -102,17 +121,32 @@ pub fn syscalls_tp_ext(ctx: TracePointContext) -> i32 {
 }
 
 #[inline(always)]
-fn read_reg(regs: *const u8, i: u8) -> u64 {
-    let off = match i {
+fn reg_offset(i: u8) -> u64 {
+    match i {
         0 => global(&OFF_REGS_ARG0),
         1 => global(&OFF_REGS_ARG1),
         _ => global(&OFF_REGS_ARG2),
-    };
-    unsafe { bpf_probe_read_kernel(regs.add(off as usize) as *const u64) }.unwrap_or(u64::MAX)
+    }
+}
+
+#[inline(always)]
+fn read_reg(regs: *const u8, i: u8) -> u64 {
+    unsafe { bpf_probe_read_kernel(regs.add(reg_offset(i) as usize) as *const u64) }
+        .unwrap_or(u64::MAX)
 }
 
 #[inline(always)]
 fn try_enter(nr: u64, arg: impl Fn(u8) -> u64) -> Result<(), i32> {
+    try_enter_with(nr, arg, classify)
+}
+
+#[inline(always)]
+fn try_enter_with(
+    nr: u64,
+    arg: impl Fn(u8) -> u64,
+    classify: impl Fn(u64) -> Result<FdKind, i64>,
+) -> Result<(), i32> {
+    let fd_kind = |fd: u64| classify(fd).unwrap_or(FdKind::Other);
     if nr >= limits::SYSCALL_NR_MAX as u64 {
         return Ok(());
     }
@@ -220,11 +254,6 @@ fn try_exit<C: EbpfContext>(ctx: &C, ret: i64) -> Result<(), i32> {
 
 /// Classify an fd of the current task: task->files->fdt->fd[fd]->f_inode->i_mode, f_flags.
 #[inline(always)]
-fn fd_kind(fd: u64) -> FdKind {
-    classify(fd).unwrap_or(FdKind::Other)
-}
-
-#[inline(always)]
 fn classify(fd: u64) -> Result<FdKind, i64> {
     if fd > i32::MAX as u64 {
         return Ok(FdKind::Other);
@@ -255,4 +284,45 @@ unsafe fn read<T>(base: *const u8, off: u64) -> Result<T, i64> {
         return Err(-1);
     }
     unsafe { bpf_probe_read_kernel(base.add(off as usize) as *const T) }.map_err(|e| e as i64)
+}
+
+/// [`classify`] for BTF-typed programs: task, files and fdtable are typed pointers the
+/// verifier lets us load from directly; the fd array holds untyped pointers, so from
+/// there on it is bpf_probe_read_kernel.
+#[inline(always)]
+fn classify_btf(fd: u64) -> Result<FdKind, i64> {
+    if fd > i32::MAX as u64 {
+        return Ok(FdKind::Other);
+    }
+    unsafe {
+        let task = bpf_get_current_task_btf() as *const u8;
+        let files: *const u8 = load(task, global(&OFF_TASK_FILES));
+        if files.is_null() {
+            return Ok(FdKind::Other);
+        }
+        let fdt: *const u8 = load(files, global(&OFF_FILES_FDT));
+        if fdt.is_null() {
+            return Ok(FdKind::Other);
+        }
+        let max_fds: u32 = load(fdt, global(&OFF_FDT_MAX_FDS));
+        if fd >= max_fds as u64 {
+            return Ok(FdKind::Other);
+        }
+        let fds: *const u8 = load(fdt, global(&OFF_FDT_FD));
+        let file: *const u8 = read(fds, fd * 8)?;
+        if file.is_null() {
+            return Ok(FdKind::Other);
+        }
+        let inode: *const u8 = read(file, global(&OFF_FILE_INODE))?;
+        let flags: u32 = read(file, global(&OFF_FILE_FLAGS))?;
+        let mode: u16 = read(inode, global(&OFF_INODE_MODE))?;
+        Ok(FdKind::classify(mode, flags))
+    }
+}
+
+/// A direct load through a BTF-typed kernel pointer (the verifier checks the offset
+/// against the type and turns the load into a fault-safe one).
+#[inline(always)]
+unsafe fn load<T: Copy>(base: *const u8, off: u64) -> T {
+    unsafe { core::ptr::read(base.add(off as usize) as *const T) }
 }
