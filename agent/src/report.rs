@@ -43,6 +43,14 @@ pub fn table(s: &Snapshot) -> String {
         s.duration_seconds, s.kernel
     );
     let _ = writeln!(o, "probes: {}", methods.join(" "));
+    let copy: Vec<_> = s
+        .cpu_copy_method
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if !copy.is_empty() {
+        let _ = writeln!(o, "cpu copies measured by: {}", copy.join(" "));
+    }
     let dropped: Vec<_> = s
         .dropped
         .iter()
@@ -55,15 +63,17 @@ pub fn table(s: &Snapshot) -> String {
     let _ = writeln!(o);
     let _ = writeln!(
         o,
-        "{:>8} {:<16} {:>10} {:>10} {:>11} {:>11} {:>11} {:>11} {:>9}",
+        "{:>8} {:<16} {:>10} {:>10} {:>13} {:>11} {:>11} {:>11} {:>11} {:>9} {:>9}",
         "PID",
         "COMM",
         "SYSCALLS",
         "MODE-SW",
+        "CTX-SW(V/I)",
         "COPY>USER",
         "COPY<USER",
         "ZERO-COPY",
         "DIRECT-IO",
+        "CACHE-HIT",
         "SYS-TIME"
     );
     for p in &s.processes {
@@ -74,15 +84,22 @@ pub fn table(s: &Snapshot) -> String {
         };
         let _ = writeln!(
             o,
-            "{:>8} {:<16} {:>10} {:>10} {:>11} {:>11} {:>11} {:>11} {:>8.3}s",
+            "{:>8} {:<16} {:>10} {:>10} {:>13} {:>11} {:>11} {:>11} {:>11} {:>9} {:>8.3}s",
             p.pid,
             comm,
             p.calls,
             p.mode_switches,
+            format!(
+                "{}/{}",
+                p.context_switches.voluntary, p.context_switches.involuntary
+            ),
             bytes(p.cpu_copy_bytes.to_user),
             bytes(p.cpu_copy_bytes.from_user),
             bytes(p.zero_copy_bytes),
             bytes(p.direct_io_bytes),
+            p.page_cache
+                .hit_ratio
+                .map_or("-".to_string(), |r| format!("{:.1}%", r * 100.0)),
             p.syscall_seconds
         );
         for c in &p.syscalls {

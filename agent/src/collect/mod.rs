@@ -1,3 +1,4 @@
-//! Harvesting the kernel maps into plain [`Counts`].
+//! Harvesting the kernel maps into plain [`Counts`](crate::model::Counts).
 
+pub mod procstats;
 pub mod syscalls;

@@ -5,7 +5,11 @@ use std::collections::{HashMap, HashSet};
 
 use anyhow::{Context as _, Result};
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap};
-use copyscope_common::{Counter, Exited, SyscallKey, SyscallStats, maps};
+use copyscope_common::{
+    CacheStats, CopyStats, Counter, Exited, SchedStats, SyscallKey, SyscallStats, maps,
+};
+
+use super::procstats::ProcMap;
 
 use crate::{
     loader::Loaded,
@@ -17,6 +21,9 @@ pub struct Collector {
     exited: BpfHashMap<MapData, u32, Exited>,
     watched: BpfHashMap<MapData, u32, u8>,
     counters: PerCpuArray<MapData, u64>,
+    sched: ProcMap<SchedStats>,
+    cache: ProcMap<CacheStats>,
+    copy: ProcMap<CopyStats>,
     /// Final counts of processes that exited, moved out of the kernel map.
     retired: HashMap<SyscallKey, SyscallStats>,
     /// comm of every process seen exiting.
@@ -42,6 +49,9 @@ impl Collector {
             exited: BpfHashMap::try_from(take(maps::EXITED)?)?,
             watched: BpfHashMap::try_from(take(maps::WATCHED)?)?,
             counters: PerCpuArray::try_from(take(maps::COUNTERS)?)?,
+            sched: ProcMap::new(maps::SCHED_STATS, take(maps::SCHED_STATS)?)?,
+            cache: ProcMap::new(maps::CACHE_STATS, take(maps::CACHE_STATS)?)?,
+            copy: ProcMap::new(maps::COPY_STATS, take(maps::COPY_STATS)?)?,
             retired: HashMap::new(),
             exited_comms: HashMap::new(),
             watched_seen: HashSet::new(),
@@ -82,6 +92,9 @@ impl Collector {
                 rows.insert(key, v);
             }
         }
+        let sched = self.sched.harvest(&gone_set)?;
+        let cache = self.cache.harvest(&gone_set)?;
+        let copy = self.copy.harvest(&gone_set)?;
         for (key, v) in retire {
             add(self.retired.entry(key).or_default(), &v);
             // The process is dead: nothing adds to this row any more.
@@ -101,14 +114,21 @@ impl Collector {
                 *d = values.iter().sum();
             }
         }
-        let exited = rows
+        let tgids = rows
             .keys()
-            .filter_map(|k| self.exited_comms.get(&k.tgid).map(|c| (k.tgid, c.clone())))
+            .map(|k| k.tgid)
+            .chain(sched.keys().copied())
+            .chain(cache.keys().copied());
+        let exited = tgids
+            .filter_map(|t| self.exited_comms.get(&t).map(|c| (t, c.clone())))
             .collect();
         Ok(Counts {
             rows,
             exited,
             drops,
+            sched,
+            cache,
+            copy,
         })
     }
 }

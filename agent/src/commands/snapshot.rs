@@ -93,16 +93,29 @@ pub fn run(args: &SnapshotArgs) -> Result<i32> {
     }
 
     let mut rows = model::delta(&before, &after);
-    if watch {
-        let watched = collector.watched();
-        rows.retain(|k, _| watched.contains(&k.tgid));
-    }
-    if let Some(pid) = args.pid {
-        rows.retain(|k, _| k.tgid == pid);
-    }
+    let mut sched = model::delta_by_pid(&before.sched, &after.sched);
+    let mut cache = model::delta_by_pid(&before.cache, &after.cache);
+    let mut copy = model::delta_by_pid(&before.copy, &after.copy);
     // copyscope's own harvesting is not part of what it reports.
     let own = std::process::id();
-    rows.retain(|k, _| k.tgid != own);
+    let watched = collector.watched();
+    let keep = |tgid: u32| {
+        tgid != own && (!watch || watched.contains(&tgid)) && args.pid.is_none_or(|p| p == tgid)
+    };
+    rows.retain(|k, _| keep(k.tgid));
+    sched.retain(|t, _| keep(*t));
+    cache.retain(|t, _| keep(*t));
+    copy.retain(|t, _| keep(*t));
+    let (sources, cpu_copy_method) = copy_sources(&loaded.probes);
+    let window = model::Window {
+        rows: &rows,
+        sched: &sched,
+        cache: &cache,
+        copy: &copy,
+        exited: &after.exited,
+        sources,
+        include_sched_only: watch || args.pid.is_some(),
+    };
     let snapshot = Snapshot {
         duration_seconds: elapsed,
         kernel: loaded.kernel.clone(),
@@ -117,7 +130,8 @@ pub fn run(args: &SnapshotArgs) -> Result<i32> {
                 attached: p.attached,
             })
             .collect(),
-        processes: model::processes(&rows, &after.exited, &proc_comm),
+        processes: model::processes(&window, &proc_comm),
+        cpu_copy_method,
         dropped: model::dropped(&before, &after),
         bpf_stats,
         command,
@@ -200,4 +214,41 @@ fn run_command(collector: &mut Collector, argv: &[String]) -> Result<(u32, i32)>
     } else {
         bail!("the command ended in an unknown way (status {status:#x})")
     }
+}
+
+/// Which copy figures the attached copies-family probes measure, and how each is measured.
+pub fn copy_sources(
+    probes: &[loader::ProbeStatus],
+) -> (
+    model::CopySources,
+    std::collections::BTreeMap<String, String>,
+) {
+    let method = |hook: &str| {
+        probes
+            .iter()
+            .find(|p| p.family == "copies" && p.hook == hook && p.attached)
+            .and_then(|p| p.method)
+    };
+    let mut methods = std::collections::BTreeMap::new();
+    for hook in [
+        "file_read",
+        "socket_recv",
+        "socket_send",
+        "pipe_read",
+        "pipe_write",
+    ] {
+        methods.insert(
+            hook.to_string(),
+            method(hook).unwrap_or("syscalls").to_string(),
+        );
+    }
+    let on = |hook: &str| method(hook).is_some();
+    let sources = model::CopySources {
+        file_read: on("file_read"),
+        socket_recv: on("socket_recv"),
+        socket_send: on("socket_send"),
+        pipe_read: on("pipe_read"),
+        pipe_write: on("pipe_write"),
+    };
+    (sources, methods)
 }

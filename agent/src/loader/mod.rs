@@ -11,7 +11,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::Array,
-    programs::{BtfTracePoint, RawTracePoint, TracePoint},
+    programs::{BtfTracePoint, FEntry, FExit, KProbe, RawTracePoint, TracePoint},
 };
 use copyscope_common::{
     globals, maps,
@@ -160,6 +160,35 @@ fn record_offsets(root: &Path) -> Result<Vec<(&'static str, u64)>> {
         let ret = f.get("ret").context("sys_exit_read has no ret field")?;
         out.push((globals::OFF_TP_RET, ret.offset));
     }
+    if let Some(f) = tracefs::format(root, "sched", "sched_switch")? {
+        let st = f
+            .get("prev_state")
+            .context("sched_switch has no prev_state field")?;
+        out.push((globals::OFF_SWITCH_PREV_STATE, st.offset));
+    }
+    if let Some(f) = tracefs::format(root, "filemap", "mm_filemap_get_pages")? {
+        let first = f
+            .get("index")
+            .context("mm_filemap_get_pages has no index field")?;
+        let last = f
+            .get("last_index")
+            .context("mm_filemap_get_pages has no last_index field")?;
+        out.push((globals::OFF_GETPAGES_INDEX, first.offset));
+        out.push((globals::OFF_GETPAGES_LAST, last.offset));
+    }
+    if let Some(f) = tracefs::format(root, "filemap", "mm_filemap_add_to_page_cache")? {
+        if let Some(order) = f.get("order") {
+            out.push((globals::OFF_ADD_ORDER, order.offset));
+        }
+    }
+    if let Some(f) = tracefs::format(root, "sock", "sock_recv_length")? {
+        let ret = f.get("ret").context("sock_recv_length has no ret field")?;
+        let flags = f
+            .get("flags")
+            .context("sock_recv_length has no flags field")?;
+        out.push((globals::OFF_SOCKLEN_RET, ret.offset));
+        out.push((globals::OFF_SOCKLEN_FLAGS, flags.offset));
+    }
     if let Some(f) = tracefs::format(root, "sched", "sched_process_exit")? {
         if let Some(g) = f.get("group_dead") {
             out.push((globals::OFF_EXIT_GROUP_DEAD, g.offset));
@@ -292,7 +321,11 @@ fn attach_probe(ebpf: &mut Ebpf, spec: &ProbeSpec, root: &Path) -> ProbeStatus {
                     detail,
                 };
             }
-            Err(e) => reasons.push(format!("{}: {e:#}", m.method.name())),
+            Err(e) => reasons.push(format!(
+                "{}: {}",
+                m.method.name(),
+                explain(&format!("{e:#}"))
+            )),
         }
     }
     ProbeStatus {
@@ -329,6 +362,10 @@ fn attach_one(
                 .with_context(|| format!("attaching to BTF tracepoint {tp}"))?;
             Ok(tp.to_string())
         }
+        (
+            Method::FEntry | Method::FExit | Method::KProbe | Method::KRetProbe,
+            Target::Function(names),
+        ) => attach_function(prog, method, names),
         (Method::RawTracepoint, Target::Raw(tp)) => {
             let p: &mut RawTracePoint = prog.try_into()?;
             p.load()?;
@@ -380,6 +417,66 @@ fn attach_one(
     }
 }
 
+/// The kernel's answer in words a user can act on; the raw error is kept when unknown.
+pub fn explain(err: &str) -> String {
+    if err.contains("devices/kprobe/type") {
+        return "this kernel has no kprobes (CONFIG_KPROBES unset)".into();
+    }
+    if let Some(rest) = err.split("unknown BTF type `").nth(1) {
+        let name = rest.split('`').next().unwrap_or(rest);
+        return format!("{name} is not in the kernel's BTF (not built in, or inlined)");
+    }
+    if err.contains("BPF_PROG_LOAD") && err.contains("Operation not permitted") {
+        return "the kernel refused the program (EPERM: no BPF trampoline for fentry/fexit on this kernel, or lockdown)"
+            .into();
+    }
+    let first = err.lines().next().unwrap_or(err);
+    first.chars().take(300).collect()
+}
+
+/// fentry/fexit bind to a function at load time, kprobes at attach time: try each name.
+fn attach_function(
+    prog: &mut aya::programs::Program,
+    method: Method,
+    names: &[&str],
+) -> Result<String> {
+    let mut errs = Vec::new();
+    match method {
+        Method::FEntry | Method::FExit => {
+            let btf = aya::Btf::from_sys_fs().context("reading kernel BTF for fentry/fexit")?;
+            for name in names {
+                let r: Result<()> = (|| {
+                    if method == Method::FEntry {
+                        let p: &mut FEntry = prog.try_into()?;
+                        p.load(name, &btf)?;
+                        p.attach()?;
+                    } else {
+                        let p: &mut FExit = prog.try_into()?;
+                        p.load(name, &btf)?;
+                        p.attach()?;
+                    }
+                    Ok(())
+                })();
+                match r {
+                    Ok(()) => return Ok(name.to_string()),
+                    Err(e) => errs.push(format!("{name}: {e:#}")),
+                }
+            }
+        }
+        _ => {
+            let p: &mut KProbe = prog.try_into()?;
+            p.load().context("loading the kprobe program")?;
+            for name in names {
+                match p.attach(name, 0) {
+                    Ok(_) => return Ok(name.to_string()),
+                    Err(e) => errs.push(format!("{name}: {e:#}")),
+                }
+            }
+        }
+    }
+    bail!("{}", errs.join("; "))
+}
+
 /// Fail when a required probe did not attach, naming each and why.
 pub fn require_all(statuses: &[ProbeStatus]) -> Result<()> {
     let failed: Vec<_> = statuses
@@ -426,4 +523,26 @@ pub fn program_stats(ebpf: &Ebpf) -> Vec<ProgramStat> {
 pub fn enable_bpf_stats() -> Result<std::os::fd::OwnedFd> {
     aya::sys::enable_stats(aya::sys::Stats::RunTime)
         .context("enabling BPF run-time stats (BPF_ENABLE_STATS)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::explain;
+
+    #[test]
+    fn kernel_errors_are_explained() {
+        assert!(
+            explain("kretprobe: `/sys/bus/event_source/devices/kprobe/type` ...")
+                .contains("CONFIG_KPROBES")
+        );
+        assert!(
+            explain("unknown BTF type `pipe_read`")
+                .starts_with("pipe_read is not in the kernel's BTF")
+        );
+        assert!(
+            explain("the BPF_PROG_LOAD syscall returned Operation not permitted (os error 1). Verifier output:")
+                .contains("EPERM")
+        );
+        assert_eq!(explain("line one\nline two"), "line one");
+    }
 }

@@ -10,6 +10,10 @@ pub enum Method {
     TpBtf,
     RawTracepoint,
     Tracepoint,
+    FEntry,
+    FExit,
+    KProbe,
+    KRetProbe,
 }
 
 impl Method {
@@ -18,6 +22,10 @@ impl Method {
             Method::TpBtf => "tp_btf",
             Method::RawTracepoint => "raw_tracepoint",
             Method::Tracepoint => "tracepoint",
+            Method::FEntry => "fentry",
+            Method::FExit => "fexit",
+            Method::KProbe => "kprobe",
+            Method::KRetProbe => "kretprobe",
         }
     }
 }
@@ -31,7 +39,29 @@ pub enum Target {
     Tracepoint(&'static str, &'static str),
     /// `syscalls:sys_<prefix>_<name>` for every counted syscall.
     EachSyscall(&'static str),
+    /// A kernel function: the first of these names the kernel has.
+    Function(&'static [&'static str]),
 }
+
+const fn tp(program: &'static str, category: &'static str, name: &'static str) -> Attach {
+    Attach {
+        method: Method::Tracepoint,
+        program,
+        target: Target::Tracepoint(category, name),
+    }
+}
+
+const fn func(method: Method, program: &'static str, names: &'static [&'static str]) -> Attach {
+    Attach {
+        method,
+        program,
+        target: Target::Function(names),
+    }
+}
+
+/// Folio-era names first, then the pre-5.16 ones.
+const ACCESSED: &[&str] = &["folio_mark_accessed", "mark_page_accessed"];
+const ADDED: &[&str] = &["filemap_add_folio", "add_to_page_cache_lru"];
 
 #[derive(Debug, Clone, Copy)]
 pub struct Attach {
@@ -110,6 +140,163 @@ pub const PROBES: &[ProbeSpec] = &[
         }],
         required: false,
     },
+    ProbeSpec {
+        family: "sched",
+        hook: "sched_switch",
+        methods: &[tp(programs::SCHED_SWITCH, "sched", "sched_switch")],
+        required: false,
+    },
+    ProbeSpec {
+        family: "pagecache",
+        hook: "lookups",
+        methods: &[
+            tp(
+                programs::PAGECACHE_LOOKUP_TP,
+                "filemap",
+                "mm_filemap_get_pages",
+            ),
+            func(Method::FEntry, programs::PAGECACHE_LOOKUP_FENTRY, ACCESSED),
+            func(Method::KProbe, programs::PAGECACHE_LOOKUP_KPROBE, ACCESSED),
+        ],
+        required: false,
+    },
+    ProbeSpec {
+        family: "pagecache",
+        hook: "misses",
+        methods: &[
+            tp(
+                programs::PAGECACHE_ADD_TP,
+                "filemap",
+                "mm_filemap_add_to_page_cache",
+            ),
+            func(Method::FEntry, programs::PAGECACHE_ADD_FENTRY, ADDED),
+            func(Method::KProbe, programs::PAGECACHE_ADD_KPROBE, ADDED),
+        ],
+        required: false,
+    },
+    ProbeSpec {
+        family: "pagecache",
+        hook: "mmap_faults",
+        methods: &[tp(
+            programs::PAGECACHE_FAULT_TP,
+            "filemap",
+            "mm_filemap_fault",
+        )],
+        required: false,
+    },
+    ProbeSpec {
+        family: "pagecache",
+        hook: "dirtied",
+        methods: &[
+            tp(
+                programs::PAGECACHE_DIRTY_TP,
+                "writeback",
+                "writeback_dirty_folio",
+            ),
+            tp(
+                programs::PAGECACHE_DIRTY_TP,
+                "writeback",
+                "writeback_dirty_page",
+            ),
+        ],
+        required: false,
+    },
+    ProbeSpec {
+        family: "copies",
+        hook: "socket_recv",
+        methods: &[
+            tp(programs::COPIES_SOCK_RECV_TP, "sock", "sock_recv_length"),
+            func(
+                Method::FExit,
+                programs::COPIES_SOCK_RECV_FEXIT,
+                &["sock_recvmsg"],
+            ),
+            func(
+                Method::KRetProbe,
+                programs::COPIES_SOCK_RECV_KRET,
+                &["sock_recvmsg"],
+            ),
+        ],
+        required: false,
+    },
+    ProbeSpec {
+        family: "copies",
+        hook: "socket_send",
+        methods: &[
+            tp(programs::COPIES_SOCK_SEND_TP, "sock", "sock_send_length"),
+            func(
+                Method::FExit,
+                programs::COPIES_SOCK_SEND_FEXIT,
+                &["sock_sendmsg"],
+            ),
+            func(
+                Method::KRetProbe,
+                programs::COPIES_SOCK_SEND_KRET,
+                &["sock_sendmsg"],
+            ),
+        ],
+        required: false,
+    },
+    ProbeSpec {
+        family: "copies",
+        hook: "file_read",
+        methods: &[
+            func(
+                Method::FExit,
+                programs::COPIES_FILE_FEXIT,
+                &["filemap_read"],
+            ),
+            func(
+                Method::KRetProbe,
+                programs::COPIES_FILE_KRET,
+                &["filemap_read"],
+            ),
+        ],
+        required: false,
+    },
+    ProbeSpec {
+        family: "copies",
+        hook: "pipe_read",
+        methods: &[
+            func(
+                Method::FExit,
+                programs::COPIES_PIPE_READ_FEXIT,
+                &["pipe_read"],
+            ),
+            func(
+                Method::KRetProbe,
+                programs::COPIES_PIPE_READ_KRET,
+                &["pipe_read"],
+            ),
+        ],
+        required: false,
+    },
+    ProbeSpec {
+        family: "copies",
+        hook: "pipe_write",
+        methods: &[
+            func(
+                Method::FExit,
+                programs::COPIES_PIPE_WRITE_FEXIT,
+                &["pipe_write"],
+            ),
+            func(
+                Method::KRetProbe,
+                programs::COPIES_PIPE_WRITE_KRET,
+                &["pipe_write"],
+            ),
+        ],
+        required: false,
+    },
+];
+
+/// Probes whose figure falls back to the syscalls family when no method attaches: the
+/// copy routines' callers have no tracepoint, so a kernel without kprobes and fentry
+/// (like a 6.18 built without CONFIG_KPROBES) counts those copies from the syscalls.
+pub const SYSCALL_FALLBACK: &[(&str, &str)] = &[
+    ("copies", "file_read"),
+    ("copies", "pipe_read"),
+    ("copies", "pipe_write"),
 ];
 
 /// The tracepoint names `EachSyscall(prefix)` expands to.
@@ -138,9 +325,12 @@ mod tests {
     }
 
     #[test]
-    fn every_probe_has_a_tracepoint_path() {
+    fn every_probe_has_a_tracepoint_path_or_a_syscall_fallback() {
         // This host class has no kprobes and no fentry: every probe needs a tracepoint method.
-        for p in PROBES {
+        for p in PROBES
+            .iter()
+            .filter(|p| !SYSCALL_FALLBACK.contains(&(p.family, p.hook)))
+        {
             assert!(
                 p.methods
                     .iter()

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use copyscope_common::{
-    Counter, FdKind, SyscallKey, SyscallStats,
+    CacheStats, CopyStats, Counter, FdKind, SchedStats, SyscallKey, SyscallStats,
     syscalls::{Flow, SYSCALLS},
 };
 use serde::Serialize;
@@ -18,6 +18,70 @@ pub struct Counts {
     pub exited: HashMap<u32, String>,
     /// Kernel-side drops, by [`Counter`].
     pub drops: [u64; Counter::COUNT as usize],
+    /// Per process (tgid): context switches, page-cache activity, copies at their source.
+    pub sched: HashMap<u32, SchedStats>,
+    pub cache: HashMap<u32, CacheStats>,
+    pub copy: HashMap<u32, CopyStats>,
+}
+
+/// Counters that add and subtract field by field.
+pub trait Tally: Copy + Default {
+    fn add(&mut self, o: &Self);
+    fn sub(&self, o: &Self) -> Self;
+    fn is_zero(&self) -> bool;
+}
+
+macro_rules! tally {
+    ($t:ty { $($f:ident),+ }) => {
+        impl Tally for $t {
+            fn add(&mut self, o: &Self) {
+                $(self.$f += o.$f;)+
+            }
+            fn sub(&self, o: &Self) -> Self {
+                Self { $($f: self.$f.saturating_sub(o.$f)),+ }
+            }
+            fn is_zero(&self) -> bool {
+                $(self.$f == 0)&&+
+            }
+        }
+    };
+}
+
+tally!(SyscallStats {
+    calls,
+    bytes,
+    errors,
+    nanos
+});
+tally!(SchedStats {
+    voluntary,
+    involuntary,
+    in_io
+});
+tally!(CacheStats {
+    lookups,
+    misses,
+    mmap_faults,
+    dirtied
+});
+tally!(CopyStats {
+    file_to_user,
+    socket_to_user,
+    socket_from_user,
+    pipe_to_user,
+    pipe_from_user
+});
+
+/// Per-process differences of two cumulative maps, idle processes left out.
+pub fn delta_by_pid<V: Tally>(
+    before: &HashMap<u32, V>,
+    after: &HashMap<u32, V>,
+) -> HashMap<u32, V> {
+    after
+        .iter()
+        .map(|(k, v)| (*k, before.get(k).map_or(*v, |b| v.sub(b))))
+        .filter(|(_, v)| !v.is_zero())
+        .collect()
 }
 
 /// Sum one key's per-CPU values.
@@ -94,10 +158,50 @@ pub struct ProcessRow {
     pub calls: u64,
     /// User/kernel mode switches: two per syscall (entry and return).
     pub mode_switches: u64,
+    /// Bytes the CPU copied: measured at the copy's source where the copies family is
+    /// attached (see `cpu_copy_method`), else derived from the syscalls.
     pub cpu_copy_bytes: CpuCopy,
+    /// The same figure derived from the syscalls alone, for comparison.
+    pub cpu_copy_bytes_syscalls: CpuCopy,
     pub zero_copy_bytes: u64,
     pub direct_io_bytes: u64,
     pub syscall_seconds: f64,
+    pub context_switches: SchedRow,
+    pub page_cache: CacheRow,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct SchedRow {
+    pub voluntary: u64,
+    pub involuntary: u64,
+    /// Switches while inside a counted I/O syscall (the task blocked in read(), say).
+    pub in_io: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct CacheRow {
+    pub lookups: u64,
+    /// lookups - misses, never negative.
+    pub hits: u64,
+    pub misses: u64,
+    /// hits / lookups; null when nothing was looked up.
+    pub hit_ratio: Option<f64>,
+    pub mmap_faults: u64,
+    pub dirtied: u64,
+}
+
+impl CacheRow {
+    pub fn from_stats(s: &CacheStats) -> CacheRow {
+        let hits = s.lookups.saturating_sub(s.misses);
+        CacheRow {
+            lookups: s.lookups,
+            hits,
+            misses: s.misses,
+            hit_ratio: (s.lookups > 0).then(|| hits as f64 / s.lookups as f64),
+            mmap_faults: s.mmap_faults,
+            dirtied: s.dirtied,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -108,6 +212,8 @@ pub struct Snapshot {
     pub processes: Vec<ProcessRow>,
     /// What the kernel side could not count in this window, by reason.
     pub dropped: BTreeMap<String, u64>,
+    /// How each CPU-copy figure was measured: a copies-family method, or `syscalls`.
+    pub cpu_copy_method: BTreeMap<String, String>,
     /// Per-program run count and time in this window (`--bpf-stats`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub bpf_stats: Vec<crate::loader::ProgramStat>,
@@ -133,54 +239,112 @@ pub fn fd_label(key: &SyscallKey) -> String {
     }
 }
 
+/// Which copy figures are measured where the copy happens (the copies family attached);
+/// the others are derived from the syscalls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CopySources {
+    pub file_read: bool,
+    pub socket_recv: bool,
+    pub socket_send: bool,
+    pub pipe_read: bool,
+    pub pipe_write: bool,
+}
+
+/// Everything counted in one window, per process.
+#[derive(Debug, Clone, Copy)]
+pub struct Window<'a> {
+    pub rows: &'a HashMap<SyscallKey, SyscallStats>,
+    pub sched: &'a HashMap<u32, SchedStats>,
+    pub cache: &'a HashMap<u32, CacheStats>,
+    pub copy: &'a HashMap<u32, CopyStats>,
+    pub exited: &'a HashMap<u32, String>,
+    pub sources: CopySources,
+    /// Also list processes that only switched context (for a command or one pid).
+    pub include_sched_only: bool,
+}
+
+/// Bytes copied by the CPU, derived from the syscalls, by the fd kind they went through.
+#[derive(Debug, Default, Clone, Copy)]
+struct SyscallCopies {
+    to_user: [u64; 6],
+    from_user: [u64; 6],
+}
+
 /// Fold one row into a process's derived figures.
-fn derive(p: &mut ProcessRow, key: &SyscallKey, v: &SyscallStats) {
+fn derive(p: &mut ProcessRow, c: &mut SyscallCopies, key: &SyscallKey, v: &SyscallStats) {
     let Some(spec) = SYSCALLS.get(key.syscall as usize) else {
         return;
     };
     p.calls += v.calls;
     p.mode_switches += 2 * v.calls;
     p.syscall_seconds += v.nanos as f64 / 1e9;
-    let direct = FdKind::from_u8(key.fd_in) == FdKind::FileDirect;
+    let kind = FdKind::from_u8(key.fd_in);
+    let k = kind as usize;
     match spec.flow {
-        Flow::ToUser if direct => p.direct_io_bytes += v.bytes,
-        Flow::FromUser if direct => p.direct_io_bytes += v.bytes,
-        Flow::ToUser => p.cpu_copy_bytes.to_user += v.bytes,
-        Flow::FromUser => p.cpu_copy_bytes.from_user += v.bytes,
+        Flow::ToUser | Flow::FromUser if kind == FdKind::FileDirect => p.direct_io_bytes += v.bytes,
+        Flow::ToUser => c.to_user[k] += v.bytes,
+        Flow::FromUser => c.from_user[k] += v.bytes,
         Flow::ZeroCopy => p.zero_copy_bytes += v.bytes,
     }
 }
 
-/// Build per-process rows from a set of counted rows, busiest (most bytes through the CPU) first.
-pub fn processes(
-    rows: &HashMap<SyscallKey, SyscallStats>,
-    exited: &HashMap<u32, String>,
-    comm_of: &dyn Fn(u32) -> Option<String>,
-) -> Vec<ProcessRow> {
-    let mut by_pid: BTreeMap<u32, ProcessRow> = BTreeMap::new();
-    let mut keys: Vec<_> = rows.keys().collect();
+/// Combine the syscall-derived copies with the ones measured at their source.
+fn copies(c: &SyscallCopies, src: &CopyStats, s: CopySources) -> (CpuCopy, CpuCopy) {
+    let (f, so, pi) = (
+        FdKind::File as usize,
+        FdKind::Socket as usize,
+        FdKind::Pipe as usize,
+    );
+    let sys = CpuCopy {
+        to_user: c.to_user.iter().sum(),
+        from_user: c.from_user.iter().sum(),
+    };
+    let pick = |on: bool, measured: u64, derived: u64| if on { measured } else { derived };
+    let best = CpuCopy {
+        to_user: sys.to_user - c.to_user[f] - c.to_user[so] - c.to_user[pi]
+            + pick(s.file_read, src.file_to_user, c.to_user[f])
+            + pick(s.socket_recv, src.socket_to_user, c.to_user[so])
+            + pick(s.pipe_read, src.pipe_to_user, c.to_user[pi]),
+        from_user: sys.from_user - c.from_user[so] - c.from_user[pi]
+            + pick(s.socket_send, src.socket_from_user, c.from_user[so])
+            + pick(s.pipe_write, src.pipe_from_user, c.from_user[pi]),
+    };
+    (best, sys)
+}
+
+fn new_row(pid: u32, w: &Window, comm_of: &dyn Fn(u32) -> Option<String>) -> ProcessRow {
+    let gone = w.exited.get(&pid);
+    ProcessRow {
+        pid,
+        comm: gone
+            .cloned()
+            .or_else(|| comm_of(pid))
+            .unwrap_or_else(|| "?".into()),
+        exited: gone.is_some(),
+        syscalls: vec![],
+        calls: 0,
+        mode_switches: 0,
+        cpu_copy_bytes: CpuCopy::default(),
+        cpu_copy_bytes_syscalls: CpuCopy::default(),
+        zero_copy_bytes: 0,
+        direct_io_bytes: 0,
+        syscall_seconds: 0.0,
+        context_switches: SchedRow::default(),
+        page_cache: CacheRow::default(),
+    }
+}
+
+/// Build per-process rows from a window, busiest (most bytes through the CPU) first.
+pub fn processes(w: &Window, comm_of: &dyn Fn(u32) -> Option<String>) -> Vec<ProcessRow> {
+    let mut by_pid: BTreeMap<u32, (ProcessRow, SyscallCopies)> = BTreeMap::new();
+    let mut keys: Vec<_> = w.rows.keys().collect();
     keys.sort();
     for key in keys {
-        let v = &rows[key];
-        let p = by_pid.entry(key.tgid).or_insert_with(|| {
-            let gone = exited.get(&key.tgid);
-            ProcessRow {
-                pid: key.tgid,
-                comm: gone
-                    .cloned()
-                    .or_else(|| comm_of(key.tgid))
-                    .unwrap_or_else(|| "?".into()),
-                exited: gone.is_some(),
-                syscalls: vec![],
-                calls: 0,
-                mode_switches: 0,
-                cpu_copy_bytes: CpuCopy::default(),
-                zero_copy_bytes: 0,
-                direct_io_bytes: 0,
-                syscall_seconds: 0.0,
-            }
-        });
-        derive(p, key, v);
+        let v = &w.rows[key];
+        let (p, c) = by_pid
+            .entry(key.tgid)
+            .or_insert_with(|| (new_row(key.tgid, w, comm_of), SyscallCopies::default()));
+        derive(p, c, key, v);
         p.syscalls.push(SyscallRow {
             syscall: SYSCALLS
                 .get(key.syscall as usize)
@@ -193,7 +357,37 @@ pub fn processes(
             seconds: v.nanos as f64 / 1e9,
         });
     }
-    let mut out: Vec<_> = by_pid.into_values().collect();
+    let extra = w
+        .cache
+        .keys()
+        .chain(w.copy.keys())
+        .chain(w.sched.keys().filter(|_| w.include_sched_only));
+    for pid in extra.copied().collect::<Vec<_>>() {
+        by_pid
+            .entry(pid)
+            .or_insert_with(|| (new_row(pid, w, comm_of), SyscallCopies::default()));
+    }
+    let mut out: Vec<_> = by_pid
+        .into_iter()
+        .map(|(pid, (mut p, c))| {
+            (p.cpu_copy_bytes, p.cpu_copy_bytes_syscalls) = copies(
+                &c,
+                &w.copy.get(&pid).copied().unwrap_or_default(),
+                w.sources,
+            );
+            if let Some(s) = w.sched.get(&pid) {
+                p.context_switches = SchedRow {
+                    voluntary: s.voluntary,
+                    involuntary: s.involuntary,
+                    in_io: s.in_io,
+                };
+            }
+            if let Some(k) = w.cache.get(&pid) {
+                p.page_cache = CacheRow::from_stats(k);
+            }
+            p
+        })
+        .collect();
     out.sort_by(|a, b| {
         let ka = a.cpu_copy_bytes.to_user + a.cpu_copy_bytes.from_user;
         let kb = b.cpu_copy_bytes.to_user + b.cpu_copy_bytes.from_user;
@@ -230,6 +424,28 @@ mod tests {
             fd_in: fin as u8,
             fd_out: fout as u8,
             _pad: 0,
+        }
+    }
+
+    static EMPTY_SCHED: std::sync::LazyLock<HashMap<u32, SchedStats>> =
+        std::sync::LazyLock::new(HashMap::new);
+    static EMPTY_CACHE: std::sync::LazyLock<HashMap<u32, CacheStats>> =
+        std::sync::LazyLock::new(HashMap::new);
+    static EMPTY_COPY: std::sync::LazyLock<HashMap<u32, CopyStats>> =
+        std::sync::LazyLock::new(HashMap::new);
+
+    fn win<'a>(
+        rows: &'a HashMap<SyscallKey, SyscallStats>,
+        exited: &'a HashMap<u32, String>,
+    ) -> Window<'a> {
+        Window {
+            rows,
+            sched: &EMPTY_SCHED,
+            cache: &EMPTY_CACHE,
+            copy: &EMPTY_COPY,
+            exited,
+            sources: CopySources::default(),
+            include_sched_only: false,
         }
     }
 
@@ -287,7 +503,7 @@ mod tests {
             st(1, 9000),
         );
         rows.insert(key(7, "splice", FdKind::Pipe, FdKind::Socket), st(3, 300));
-        let ps = processes(&rows, &HashMap::new(), &|_| Some("app".into()));
+        let ps = processes(&win(&rows, &HashMap::new()), &|_| Some("app".into()));
         assert_eq!(ps.len(), 1);
         let p = &ps[0];
         assert_eq!(p.comm, "app");
@@ -317,10 +533,10 @@ mod tests {
         let mut rows = HashMap::new();
         rows.insert(key(9, "write", FdKind::Pipe, FdKind::None), st(1, 1));
         let exited = HashMap::from([(9, "short".to_string())]);
-        let ps = processes(&rows, &exited, &|_| None);
+        let ps = processes(&win(&rows, &exited), &|_| None);
         assert_eq!(ps[0].comm, "short");
         assert!(ps[0].exited);
-        let ps = processes(&rows, &HashMap::new(), &|_| None);
+        let ps = processes(&win(&rows, &HashMap::new()), &|_| None);
         assert_eq!(ps[0].comm, "?");
     }
 
@@ -329,7 +545,139 @@ mod tests {
         let mut rows = HashMap::new();
         rows.insert(key(1, "read", FdKind::File, FdKind::None), st(1, 10));
         rows.insert(key(2, "read", FdKind::File, FdKind::None), st(1, 1000));
-        let ps = processes(&rows, &HashMap::new(), &|_| None);
+        let ps = processes(&win(&rows, &HashMap::new()), &|_| None);
         assert_eq!(ps.iter().map(|p| p.pid).collect::<Vec<_>>(), vec![2, 1]);
+    }
+
+    #[test]
+    fn copies_measured_at_the_source_replace_only_their_own_kind() {
+        let mut rows = HashMap::new();
+        rows.insert(key(3, "read", FdKind::File, FdKind::None), st(1, 1000));
+        rows.insert(key(3, "recvfrom", FdKind::Socket, FdKind::None), st(1, 500));
+        rows.insert(key(3, "read", FdKind::Other, FdKind::None), st(1, 7));
+        rows.insert(key(3, "write", FdKind::Pipe, FdKind::None), st(1, 300));
+        let copy = HashMap::from([(
+            3,
+            CopyStats {
+                socket_to_user: 499,
+                pipe_from_user: 1,
+                file_to_user: 123_456,
+                ..Default::default()
+            },
+        )]);
+        let none = HashMap::new();
+        let mut w = win(&rows, &none);
+        w.copy = &copy;
+        w.sources = CopySources {
+            socket_recv: true,
+            ..Default::default()
+        };
+        let p = &processes(&w, &|_| None)[0];
+        // Only the socket receive is measured at its source; file, pipe and other stay derived.
+        assert_eq!(
+            p.cpu_copy_bytes,
+            CpuCopy {
+                to_user: 1000 + 499 + 7,
+                from_user: 300
+            }
+        );
+        assert_eq!(
+            p.cpu_copy_bytes_syscalls,
+            CpuCopy {
+                to_user: 1507,
+                from_user: 300
+            }
+        );
+        w.sources = CopySources {
+            file_read: true,
+            pipe_write: true,
+            ..Default::default()
+        };
+        let p = &processes(&w, &|_| None)[0];
+        assert_eq!(
+            p.cpu_copy_bytes,
+            CpuCopy {
+                to_user: 123_456 + 500 + 7,
+                from_user: 1
+            }
+        );
+    }
+
+    #[test]
+    fn page_cache_hits_are_lookups_minus_misses_never_negative() {
+        let r = CacheRow::from_stats(&CacheStats {
+            lookups: 100,
+            misses: 30,
+            mmap_faults: 2,
+            dirtied: 1,
+        });
+        assert_eq!((r.hits, r.misses, r.hit_ratio), (70, 30, Some(0.7)));
+        let r = CacheRow::from_stats(&CacheStats {
+            lookups: 10,
+            misses: 30,
+            ..Default::default()
+        });
+        assert_eq!((r.hits, r.hit_ratio), (0, Some(0.0)));
+        assert_eq!(CacheRow::from_stats(&CacheStats::default()).hit_ratio, None);
+    }
+
+    #[test]
+    fn sched_only_processes_are_listed_only_when_asked() {
+        let rows = HashMap::new();
+        let sched = HashMap::from([(
+            5,
+            SchedStats {
+                voluntary: 1,
+                involuntary: 2,
+                in_io: 1,
+            },
+        )]);
+        let none = HashMap::new();
+        let mut w = win(&rows, &none);
+        w.sched = &sched;
+        assert!(processes(&w, &|_| None).is_empty());
+        w.include_sched_only = true;
+        let p = &processes(&w, &|_| None)[0];
+        assert_eq!(
+            p.context_switches,
+            SchedRow {
+                voluntary: 1,
+                involuntary: 2,
+                in_io: 1
+            }
+        );
+    }
+
+    #[test]
+    fn per_pid_deltas_leave_idle_processes_out() {
+        let a = HashMap::from([(
+            1,
+            SchedStats {
+                voluntary: 1,
+                involuntary: 1,
+                in_io: 0,
+            },
+        )]);
+        let b = HashMap::from([
+            (
+                1,
+                SchedStats {
+                    voluntary: 1,
+                    involuntary: 1,
+                    in_io: 0,
+                },
+            ),
+            (
+                2,
+                SchedStats {
+                    voluntary: 4,
+                    involuntary: 0,
+                    in_io: 4,
+                },
+            ),
+        ]);
+        let d = delta_by_pid(&a, &b);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[&2].in_io, 4);
     }
 }

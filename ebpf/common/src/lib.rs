@@ -16,6 +16,9 @@ pub mod maps {
     pub const EXITED: &str = "EXITED";
     pub const WATCHED: &str = "WATCHED";
     pub const COUNTERS: &str = "COUNTERS";
+    pub const SCHED_STATS: &str = "SCHED_STATS";
+    pub const CACHE_STATS: &str = "CACHE_STATS";
+    pub const COPY_STATS: &str = "COPY_STATS";
 }
 
 /// Names of the programs (15 characters at most: the kernel truncates longer names).
@@ -27,6 +30,27 @@ pub mod programs {
     pub const SYSCALLS_TP_EXIT: &str = "syscalls_tp_ext";
     pub const PROCESS_EXIT: &str = "process_exit";
     pub const PROCESS_FORK: &str = "process_fork";
+    pub const SCHED_SWITCH: &str = "sched_switch";
+    pub const PAGECACHE_LOOKUP_TP: &str = "pagecache_get";
+    pub const PAGECACHE_LOOKUP_FENTRY: &str = "pagecache_acc_f";
+    pub const PAGECACHE_LOOKUP_KPROBE: &str = "pagecache_acc_k";
+    pub const PAGECACHE_ADD_TP: &str = "pagecache_add";
+    pub const PAGECACHE_ADD_FENTRY: &str = "pagecache_add_f";
+    pub const PAGECACHE_ADD_KPROBE: &str = "pagecache_add_k";
+    pub const PAGECACHE_FAULT_TP: &str = "pagecache_fault";
+    pub const PAGECACHE_DIRTY_TP: &str = "pagecache_dirty";
+    pub const COPIES_SOCK_SEND_TP: &str = "copies_sk_send";
+    pub const COPIES_SOCK_RECV_TP: &str = "copies_sk_recv";
+    pub const COPIES_SOCK_SEND_FEXIT: &str = "copies_sk_snd_f";
+    pub const COPIES_SOCK_RECV_FEXIT: &str = "copies_sk_rcv_f";
+    pub const COPIES_SOCK_SEND_KRET: &str = "copies_sk_snd_k";
+    pub const COPIES_SOCK_RECV_KRET: &str = "copies_sk_rcv_k";
+    pub const COPIES_FILE_FEXIT: &str = "copies_file_f";
+    pub const COPIES_FILE_KRET: &str = "copies_file_k";
+    pub const COPIES_PIPE_READ_FEXIT: &str = "copies_pipe_r_f";
+    pub const COPIES_PIPE_READ_KRET: &str = "copies_pipe_r_k";
+    pub const COPIES_PIPE_WRITE_FEXIT: &str = "copies_pipe_w_f";
+    pub const COPIES_PIPE_WRITE_KRET: &str = "copies_pipe_w_k";
 }
 
 /// Names of the read-only globals the agent fills in before loading.
@@ -50,6 +74,16 @@ pub mod globals {
     pub const OFF_TP_RET: &str = "OFF_TP_RET";
     /// `sched:sched_process_exit` record layout.
     pub const OFF_EXIT_GROUP_DEAD: &str = "OFF_EXIT_GROUP_DEAD";
+    /// `sched:sched_switch` record layout.
+    pub const OFF_SWITCH_PREV_STATE: &str = "OFF_SWITCH_PREV_STATE";
+    /// `filemap:mm_filemap_get_pages`: first and last page index of a buffered read.
+    pub const OFF_GETPAGES_INDEX: &str = "OFF_GETPAGES_INDEX";
+    pub const OFF_GETPAGES_LAST: &str = "OFF_GETPAGES_LAST";
+    /// `filemap:mm_filemap_add_to_page_cache`: folio order (0: no such field, one page).
+    pub const OFF_ADD_ORDER: &str = "OFF_ADD_ORDER";
+    /// `sock:sock_send_length` / `sock_recv_length`: return value and msg flags.
+    pub const OFF_SOCKLEN_RET: &str = "OFF_SOCKLEN_RET";
+    pub const OFF_SOCKLEN_FLAGS: &str = "OFF_SOCKLEN_FLAGS";
     /// Nonzero: kernel-side diagnostics through aya-log.
     pub const DEBUG_LOG: &str = "DEBUG_LOG";
     /// Nonzero: only processes in `WATCHED` are counted.
@@ -68,6 +102,8 @@ pub mod limits {
     pub const EXITED_ENTRIES: u32 = 16_384;
     /// Processes followed by `snapshot -- COMMAND`.
     pub const WATCHED_ENTRIES: u32 = 16_384;
+    /// Processes with sched, page-cache or copy counts between two harvests (per map).
+    pub const PROC_STATS_ENTRIES: u32 = 16_384;
     /// Highest syscall number the index map covers.
     pub const SYSCALL_NR_MAX: u32 = 1024;
 }
@@ -86,16 +122,19 @@ pub enum Counter {
     ExitedFull = 3,
     /// A child of a watched process could not be watched (`WATCHED` full).
     WatchedFull = 4,
+    /// A process's sched, page-cache or copy counts could not be kept (map full).
+    ProcStatsFull = 5,
 }
 
 impl Counter {
-    pub const COUNT: u32 = 5;
+    pub const COUNT: u32 = 6;
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::StatsFull,
         Counter::InflightSpilled,
         Counter::InflightLost,
         Counter::ExitedFull,
         Counter::WatchedFull,
+        Counter::ProcStatsFull,
     ];
     pub const fn name(self) -> &'static str {
         match self {
@@ -104,6 +143,7 @@ impl Counter {
             Counter::InflightLost => "inflight_lost",
             Counter::ExitedFull => "exited_full",
             Counter::WatchedFull => "watched_full",
+            Counter::ProcStatsFull => "process_stats_full",
         }
     }
 }
@@ -212,8 +252,53 @@ pub struct Exited {
     pub exit_ns: u64,
 }
 
+/// Value of `SCHED_STATS` (per-CPU, by tgid): context switches from sched_switch.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SchedStats {
+    /// The task blocked (prev_state not running).
+    pub voluntary: u64,
+    /// The task was preempted while runnable.
+    pub involuntary: u64,
+    /// Switches while the task was inside a counted I/O syscall.
+    pub in_io: u64,
+}
+
+/// Value of `CACHE_STATS` (per-CPU, by tgid): page-cache activity caused by the process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Pages looked up by buffered reads (or folio accesses, by the fallback methods).
+    pub lookups: u64,
+    /// Pages added to the cache (a folio of order n is 2^n pages): misses.
+    pub misses: u64,
+    /// Page faults on file mappings served through the page cache.
+    pub mmap_faults: u64,
+    /// Folios dirtied by writes.
+    pub dirtied: u64,
+}
+
+/// Value of `COPY_STATS` (per-CPU, by tgid): bytes the CPU copied, at their source.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CopyStats {
+    /// Page cache -> user (filemap_read).
+    pub file_to_user: u64,
+    /// Socket -> user (sock_recvmsg).
+    pub socket_to_user: u64,
+    /// User -> socket (sock_sendmsg, not MSG_SPLICE_PAGES / MSG_ZEROCOPY).
+    pub socket_from_user: u64,
+    /// Pipe -> user (pipe_read).
+    pub pipe_to_user: u64,
+    /// User -> pipe (pipe_write).
+    pub pipe_from_user: u64,
+}
+
 #[cfg(feature = "user")]
 mod pod {
+    unsafe impl aya::Pod for super::SchedStats {}
+    unsafe impl aya::Pod for super::CacheStats {}
+    unsafe impl aya::Pod for super::CopyStats {}
     unsafe impl aya::Pod for super::SyscallKey {}
     unsafe impl aya::Pod for super::SyscallStats {}
     unsafe impl aya::Pod for super::Inflight {}
@@ -224,4 +309,7 @@ const _: () = assert!(core::mem::size_of::<SyscallKey>() == 8);
 const _: () = assert!(core::mem::size_of::<SyscallStats>() == 32);
 const _: () = assert!(core::mem::size_of::<Inflight>() == 16);
 const _: () = assert!(core::mem::size_of::<Exited>() == 24);
+const _: () = assert!(core::mem::size_of::<SchedStats>() == 24);
+const _: () = assert!(core::mem::size_of::<CacheStats>() == 32);
+const _: () = assert!(core::mem::size_of::<CopyStats>() == 40);
 const _: () = assert!(limits::INFLIGHT_SLOTS.is_power_of_two());

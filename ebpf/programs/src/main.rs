@@ -4,8 +4,11 @@
 #![no_std]
 #![no_main]
 
+mod copies;
 mod maps;
+mod pagecache;
 mod process;
+mod sched;
 mod syscalls;
 
 /// Read a global the agent set before load. `read_volatile` keeps the compiler from

@@ -3,7 +3,9 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
 };
-use copyscope_common::{Counter, Exited, Inflight, SyscallKey, SyscallStats, limits};
+use copyscope_common::{
+    CacheStats, CopyStats, Counter, Exited, Inflight, SchedStats, SyscallKey, SyscallStats, limits,
+};
 
 /// Syscall number -> `copyscope_common::syscalls::index_entry` (0: not counted).
 #[map]
@@ -32,6 +34,36 @@ pub static WATCHED: HashMap<u32, u8> = HashMap::with_max_entries(limits::WATCHED
 
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
+
+#[map]
+pub static SCHED_STATS: PerCpuHashMap<u32, SchedStats> =
+    PerCpuHashMap::with_max_entries(limits::PROC_STATS_ENTRIES, 0);
+
+#[map]
+pub static CACHE_STATS: PerCpuHashMap<u32, CacheStats> =
+    PerCpuHashMap::with_max_entries(limits::PROC_STATS_ENTRIES, 0);
+
+#[map]
+pub static COPY_STATS: PerCpuHashMap<u32, CopyStats> =
+    PerCpuHashMap::with_max_entries(limits::PROC_STATS_ENTRIES, 0);
+
+/// The current process's row of a per-process per-CPU map, created on first use.
+#[inline(always)]
+pub fn proc_row<V: Default>(map: &PerCpuHashMap<u32, V>, tgid: u32) -> Option<*mut V> {
+    if let Some(v) = map.get_ptr_mut(&tgid) {
+        return Some(v);
+    }
+    if map.insert(&tgid, &V::default(), 0).is_err() {
+        count(Counter::ProcStatsFull);
+        return None;
+    }
+    map.get_ptr_mut(&tgid)
+}
+
+#[inline(always)]
+pub fn current_tgid() -> u32 {
+    (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32
+}
 
 #[inline(always)]
 pub fn count(c: Counter) {

@@ -1,0 +1,55 @@
+//! sched, pagecache and copies families: per-process per-CPU maps keyed by tgid, harvested
+//! the same way: sum the CPUs, move exited processes' final counts out of the kernel.
+
+use std::collections::{HashMap, HashSet};
+
+use anyhow::{Context as _, Result};
+use aya::{
+    Pod,
+    maps::{MapData, PerCpuHashMap},
+};
+
+use crate::model::Tally;
+
+pub struct ProcMap<V: Pod + Tally> {
+    name: &'static str,
+    map: PerCpuHashMap<MapData, u32, V>,
+    /// Final counts of processes that exited.
+    retired: HashMap<u32, V>,
+}
+
+impl<V: Pod + Tally> ProcMap<V> {
+    pub fn new(name: &'static str, map: aya::maps::Map) -> Result<Self> {
+        Ok(ProcMap {
+            name,
+            map: PerCpuHashMap::try_from(map)?,
+            retired: HashMap::new(),
+        })
+    }
+
+    /// Cumulative counts per process; rows of processes in `gone` are retired.
+    pub fn harvest(&mut self, gone: &HashSet<u32>) -> Result<HashMap<u32, V>> {
+        let mut rows = HashMap::new();
+        let mut retire = Vec::new();
+        for item in self.map.iter() {
+            let (tgid, values) = item.with_context(|| format!("reading the {} map", self.name))?;
+            let mut v = V::default();
+            for c in values.iter() {
+                v.add(c);
+            }
+            if gone.contains(&tgid) {
+                retire.push((tgid, v));
+            } else {
+                rows.insert(tgid, v);
+            }
+        }
+        for (tgid, v) in retire {
+            self.retired.entry(tgid).or_default().add(&v);
+            let _ = self.map.remove(&tgid);
+        }
+        for (tgid, v) in &self.retired {
+            rows.entry(*tgid).or_default().add(v);
+        }
+        Ok(rows)
+    }
+}

@@ -1,0 +1,125 @@
+//! copies family: bytes the CPU copies between kernel and user space, counted where the
+//! copy happens. The copy routines themselves (_copy_to_user, _copy_to_iter,
+//! copy_page_to_iter) are notrace in every kernel measured, so the programs sit on their
+//! callers: filemap_read (page cache -> user), sock_recvmsg / sock_sendmsg (or the
+//! sock:sock_*_length tracepoints from 6.12), pipe_read and pipe_write.
+use aya_ebpf::{
+    macros::{fexit, kretprobe, tracepoint},
+    programs::{FExitContext, RetProbeContext, TracePointContext},
+};
+use copyscope_common::CopyStats;
+
+use crate::{
+    global,
+    maps::{COPY_STATS, current_tgid, proc_row},
+};
+
+#[unsafe(no_mangle)]
+static OFF_SOCKLEN_RET: u64 = 0;
+#[unsafe(no_mangle)]
+static OFF_SOCKLEN_FLAGS: u64 = 0;
+
+/// include/linux/socket.h: pages handed over by splice/sendfile, not copied.
+const MSG_SPLICE_PAGES: i32 = 0x0800_0000;
+/// include/linux/socket.h: user pages pinned and sent without a copy.
+const MSG_ZEROCOPY: i32 = 0x0400_0000;
+
+#[inline(always)]
+fn add(bytes: i64, f: impl FnOnce(&mut CopyStats, u64)) {
+    if bytes <= 0 {
+        return;
+    }
+    if let Some(v) = proc_row(&COPY_STATS, current_tgid()) {
+        f(unsafe { &mut *v }, bytes as u64);
+    }
+}
+
+#[inline(always)]
+fn socklen(ctx: &TracePointContext) -> (i64, i32) {
+    let ret: i32 = unsafe { ctx.read_at(global(&OFF_SOCKLEN_RET) as usize) }.unwrap_or(0);
+    let flags: i32 = unsafe { ctx.read_at(global(&OFF_SOCKLEN_FLAGS) as usize) }.unwrap_or(0);
+    (ret as i64, flags)
+}
+
+// net/socket.c: sock_sendmsg_nosec() -> trace_sock_send_length(sk, ret, msg->msg_flags)
+#[tracepoint]
+pub fn copies_sk_send(ctx: TracePointContext) -> i32 {
+    let (ret, flags) = socklen(&ctx);
+    if flags & (MSG_SPLICE_PAGES | MSG_ZEROCOPY) == 0 {
+        add(ret, |s, b| s.socket_from_user += b);
+    }
+    0
+}
+
+// net/socket.c: sock_recvmsg_nosec() -> trace_sock_recv_length(sk, ret, flags)
+#[tracepoint]
+pub fn copies_sk_recv(ctx: TracePointContext) -> i32 {
+    let (ret, _) = socklen(&ctx);
+    add(ret, |s, b| s.socket_to_user += b);
+    0
+}
+
+// net/socket.c: int sock_sendmsg(struct socket *sock, struct msghdr *msg)
+#[fexit]
+pub fn copies_sk_snd_f(ctx: FExitContext) -> i32 {
+    add(ctx.arg::<i64>(2), |s, b| s.socket_from_user += b);
+    0
+}
+
+#[kretprobe]
+pub fn copies_sk_snd_k(ctx: RetProbeContext) -> u32 {
+    add(ctx.ret::<i64>(), |s, b| s.socket_from_user += b);
+    0
+}
+
+// net/socket.c: int sock_recvmsg(struct socket *sock, struct msghdr *msg, int flags)
+#[fexit]
+pub fn copies_sk_rcv_f(ctx: FExitContext) -> i32 {
+    add(ctx.arg::<i64>(3), |s, b| s.socket_to_user += b);
+    0
+}
+
+#[kretprobe]
+pub fn copies_sk_rcv_k(ctx: RetProbeContext) -> u32 {
+    add(ctx.ret::<i64>(), |s, b| s.socket_to_user += b);
+    0
+}
+
+// mm/filemap.c: ssize_t filemap_read(struct kiocb *iocb, struct iov_iter *iter, ssize_t already_read)
+#[fexit]
+pub fn copies_file_f(ctx: FExitContext) -> i32 {
+    add(ctx.arg::<i64>(3), |s, b| s.file_to_user += b);
+    0
+}
+
+#[kretprobe]
+pub fn copies_file_k(ctx: RetProbeContext) -> u32 {
+    add(ctx.ret::<i64>(), |s, b| s.file_to_user += b);
+    0
+}
+
+// fs/pipe.c: static ssize_t pipe_read(struct kiocb *iocb, struct iov_iter *to)
+#[fexit]
+pub fn copies_pipe_r_f(ctx: FExitContext) -> i32 {
+    add(ctx.arg::<i64>(2), |s, b| s.pipe_to_user += b);
+    0
+}
+
+#[kretprobe]
+pub fn copies_pipe_r_k(ctx: RetProbeContext) -> u32 {
+    add(ctx.ret::<i64>(), |s, b| s.pipe_to_user += b);
+    0
+}
+
+// fs/pipe.c: static ssize_t pipe_write(struct kiocb *iocb, struct iov_iter *from)
+#[fexit]
+pub fn copies_pipe_w_f(ctx: FExitContext) -> i32 {
+    add(ctx.arg::<i64>(2), |s, b| s.pipe_from_user += b);
+    0
+}
+
+#[kretprobe]
+pub fn copies_pipe_w_k(ctx: RetProbeContext) -> u32 {
+    add(ctx.ret::<i64>(), |s, b| s.pipe_from_user += b);
+    0
+}
