@@ -11,6 +11,12 @@
 //!   copyscope-workload badfd COUNT                  COUNT read() on a closed fd (EBADF)
 //!   copyscope-workload threads THREADS COUNT FILE   THREADS threads, COUNT pread(1) each
 //!   copyscope-workload pread-timed FILE COUNT SIZE  COUNT pread(SIZE), reports ns per call
+//!   copyscope-workload drop-cache FILE              fsync, then drop FILE (only) from the page cache
+//!   copyscope-workload read FILE                    read() FILE to the end, 64 KiB at a time
+//!   copyscope-workload mmap-read FILE               mmap FILE and touch every page
+//!   copyscope-workload write-file FILE PAGES        write PAGES pages of 4 KiB to a new FILE
+//!   copyscope-workload pipe-sleep COUNT             a thread blocks in read() on an empty pipe COUNT times
+//!   copyscope-workload spin MILLIS                  two threads share CPU 0, spinning MILLIS ms
 //!
 //! The result goes to stdout, or to the file named by COPYSCOPE_WORKLOAD_OUT.
 use std::{
@@ -124,6 +130,117 @@ fn main() {
             }
             let ns = t.elapsed().as_nanos() as f64 / count.max(1) as f64;
             format!(r#"{{"calls":{count},"ns_per_call":{ns:.2}}}"#)
+        }
+        "drop-cache" => {
+            let fd = open(
+                a(1).unwrap_or_else(|| die("drop-cache FILE")),
+                libc::O_RDONLY,
+            );
+            check(unsafe { libc::fsync(fd) } as isize, "fsync");
+            let r = unsafe { libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED) };
+            if r != 0 {
+                die(&format!("posix_fadvise: error {r}"));
+            }
+            r#"{"dropped":true}"#.to_string()
+        }
+        "read" => {
+            let fd = open(a(1).unwrap_or_else(|| die("read FILE")), libc::O_RDONLY);
+            let mut buf = vec![0u8; 65536];
+            let mut total = 0u64;
+            loop {
+                let n = check(
+                    unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) },
+                    "read",
+                );
+                if n == 0 {
+                    break;
+                }
+                total += n as u64;
+            }
+            format!(r#"{{"bytes":{total},"pages":{}}}"#, total.div_ceil(4096))
+        }
+        "mmap-read" => {
+            let fd = open(
+                a(1).unwrap_or_else(|| die("mmap-read FILE")),
+                libc::O_RDONLY,
+            );
+            let size = file_size(fd) as usize;
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    size,
+                    libc::PROT_READ,
+                    libc::MAP_PRIVATE,
+                    fd,
+                    0,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                die("mmap failed");
+            }
+            let mut sum = 0u64;
+            for off in (0..size).step_by(4096) {
+                sum += unsafe { std::ptr::read_volatile((p as *const u8).add(off)) } as u64;
+            }
+            unsafe { libc::munmap(p, size) };
+            format!(r#"{{"pages":{},"sum":{sum}}}"#, size.div_ceil(4096))
+        }
+        "write-file" => {
+            let fd = open(
+                a(1).unwrap_or_else(|| die("write-file FILE PAGES")),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+            );
+            let pages = num(a(2), "PAGES");
+            let buf = vec![3u8; 4096];
+            for _ in 0..pages {
+                check(
+                    unsafe { libc::write(fd, buf.as_ptr().cast(), 4096) },
+                    "write",
+                );
+            }
+            format!(r#"{{"pages":{pages}}}"#)
+        }
+        "pipe-sleep" => {
+            let count = num(a(1), "COUNT");
+            let mut fds = [0; 2];
+            check(
+                unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } as isize,
+                "pipe2",
+            );
+            let (r, w) = (fds[0], fds[1]);
+            let reader = thread::spawn(move || {
+                let mut b = [0u8; 1];
+                for _ in 0..count {
+                    check(unsafe { libc::read(r, b.as_mut_ptr().cast(), 1) }, "read");
+                }
+            });
+            for _ in 0..count {
+                // Long enough for the reader to be asleep in read() each time.
+                thread::sleep(std::time::Duration::from_millis(3));
+                check(unsafe { libc::write(w, [1u8].as_ptr().cast(), 1) }, "write");
+            }
+            reader.join().unwrap();
+            format!(r#"{{"reads":{count}}}"#)
+        }
+        "spin" => {
+            let millis = num(a(1), "MILLIS");
+            let spin = move || {
+                // SAFETY: a zeroed cpu_set_t with CPU 0 set, for this thread.
+                unsafe {
+                    let mut set: libc::cpu_set_t = std::mem::zeroed();
+                    libc::CPU_SET(0, &mut set);
+                    libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+                }
+                let end = std::time::Instant::now() + std::time::Duration::from_millis(millis);
+                let mut x = 0u64;
+                while std::time::Instant::now() < end {
+                    x = x.wrapping_add(1);
+                }
+                x
+            };
+            let h: Vec<_> = (0..2).map(|_| thread::spawn(spin)).collect();
+            let loops: u64 = h.into_iter().map(|t| t.join().unwrap()).sum();
+            format!(r#"{{"loops":{loops}}}"#)
         }
         "pipe" => {
             let (count, size) = (num(a(1), "COUNT"), num(a(2), "SIZE") as usize);

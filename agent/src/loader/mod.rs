@@ -225,6 +225,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     let debug = u8::from(opts.debug_log);
     let mut loader = EbpfLoader::new();
     for (name, value) in offsets.iter().chain(records.iter()) {
+        log::debug!("global {name} = {value}");
         loader.override_global(name, value, true);
     }
     loader.override_global(globals::WATCH_ONLY, &watch, true);

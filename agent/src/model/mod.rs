@@ -163,6 +163,8 @@ pub struct ProcessRow {
     pub cpu_copy_bytes: CpuCopy,
     /// The same figure derived from the syscalls alone, for comparison.
     pub cpu_copy_bytes_syscalls: CpuCopy,
+    /// What the copies family measured at each source (zero where it is not attached).
+    pub cpu_copy_at_source: CopyStats,
     pub zero_copy_bytes: u64,
     pub direct_io_bytes: u64,
     pub syscall_seconds: f64,
@@ -326,6 +328,7 @@ fn new_row(pid: u32, w: &Window, comm_of: &dyn Fn(u32) -> Option<String>) -> Pro
         mode_switches: 0,
         cpu_copy_bytes: CpuCopy::default(),
         cpu_copy_bytes_syscalls: CpuCopy::default(),
+        cpu_copy_at_source: CopyStats::default(),
         zero_copy_bytes: 0,
         direct_io_bytes: 0,
         syscall_seconds: 0.0,
@@ -370,11 +373,9 @@ pub fn processes(w: &Window, comm_of: &dyn Fn(u32) -> Option<String>) -> Vec<Pro
     let mut out: Vec<_> = by_pid
         .into_iter()
         .map(|(pid, (mut p, c))| {
-            (p.cpu_copy_bytes, p.cpu_copy_bytes_syscalls) = copies(
-                &c,
-                &w.copy.get(&pid).copied().unwrap_or_default(),
-                w.sources,
-            );
+            p.cpu_copy_at_source = w.copy.get(&pid).copied().unwrap_or_default();
+            (p.cpu_copy_bytes, p.cpu_copy_bytes_syscalls) =
+                copies(&c, &p.cpu_copy_at_source, w.sources);
             if let Some(s) = w.sched.get(&pid) {
                 p.context_switches = SchedRow {
                     voluntary: s.voluntary,

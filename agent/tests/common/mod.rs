@@ -167,3 +167,48 @@ pub fn diff(with: &Value, without: &Value, syscall: &str, fd_kind: &str) -> Row 
         errors: a.errors - b.errors,
     }
 }
+
+/// The method a probe attached with in this snapshot, or why it could not be used.
+pub fn probe_method(snap: &Value, family: &str, hook: &str) -> Option<String> {
+    snap["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["family"] == family && p["hook"] == hook && p["attached"] == true)
+        .map(|p| p["method"].as_str().unwrap().to_string())
+}
+
+/// A field of a process row as a number.
+pub fn num(p: &Value, path: &[&str]) -> u64 {
+    let mut v = p;
+    for k in path {
+        v = &v[*k];
+    }
+    v.as_u64()
+        .unwrap_or_else(|| panic!("{path:?} is not a number in {p:#}"))
+}
+
+/// `copyscope probes --json`, for the reasons a probe is not attached.
+pub fn probes_json() -> Value {
+    let out = Command::new(COPYSCOPE)
+        .args(["probes", "--json"])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Why a probe is not attached on this kernel (its detail), if it is not.
+pub fn probe_missing(family: &str, hook: &str) -> Option<String> {
+    let v = probes_json();
+    let p = v["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["family"] == family && p["hook"] == hook)?
+        .clone();
+    if p["attached"] == true {
+        None
+    } else {
+        Some(p["detail"].as_str().unwrap_or("").to_string())
+    }
+}

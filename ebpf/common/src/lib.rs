@@ -280,6 +280,7 @@ pub struct CacheStats {
 
 /// Value of `COPY_STATS` (per-CPU, by tgid): bytes the CPU copied, at their source.
 #[repr(C)]
+#[cfg_attr(feature = "user", derive(serde::Serialize))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CopyStats {
     /// Page cache -> user (filemap_read).

@@ -109,3 +109,16 @@ pub const fn index_entry(idx: u8) -> u16 {
     let fds = s.fd_in_arg | (out << 4);
     (idx as u16 + 1) | ((fds as u16) << 8)
 }
+
+/// Bit i set: `SYSCALLS[i]` moves bytes without a CPU copy (sendfile, splice, ...).
+pub const ZERO_COPY_MASK: u32 = {
+    let mut m = 0u32;
+    let mut i = 0;
+    while i < SYSCALLS.len() {
+        if matches!(SYSCALLS[i].flow, Flow::ZeroCopy) {
+            m |= 1 << i;
+        }
+        i += 1;
+    }
+    m
+};

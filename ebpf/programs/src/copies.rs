@@ -4,14 +4,15 @@
 //! callers: filemap_read (page cache -> user), sock_recvmsg / sock_sendmsg (or the
 //! sock:sock_*_length tracepoints from 6.12), pipe_read and pipe_write.
 use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid,
     macros::{fexit, kretprobe, tracepoint},
     programs::{FExitContext, RetProbeContext, TracePointContext},
 };
-use copyscope_common::CopyStats;
+use copyscope_common::{CopyStats, limits, syscalls::ZERO_COPY_MASK};
 
 use crate::{
     global,
-    maps::{COPY_STATS, current_tgid, proc_row},
+    maps::{COPY_STATS, INFLIGHT, current_tgid, proc_row},
 };
 
 #[unsafe(no_mangle)]
@@ -41,11 +42,25 @@ fn socklen(ctx: &TracePointContext) -> (i64, i32) {
     (ret as i64, flags)
 }
 
-// net/socket.c: sock_sendmsg_nosec() -> trace_sock_send_length(sk, ret, msg->msg_flags)
+/// Whether the current thread is inside a zero-copy syscall (sendfile, splice, ...): the
+/// socket send it makes hands over pages and copies nothing from user memory.
+#[inline(always)]
+fn in_zero_copy_syscall() -> bool {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    INFLIGHT
+        .get(tid & (limits::INFLIGHT_SLOTS - 1))
+        .is_some_and(|s| {
+            s.tid == tid && (s.syscall as u32) < 32 && ZERO_COPY_MASK & (1 << s.syscall) != 0
+        })
+}
+
+// net/socket.c: sock_sendmsg_nosec() -> trace_sock_send_length(sk, ret, 0). The flags are
+// always 0 here, so MSG_SPLICE_PAGES (sendfile, splice) is recognised by the syscall in
+// flight instead.
 #[tracepoint]
 pub fn copies_sk_send(ctx: TracePointContext) -> i32 {
     let (ret, flags) = socklen(&ctx);
-    if flags & (MSG_SPLICE_PAGES | MSG_ZEROCOPY) == 0 {
+    if flags & (MSG_SPLICE_PAGES | MSG_ZEROCOPY) == 0 && !in_zero_copy_syscall() {
         add(ret, |s, b| s.socket_from_user += b);
     }
     0
@@ -62,13 +77,17 @@ pub fn copies_sk_recv(ctx: TracePointContext) -> i32 {
 // net/socket.c: int sock_sendmsg(struct socket *sock, struct msghdr *msg)
 #[fexit]
 pub fn copies_sk_snd_f(ctx: FExitContext) -> i32 {
-    add(ctx.arg::<i64>(2), |s, b| s.socket_from_user += b);
+    if !in_zero_copy_syscall() {
+        add(ctx.arg::<i64>(2), |s, b| s.socket_from_user += b);
+    }
     0
 }
 
 #[kretprobe]
 pub fn copies_sk_snd_k(ctx: RetProbeContext) -> u32 {
-    add(ctx.ret::<i64>(), |s, b| s.socket_from_user += b);
+    if !in_zero_copy_syscall() {
+        add(ctx.ret::<i64>(), |s, b| s.socket_from_user += b);
+    }
     0
 }
 

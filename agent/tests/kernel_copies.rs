@@ -1,0 +1,125 @@
+//! copies family on the running kernel: bytes measured where the CPU copies them, cross-
+//! checked against the syscalls family on the same workload.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn socket_copies_at_the_source_match_the_syscalls() {
+    require_kernel!();
+    let d = scratch("copies-tcp");
+    let (snap, _) = run_workload(&d, &["tcp", "40", "7000"]);
+    let (recv, send) = (
+        probe_method(&snap, "copies", "socket_recv"),
+        probe_method(&snap, "copies", "socket_send"),
+    );
+    if recv.is_none() || send.is_none() {
+        eprintln!(
+            "skipped: no socket copy probe (sock_*_length tracepoints from 6.12, or fexit/kretprobe on sock_recvmsg/sock_sendmsg)"
+        );
+        return;
+    }
+    assert_eq!(
+        snap["cpu_copy_method"]["socket_recv"],
+        recv.unwrap().as_str()
+    );
+    let p = command_process(&snap);
+    assert_eq!(
+        num(p, &["cpu_copy_at_source", "socket_from_user"]),
+        row(p, "sendto", "socket").bytes
+    );
+    assert_eq!(
+        num(p, &["cpu_copy_at_source", "socket_to_user"]),
+        row(p, "recvfrom", "socket").bytes
+    );
+    assert_eq!(num(p, &["cpu_copy_at_source", "socket_from_user"]), 280_000);
+}
+
+#[test]
+fn sendfile_is_not_counted_as_a_socket_copy() {
+    require_kernel!();
+    let d = scratch("copies-sendfile");
+    let f = d.join("data");
+    write_file(&f, 2 << 20);
+    let (snap, _) = run_workload(&d, &["sendfile", f.to_str().unwrap()]);
+    if probe_method(&snap, "copies", "socket_send").is_none() {
+        eprintln!("skipped: no socket send copy probe on this kernel");
+        return;
+    }
+    let p = command_process(&snap);
+    // sendfile hands page-cache pages to the socket (MSG_SPLICE_PAGES): no copy from user.
+    assert_eq!(num(p, &["cpu_copy_at_source", "socket_from_user"]), 0);
+    assert_eq!(
+        num(p, &["cpu_copy_at_source", "socket_to_user"]),
+        2 << 20,
+        "the receiver copies"
+    );
+}
+
+#[test]
+fn file_read_copies_at_the_source_match_the_syscalls() {
+    require_kernel!();
+    if let Some(why) = probe_missing("copies", "file_read") {
+        eprintln!(
+            "skipped: filemap_read cannot be traced here ({why}); file copies are derived from the syscalls"
+        );
+        return;
+    }
+    let d = scratch("copies-file");
+    let f = d.join("data");
+    write_file(&f, 1 << 20);
+    let empty = d.join("empty");
+    write_file(&empty, 0);
+    let (base, _) = run_workload(&d, &["read", empty.to_str().unwrap()]);
+    let (snap, _) = run_workload(&d, &["read", f.to_str().unwrap()]);
+    let (p, b) = (command_process(&snap), command_process(&base));
+    let at_source = num(p, &["cpu_copy_at_source", "file_to_user"])
+        - num(b, &["cpu_copy_at_source", "file_to_user"]);
+    assert_eq!(at_source, 1 << 20);
+    assert_eq!(diff(p, b, "read", "file").bytes, 1 << 20);
+}
+
+#[test]
+fn pipe_copies_at_the_source_match_the_syscalls() {
+    require_kernel!();
+    if let Some(why) =
+        probe_missing("copies", "pipe_read").or_else(|| probe_missing("copies", "pipe_write"))
+    {
+        eprintln!(
+            "skipped: pipe_read/pipe_write cannot be traced here ({why}); pipe copies are derived from the syscalls"
+        );
+        return;
+    }
+    let d = scratch("copies-pipe");
+    let (snap, _) = run_workload(&d, &["pipe", "100", "3000"]);
+    let p = command_process(&snap);
+    assert_eq!(
+        num(p, &["cpu_copy_at_source", "pipe_from_user"]),
+        row(p, "write", "pipe").bytes
+    );
+    assert_eq!(
+        num(p, &["cpu_copy_at_source", "pipe_to_user"]),
+        row(p, "read", "pipe").bytes
+    );
+    assert_eq!(row(p, "write", "pipe").bytes, 300_000);
+}
+
+#[test]
+fn every_copy_figure_names_its_method() {
+    require_kernel!();
+    let d = scratch("copies-method");
+    let (snap, _) = run_workload(&d, &["badfd", "1"]);
+    let m = snap["cpu_copy_method"].as_object().unwrap();
+    for hook in [
+        "file_read",
+        "socket_recv",
+        "socket_send",
+        "pipe_read",
+        "pipe_write",
+    ] {
+        let method = m[hook].as_str().unwrap();
+        let attached = probe_method(&snap, "copies", hook);
+        assert_eq!(method, attached.as_deref().unwrap_or("syscalls"), "{hook}");
+    }
+}

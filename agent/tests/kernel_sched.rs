@@ -1,0 +1,38 @@
+//! sched family on the running kernel.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn sleeping_in_read_counts_voluntary_switches_in_io() {
+    require_kernel!();
+    if let Some(why) = probe_missing("sched", "sched_switch") {
+        eprintln!("skipped: no sched:sched_switch: {why}");
+        return;
+    }
+    let d = scratch("sched-sleep");
+    let (snap, _) = run_workload(&d, &["pipe-sleep", "60"]);
+    let p = command_process(&snap);
+    let in_io = num(p, &["context_switches", "in_io"]);
+    let vol = num(p, &["context_switches", "voluntary"]);
+    // Each of the 60 reads finds the pipe empty and sleeps at least once.
+    assert!(in_io >= 60, "{in_io} switches in I/O: {p:#}");
+    // The writer's 60 sleeps are voluntary too, but not in a counted syscall.
+    assert!(vol >= 120, "{vol} voluntary switches");
+}
+
+#[test]
+fn competing_for_one_cpu_counts_involuntary_switches() {
+    require_kernel!();
+    if let Some(why) = probe_missing("sched", "sched_switch") {
+        eprintln!("skipped: no sched:sched_switch: {why}");
+        return;
+    }
+    let d = scratch("sched-spin");
+    let (snap, _) = run_workload(&d, &["spin", "400"]);
+    let p = command_process(&snap);
+    let invol = num(p, &["context_switches", "involuntary"]);
+    // Two runnable threads on one CPU for 400 ms: the scheduler preempts them every few ms.
+    assert!(invol >= 10, "{invol} involuntary switches: {p:#}");
+}
