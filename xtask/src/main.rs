@@ -4,6 +4,7 @@ mod bench;
 mod setup;
 mod test;
 mod util;
+mod vm;
 
 use std::process::Command;
 
@@ -34,6 +35,8 @@ enum Cmd {
         #[arg(long)]
         no_lint: bool,
     },
+    /// Boot Debian kernels under QEMU and run the kernel tests and `copyscope probes` in each.
+    Vm(vm::VmArgs),
     /// Benchmarks (report ratios measured in one run; never timed tests).
     Bench {
         #[command(subcommand)]
@@ -71,6 +74,7 @@ fn main() {
             Ok(status.code().unwrap_or(1))
         })(),
         Cmd::Test { no_lint } => setup::setup().and_then(|_| test::test(!no_lint)).map(|_| 0),
+        Cmd::Vm(args) => setup::setup().and_then(|_| vm::vm(args)).map(|_| 0),
         Cmd::Bench { which } => setup::setup()
             .and_then(|_| build_release())
             .and_then(|dir| bench::run(which, &dir))

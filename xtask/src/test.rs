@@ -64,7 +64,7 @@ fn run_counting(cmd: &mut Command) -> Result<(u64, u64)> {
 }
 
 /// `test result: ok. 18 passed; 0 failed; ...` -> (18, 0).
-fn parse_result(line: &str) -> Option<(u64, u64)> {
+pub(crate) fn parse_result(line: &str) -> Option<(u64, u64)> {
     let rest = line.strip_prefix("test result: ")?;
     let mut passed = None;
     let mut failed = None;

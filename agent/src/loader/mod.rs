@@ -175,6 +175,10 @@ fn record_offsets(root: &Path) -> Result<Vec<(&'static str, u64)>> {
             .context("mm_filemap_get_pages has no last_index field")?;
         out.push((globals::OFF_GETPAGES_INDEX, first.offset));
         out.push((globals::OFF_GETPAGES_LAST, last.offset));
+        let ino = f
+            .get("i_ino")
+            .context("mm_filemap_get_pages has no i_ino field")?;
+        out.push((globals::OFF_GETPAGES_INO, ino.offset));
     }
     if let Some(f) = tracefs::format(root, "filemap", "mm_filemap_add_to_page_cache")? {
         if let Some(order) = f.get("order") {

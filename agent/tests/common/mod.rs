@@ -57,9 +57,13 @@ macro_rules! require_kernel {
     };
 }
 
-/// A scratch directory on the target's file system (not tmpfs: O_DIRECT needs a real one).
+/// A scratch directory on the target's file system (not tmpfs: O_DIRECT and the page-cache
+/// tests need a real one), or under COPYSCOPE_TEST_SCRATCH (the QEMU matrix's ext4 disk).
 pub fn scratch(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let root = std::env::var_os("COPYSCOPE_TEST_SCRATCH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
+    let d = root.join(name);
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d

@@ -79,6 +79,7 @@ pub mod globals {
     /// `filemap:mm_filemap_get_pages`: first and last page index of a buffered read.
     pub const OFF_GETPAGES_INDEX: &str = "OFF_GETPAGES_INDEX";
     pub const OFF_GETPAGES_LAST: &str = "OFF_GETPAGES_LAST";
+    pub const OFF_GETPAGES_INO: &str = "OFF_GETPAGES_INO";
     /// `filemap:mm_filemap_add_to_page_cache`: folio order (0: no such field, one page).
     pub const OFF_ADD_ORDER: &str = "OFF_ADD_ORDER";
     /// `sock:sock_send_length` / `sock_recv_length`: return value and msg flags.

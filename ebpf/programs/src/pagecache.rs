@@ -3,13 +3,16 @@
 //! lookups); else fentry, else kprobe, on the folio-era functions, with the pre-5.16 names
 //! as the last fallback.
 use aya_ebpf::{
-    macros::{fentry, kprobe, tracepoint},
+    helpers::bpf_get_current_pid_tgid,
+    macros::{fentry, kprobe, map, tracepoint},
+    maps::LruHashMap,
     programs::{FEntryContext, ProbeContext, TracePointContext},
 };
+use copyscope_common::limits;
 
 use crate::{
     global,
-    maps::{CACHE_STATS, current_tgid, proc_row},
+    maps::{CACHE_STATS, INFLIGHT, current_tgid, proc_row},
 };
 
 #[unsafe(no_mangle)]
@@ -18,6 +21,8 @@ static OFF_GETPAGES_INDEX: u64 = 0;
 static OFF_GETPAGES_LAST: u64 = 0;
 #[unsafe(no_mangle)]
 static OFF_ADD_ORDER: u64 = 0;
+#[unsafe(no_mangle)]
+static OFF_GETPAGES_INO: u64 = 0;
 
 #[inline(always)]
 fn add(f: impl FnOnce(&mut copyscope_common::CacheStats)) {
@@ -26,13 +31,58 @@ fn add(f: impl FnOnce(&mut copyscope_common::CacheStats)) {
     }
 }
 
+/// The last range a thread's current syscall looked up.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct LastRange {
+    /// Start of the syscall (from INFLIGHT), telling one syscall's retries from the next call.
+    syscall_start: u64,
+    ino: u64,
+    end: u64,
+}
+
+/// By thread: filemap_get_pages() is called again for the rest of a range after waiting
+/// for readahead I/O; pages already counted in the same syscall are not counted twice.
+#[map]
+static LOOKUP_LAST: LruHashMap<u32, LastRange> = LruHashMap::with_max_entries(8192, 0);
+
 // mm/filemap.c: filemap_get_pages() -> trace_mm_filemap_get_pages(mapping, index, last_index - 1)
 #[tracepoint]
 pub fn pagecache_get(ctx: TracePointContext) -> i32 {
     let first: u64 = unsafe { ctx.read_at(global(&OFF_GETPAGES_INDEX) as usize) }.unwrap_or(0);
     let last: u64 = unsafe { ctx.read_at(global(&OFF_GETPAGES_LAST) as usize) }.unwrap_or(0);
-    if last >= first {
-        add(|s| s.lookups += last - first + 1);
+    let ino: u64 = unsafe { ctx.read_at(global(&OFF_GETPAGES_INO) as usize) }.unwrap_or(0);
+    if last < first {
+        return 0;
+    }
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let start = INFLIGHT
+        .get(tid & (limits::INFLIGHT_SLOTS - 1))
+        .filter(|s| s.tid == tid)
+        .map_or(0, |s| s.start_ns);
+    let mut pages = last - first + 1;
+    if start != 0 {
+        if let Some(prev) = unsafe { LOOKUP_LAST.get(&tid) } {
+            if prev.syscall_start == start && prev.ino == ino && first <= prev.end {
+                pages = last.saturating_sub(prev.end);
+            }
+        }
+        let end = match unsafe { LOOKUP_LAST.get(&tid) } {
+            Some(p) if p.syscall_start == start && p.ino == ino && p.end > last => p.end,
+            _ => last,
+        };
+        let _ = LOOKUP_LAST.insert(
+            &tid,
+            &LastRange {
+                syscall_start: start,
+                ino,
+                end,
+            },
+            0,
+        );
+    }
+    if pages > 0 {
+        add(|s| s.lookups += pages);
     }
     0
 }
