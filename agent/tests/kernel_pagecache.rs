@@ -44,6 +44,13 @@ fn cold_read_misses_and_warm_read_hits() {
     let path = f.to_str().unwrap();
     let (base, _) = run_workload(&d, &["read", empty.to_str().unwrap()]);
     let b = command_process(&base);
+    // Before 6.12 lookups come from fentry/kprobe on mark_page_accessed/folio_mark_accessed:
+    // page accesses, which the kernel skips for some freshly read-ahead pages, so the
+    // figure is looser there.
+    let lookup_tolerance = match probe_method(&base, "pagecache", "lookups").as_deref() {
+        Some("tracepoint") => TOLERANCE,
+        _ => PAGES / 4,
+    };
 
     drop_cache(path);
     let (cold, res) = run_workload(&d, &["read", path]);
@@ -60,7 +67,7 @@ fn cold_read_misses_and_warm_read_hits() {
         "cold read: {misses} misses for {PAGES} pages"
     );
     assert!(
-        (PAGES..=PAGES + TOLERANCE).contains(&lookups),
+        lookups.abs_diff(PAGES) <= lookup_tolerance,
         "cold read: {lookups} lookups"
     );
     assert!(
@@ -73,11 +80,15 @@ fn cold_read_misses_and_warm_read_hits() {
     let hits = cache(w, "hits") - cache(b, "hits").min(cache(w, "hits"));
     let misses = cache(w, "misses").saturating_sub(cache(b, "misses"));
     assert!(
-        hits.abs_diff(PAGES) <= TOLERANCE,
+        hits.abs_diff(PAGES) <= lookup_tolerance,
         "warm read: {hits} hits for {PAGES} pages: {w:#}"
     );
     assert!(misses <= TOLERANCE, "warm read: {misses} misses");
-    assert!(w["page_cache"]["hit_ratio"].as_f64().unwrap() > 0.9);
+    // The read's own ratio (the process's includes its start-up, e.g. loading the binary).
+    assert!(
+        hits as f64 / (hits + misses) as f64 > 0.9,
+        "warm read: {hits} hits, {misses} misses"
+    );
 }
 
 #[test]

@@ -34,6 +34,9 @@ enum Cmd {
         /// Skip clippy and rustfmt.
         #[arg(long)]
         no_lint: bool,
+        /// Also run the QEMU kernel matrix (`cargo xtask vm`) after the host tiers.
+        #[arg(long)]
+        vm: bool,
     },
     /// Boot Debian kernels under QEMU and run the kernel tests and `copyscope probes` in each.
     Vm(vm::VmArgs),
@@ -73,8 +76,13 @@ fn main() {
             let status = cmd.args(&args).status()?;
             Ok(status.code().unwrap_or(1))
         })(),
-        Cmd::Test { no_lint } => setup::setup().and_then(|_| test::test(!no_lint)).map(|_| 0),
-        Cmd::Vm(args) => setup::setup().and_then(|_| vm::vm(args)).map(|_| 0),
+        Cmd::Test { no_lint, vm } => setup::setup()
+            .and_then(|_| test::test(!no_lint, vm))
+            .map(|_| 0),
+        Cmd::Vm(args) => setup::setup()
+            .and_then(|_| vm::vm(args))
+            .and_then(|r| vm::check(&r))
+            .map(|_| 0),
         Cmd::Bench { which } => setup::setup()
             .and_then(|_| build_release())
             .and_then(|dir| bench::run(which, &dir))

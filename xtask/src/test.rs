@@ -9,7 +9,7 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::util::{is_root, root, run, show};
 
-pub fn test(lint: bool) -> Result<()> {
+pub fn test(lint: bool, matrix: bool) -> Result<()> {
     let cargo = |args: &[&str]| {
         let mut c = Command::new("cargo");
         c.args(args).current_dir(root());
@@ -31,11 +31,34 @@ pub fn test(lint: bool) -> Result<()> {
     if is_root() {
         t.env("COPYSCOPE_REQUIRE_KERNEL_TESTS", "1");
     }
-    let (passed, failed) = run_counting(&mut t)?;
+    let (mut passed, mut failed) = run_counting(&mut t)?;
+    let mut matrix_error = None;
+    if matrix && failed == 0 {
+        if is_root() {
+            let results = crate::vm::vm(crate::vm::VmArgs {
+                kernels: vec![],
+                parallel: 2,
+                timeout: 1500,
+                only: vec![],
+            })?;
+            for r in &results {
+                passed += r.passed;
+                failed += r.failed;
+            }
+            matrix_error = crate::vm::check(&results).err();
+        } else {
+            eprintln!(
+                "xtask: skipping the QEMU kernel matrix: it needs root (qemu, kernel packages, BPF in the guests)"
+            );
+        }
+    }
     // One closing line for the whole run, whatever the last test binary was.
     println!("tests: {passed} passed, {failed} failed");
     if failed > 0 {
         bail!("{failed} tests failed");
+    }
+    if let Some(e) = matrix_error {
+        return Err(e);
     }
     Ok(())
 }

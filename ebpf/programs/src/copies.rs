@@ -75,10 +75,14 @@ pub fn copies_sk_recv(ctx: TracePointContext) -> i32 {
 }
 
 // net/socket.c: int sock_sendmsg(struct socket *sock, struct msghdr *msg)
+// sock_sendmsg and sock_recvmsg return int: only the low 32 bits of the saved return
+// register are defined, so the value is read as i32.
 #[fexit]
 pub fn copies_sk_snd_f(ctx: FExitContext) -> i32 {
     if !in_zero_copy_syscall() {
-        add(ctx.arg::<i64>(2), |s, b| s.socket_from_user += b);
+        add(ctx.arg::<i64>(2) as i32 as i64, |s, b| {
+            s.socket_from_user += b
+        });
     }
     0
 }
@@ -86,7 +90,9 @@ pub fn copies_sk_snd_f(ctx: FExitContext) -> i32 {
 #[kretprobe]
 pub fn copies_sk_snd_k(ctx: RetProbeContext) -> u32 {
     if !in_zero_copy_syscall() {
-        add(ctx.ret::<i64>(), |s, b| s.socket_from_user += b);
+        add(ctx.ret::<i64>() as i32 as i64, |s, b| {
+            s.socket_from_user += b
+        });
     }
     0
 }
@@ -94,13 +100,15 @@ pub fn copies_sk_snd_k(ctx: RetProbeContext) -> u32 {
 // net/socket.c: int sock_recvmsg(struct socket *sock, struct msghdr *msg, int flags)
 #[fexit]
 pub fn copies_sk_rcv_f(ctx: FExitContext) -> i32 {
-    add(ctx.arg::<i64>(3), |s, b| s.socket_to_user += b);
+    add(ctx.arg::<i64>(3) as i32 as i64, |s, b| {
+        s.socket_to_user += b
+    });
     0
 }
 
 #[kretprobe]
 pub fn copies_sk_rcv_k(ctx: RetProbeContext) -> u32 {
-    add(ctx.ret::<i64>(), |s, b| s.socket_to_user += b);
+    add(ctx.ret::<i64>() as i32 as i64, |s, b| s.socket_to_user += b);
     0
 }
 
