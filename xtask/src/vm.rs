@@ -481,10 +481,11 @@ fn build_payload() -> Result<(PathBuf, Vec<PathBuf>)> {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
-        if v["reason"] == "compiler-artifact" && v["profile"]["test"] == true {
-            if let Some(exe) = v["executable"].as_str() {
-                tests.push(PathBuf::from(exe));
-            }
+        if v["reason"] == "compiler-artifact"
+            && v["profile"]["test"] == true
+            && let Some(exe) = v["executable"].as_str()
+        {
+            tests.push(PathBuf::from(exe));
         }
     }
     if tests.len() != TESTS.len() {
@@ -588,33 +589,16 @@ fn boot(release: &str, cpio: &Path, timeout: u64) -> Result<GuestResult> {
             }
         }
     }
-    if let Ok(text) = std::fs::read_to_string(out.join("probes.json")) {
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
-            for p in v["probes"].as_array().into_iter().flatten() {
-                let key = format!(
-                    "{}/{}",
-                    p["family"].as_str().unwrap_or("?"),
-                    p["hook"].as_str().unwrap_or("?")
-                );
-                let m = if p["attached"] == true {
-                    p["method"].as_str().unwrap_or("?").to_string()
-                } else {
-                    "-".to_string()
-                };
-                r.probes.insert(key, m);
-            }
-        }
+    if let Ok(text) = std::fs::read_to_string(out.join("probes.json"))
+        && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+    {
+        r.probes = probe_methods(&v);
     }
     Ok(r)
 }
 
-/// Probe methods on this host, for the support table's last column.
-fn host_probes() -> BTreeMap<String, String> {
-    let bin = root().join("target/x86_64-unknown-linux-musl/release/copyscope");
-    let Ok(out) = Command::new(bin).args(["probes", "--json"]).output() else {
-        return BTreeMap::new();
-    };
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+/// family/hook -> the method used, or "-", from `copyscope probes --json`.
+fn probe_methods(v: &serde_json::Value) -> BTreeMap<String, String> {
     v["probes"]
         .as_array()
         .into_iter()
@@ -633,6 +617,15 @@ fn host_probes() -> BTreeMap<String, String> {
             (key, m.to_string())
         })
         .collect()
+}
+
+/// Probe methods on this host, for the support table's last column.
+fn host_probes() -> BTreeMap<String, String> {
+    let bin = root().join("target/x86_64-unknown-linux-musl/release/copyscope");
+    let Ok(out) = Command::new(bin).args(["probes", "--json"]).output() else {
+        return BTreeMap::new();
+    };
+    probe_methods(&serde_json::from_slice(&out.stdout).unwrap_or_default())
 }
 
 /// A Markdown table: per probe, the method each kernel used.
