@@ -267,14 +267,7 @@ fn classify(fd: u64) -> Result<FdKind, i64> {
             return Ok(FdKind::Other);
         }
         let fds: *const u8 = read(fdt, global(&OFF_FDT_FD))?;
-        let file: *const u8 = read(fds, fd * 8)?;
-        if file.is_null() {
-            return Ok(FdKind::Other);
-        }
-        let inode: *const u8 = read(file, global(&OFF_FILE_INODE))?;
-        let flags: u32 = read(file, global(&OFF_FILE_FLAGS))?;
-        let mode: u16 = read(inode, global(&OFF_INODE_MODE))?;
-        Ok(FdKind::classify(mode, flags))
+        classify_slot(fds, fd)
     }
 }
 
@@ -309,6 +302,15 @@ fn classify_btf(fd: u64) -> Result<FdKind, i64> {
             return Ok(FdKind::Other);
         }
         let fds: *const u8 = load(fdt, global(&OFF_FDT_FD));
+        classify_slot(fds, fd)
+    }
+}
+
+/// The common tail of both walks: fdt->fd[fd]->f_inode->i_mode and ->f_flags. The fd
+/// array holds untyped pointers, so these are bpf_probe_read_kernel in every program type.
+#[inline(always)]
+unsafe fn classify_slot(fds: *const u8, fd: u64) -> Result<FdKind, i64> {
+    unsafe {
         let file: *const u8 = read(fds, fd * 8)?;
         if file.is_null() {
             return Ok(FdKind::Other);
