@@ -247,9 +247,13 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     })?;
     fill_syscall_index(&mut ebpf)?;
 
+    let kernel_btf = KernelBtf {
+        path: btf_path.into(),
+        parsed: Default::default(),
+    };
     let mut statuses = Vec::new();
     for spec in PROBES {
-        statuses.push(attach_probe(&mut ebpf, spec, &root));
+        statuses.push(attach_probe(&mut ebpf, spec, &root, &kernel_btf));
     }
     Ok(Loaded {
         ebpf,
@@ -300,7 +304,12 @@ fn disabled_methods() -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn attach_probe(ebpf: &mut Ebpf, spec: &ProbeSpec, root: &Path) -> ProbeStatus {
+fn attach_probe(
+    ebpf: &mut Ebpf,
+    spec: &ProbeSpec,
+    root: &Path,
+    kernel_btf: &KernelBtf,
+) -> ProbeStatus {
     let mut reasons = Vec::new();
     let disabled = disabled_methods();
     for m in spec.methods {
@@ -311,7 +320,7 @@ fn attach_probe(ebpf: &mut Ebpf, spec: &ProbeSpec, root: &Path) -> ProbeStatus {
             ));
             continue;
         }
-        match attach_one(ebpf, m.method, m.program, m.target, root) {
+        match attach_one(ebpf, m.method, m.program, m.target, root, kernel_btf) {
             Ok(mut detail) => {
                 if !reasons.is_empty() {
                     detail = format!("{detail} (better methods refused: {})", reasons.join("; "));
@@ -354,15 +363,15 @@ fn attach_one(
     program: &str,
     target: Target,
     root: &Path,
+    kernel_btf: &KernelBtf,
 ) -> Result<String> {
     let prog = ebpf
         .program_mut(program)
         .with_context(|| format!("program {program} missing from the object"))?;
     match (method, target) {
         (Method::TpBtf, Target::Raw(tp)) => {
-            let btf = aya::Btf::from_sys_fs().context("reading kernel BTF for tp_btf")?;
             let p: &mut BtfTracePoint = prog.try_into()?;
-            p.load(tp, &btf)?;
+            p.load(tp, kernel_btf.get()?)?;
             p.attach()
                 .with_context(|| format!("attaching to BTF tracepoint {tp}"))?;
             Ok(tp.to_string())
@@ -370,7 +379,7 @@ fn attach_one(
         (
             Method::FEntry | Method::FExit | Method::KProbe | Method::KRetProbe,
             Target::Function(names),
-        ) => attach_function(prog, method, names),
+        ) => attach_function(prog, method, names, kernel_btf),
         (Method::RawTracepoint, Target::Raw(tp)) => {
             let p: &mut RawTracePoint = prog.try_into()?;
             p.load()?;
@@ -444,20 +453,21 @@ fn attach_function(
     prog: &mut aya::programs::Program,
     method: Method,
     names: &[&str],
+    kernel_btf: &KernelBtf,
 ) -> Result<String> {
     let mut errs = Vec::new();
     match method {
         Method::FEntry | Method::FExit => {
-            let btf = aya::Btf::from_sys_fs().context("reading kernel BTF for fentry/fexit")?;
+            let btf = kernel_btf.get()?;
             for name in names {
                 let r: Result<()> = (|| {
                     if method == Method::FEntry {
                         let p: &mut FEntry = prog.try_into()?;
-                        p.load(name, &btf)?;
+                        p.load(name, btf)?;
                         p.attach()?;
                     } else {
                         let p: &mut FExit = prog.try_into()?;
-                        p.load(name, &btf)?;
+                        p.load(name, btf)?;
                         p.attach()?;
                     }
                     Ok(())
@@ -480,6 +490,24 @@ fn attach_function(
         }
     }
     bail!("{}", errs.join("; "))
+}
+
+/// The kernel's BTF as aya reads it (for tp_btf, fentry and fexit), parsed at most once
+/// per load however many probes need it.
+struct KernelBtf {
+    path: std::path::PathBuf,
+    parsed: std::cell::OnceCell<aya::Btf>,
+}
+
+impl KernelBtf {
+    fn get(&self) -> Result<&aya::Btf> {
+        if let Some(b) = self.parsed.get() {
+            return Ok(b);
+        }
+        let b = aya::Btf::parse_file(&self.path, aya::Endianness::default())
+            .with_context(|| format!("reading kernel BTF from {}", self.path.display()))?;
+        Ok(self.parsed.get_or_init(|| b))
+    }
 }
 
 /// Fail when a required probe did not attach, naming each and why.

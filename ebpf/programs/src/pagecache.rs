@@ -62,15 +62,14 @@ pub fn pagecache_get(ctx: TracePointContext) -> i32 {
         .map_or(0, |s| s.start_ns);
     let mut pages = last - first + 1;
     if start != 0 {
-        if let Some(prev) = unsafe { LOOKUP_LAST.get(&tid) } {
-            if prev.syscall_start == start && prev.ino == ino && first <= prev.end {
-                pages = last.saturating_sub(prev.end);
+        let mut end = last;
+        let prev = unsafe { LOOKUP_LAST.get(&tid) }.copied();
+        if let Some(p) = prev.filter(|p| p.syscall_start == start && p.ino == ino) {
+            if first <= p.end {
+                pages = last.saturating_sub(p.end);
             }
+            end = end.max(p.end);
         }
-        let end = match unsafe { LOOKUP_LAST.get(&tid) } {
-            Some(p) if p.syscall_start == start && p.ino == ino && p.end > last => p.end,
-            _ => last,
-        };
         let _ = LOOKUP_LAST.insert(
             &tid,
             &LastRange {
