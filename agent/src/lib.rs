@@ -1,13 +1,17 @@
 //! copyscope: per-process eBPF counts of the bytes the CPU copies between kernel and user
 //! space, the bytes moved zero-copy, and the mode switches that go with them.
 
+pub mod advisor;
+pub mod calibrate;
 pub mod cli;
 pub mod collect;
 pub mod commands;
 pub mod loader;
+pub mod metrics;
 pub mod model;
 pub mod report;
 pub mod signals;
+pub mod workload;
 
 use anyhow::Result;
 
@@ -16,5 +20,6 @@ pub fn run(cli: cli::Cli) -> Result<i32> {
     match cli.command {
         cli::Command::Probes { json } => commands::probes::run(json),
         cli::Command::Snapshot(args) => commands::snapshot::run(&args),
+        cli::Command::Run(args) => commands::run::run(&args),
     }
 }

@@ -141,6 +141,28 @@ pub fn table(s: &Snapshot) -> String {
     if s.processes.iter().any(|p| p.exited) {
         let _ = writeln!(o, "\n* exited during the window; counts are final");
     }
+    if !s.advice.is_empty() {
+        let _ = writeln!(o);
+        let _ = writeln!(
+            o,
+            "ADVICE (estimated CPU saved, from this host's calibration)"
+        );
+        for a in &s.advice {
+            let who = match a.pid {
+                Some(pid) => format!("{pid} {}", a.comm),
+                None => a.comm.clone(),
+            };
+            let f = &a.finding;
+            let _ = writeln!(
+                o,
+                "  {who}: {} -> saves {:.1}% of a CPU\n    {}\n    evidence: {}",
+                f.pattern,
+                100.0 * f.estimated_cpu_seconds_saved_per_second,
+                f.recommendation,
+                f.evidence.summary
+            );
+        }
+    }
     o
 }
 

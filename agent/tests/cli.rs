@@ -120,3 +120,35 @@ fn a_command_that_cannot_run_is_reported() {
     assert_eq!(code, 127, "{err}");
     assert!(err.contains("cannot run the command"), "{err}");
 }
+
+#[test]
+fn run_refuses_bad_flags_addresses_and_thresholds() {
+    let (code, _, err) = run(&["run", "--frobnicate"], &[]);
+    assert_clean_error(code, &err, "unexpected argument '--frobnicate'");
+    let (code, _, err) = run(&["run", "--listen", "localhost"], &[]);
+    assert_clean_error(code, &err, "is not an address to listen on");
+    let (code, _, err) = run(&["run"], &[("COPYSCOPE_LISTEN", "10.0.0.1:http")]);
+    assert_clean_error(code, &err, "is not an address to listen on");
+    let (code, _, err) = run(&["run", "--interval", "0"], &[]);
+    assert_clean_error(code, &err, "duration must be between 0 and 86400");
+    let (code, _, err) = run(&["run", "--advise-min-ratio", "1.5"], &[]);
+    assert_clean_error(code, &err, "must be between 0 and 1");
+    let (code, _, err) = run(&["run", "--advise-min-ratio", "0"], &[]);
+    assert_clean_error(code, &err, "minimum volume ratio must be above 0");
+    let (code, _, err) = run(&["run", "--advise-min-rate", "fast"], &[]);
+    assert_clean_error(code, &err, "is not a number");
+    let (code, _, err) = run(&["run", "--max-workloads", "0"], &[]);
+    assert_clean_error(code, &err, "--max-workloads must be at least 1");
+    let (code, _, err) = run(&["snapshot", "--advise-zero-copy-share", "-1"], &[]);
+    assert_clean_error(code, &err, "must be between 0 and 1");
+}
+
+#[test]
+fn run_reports_a_port_in_use_before_loading_anything() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = held.local_addr().unwrap().to_string();
+    let (code, _, err) = run(&["run", "--listen", &addr], &[]);
+    assert_clean_error(code, &err, "Address already in use");
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+    assert!(err.contains("--listen"), "{err}");
+}

@@ -23,6 +23,11 @@ const PACKAGES: &[(&str, &str)] = &[
     ("bpftrace", "bpftrace"),
     ("util-linux", "setpriv"),
     ("procps", "ps"),
+    // `copyscope run` end to end: a real Prometheus scrapes it; promtool lints the metrics.
+    ("prometheus", "promtool"),
+    // The real application the advisor is checked on.
+    ("nginx", "nginx"),
+    ("curl", "curl"),
 ];
 
 pub struct Toolchain {

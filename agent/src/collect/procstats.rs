@@ -52,4 +52,9 @@ impl<V: Pod + Tally> ProcMap<V> {
         }
         Ok(rows)
     }
+
+    /// Drop the final counts of exited processes once reported (a long-running agent).
+    pub fn forget_retired(&mut self) -> impl Iterator<Item = u32> + '_ {
+        self.retired.drain().map(|(t, _)| t)
+    }
 }

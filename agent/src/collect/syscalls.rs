@@ -133,6 +133,21 @@ impl Collector {
     }
 }
 
+impl Collector {
+    /// Forget the final counts of processes that exited, once a window has reported them,
+    /// so that a long-running agent's memory does not grow with process churn. Returns
+    /// their tgids: the caller drops them from its previous counts too (a reused pid then
+    /// starts from zero).
+    pub fn forget_retired(&mut self) -> HashSet<u32> {
+        let mut gone: HashSet<u32> = self.retired.drain().map(|(k, _)| k.tgid).collect();
+        gone.extend(self.sched.forget_retired());
+        gone.extend(self.cache.forget_retired());
+        gone.extend(self.copy.forget_retired());
+        gone.extend(self.exited_comms.drain().map(|(t, _)| t));
+        gone
+    }
+}
+
 /// The comm of a live process, from /proc.
 pub fn proc_comm(pid: u32) -> Option<String> {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))

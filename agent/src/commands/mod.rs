@@ -1,2 +1,3 @@
 pub mod probes;
+pub mod run;
 pub mod snapshot;

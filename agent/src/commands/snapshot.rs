@@ -9,15 +9,19 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use crate::{
+    advisor, calibrate,
     cli::SnapshotArgs,
     collect::syscalls::{Collector, proc_comm},
     loader::{self, LoadOptions},
     model::{self, CommandRun, ProbeRow, Snapshot},
-    report, signals,
+    report, signals, workload,
 };
 
 pub fn run(args: &SnapshotArgs) -> Result<i32> {
     let watch = !args.command.is_empty();
+    let thresholds = args.advice.thresholds()?;
+    // Before the probes attach: the costs an application pays without copyscope.
+    let calibration = calibrate::calibrate();
     let mut loaded = loader::load(&LoadOptions {
         watch_only: watch,
         debug_log: args.debug_bpf,
@@ -74,38 +78,71 @@ pub fn run(args: &SnapshotArgs) -> Result<i32> {
     };
     let after = collector.harvest()?;
     let elapsed = started.elapsed().as_secs_f64();
-    let bpf_stats = if args.bpf_stats {
-        loader::program_stats(&loaded.ebpf)
-            .into_iter()
-            .map(|mut s| {
-                if let Some(b) = stats_before.iter().find(|b| b.name == s.name) {
-                    s.run_count -= b.run_count.min(s.run_count);
-                    s.run_time_ns -= b.run_time_ns.min(s.run_time_ns);
-                }
-                s
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let stats: Vec<_> = loader::program_stats(&loaded.ebpf)
+        .into_iter()
+        .map(|mut s| {
+            if let Some(b) = stats_before.iter().find(|b| b.name == s.name) {
+                s.run_count -= b.run_count.min(s.run_count);
+                s.run_time_ns -= b.run_time_ns.min(s.run_time_ns);
+                s.missed_runs -= b.missed_runs.min(s.missed_runs);
+            }
+            s
+        })
+        .collect();
+    let missed_runs: u64 = stats.iter().map(|s| s.missed_runs).sum();
+    let bpf_stats = if args.bpf_stats { stats } else { Vec::new() };
     if let Some(l) = logger.as_mut() {
         l.flush();
     }
 
-    let mut rows = model::delta(&before, &after);
-    let mut sched = model::delta_by_pid(&before.sched, &after.sched);
-    let mut cache = model::delta_by_pid(&before.cache, &after.cache);
-    let mut copy = model::delta_by_pid(&before.copy, &after.copy);
-    // copyscope's own harvesting is not part of what it reports.
     let own = std::process::id();
     let watched = collector.watched();
     let keep = |tgid: u32| {
         tgid != own && (!watch || watched.contains(&tgid)) && args.pid.is_none_or(|p| p == tgid)
     };
-    rows.retain(|k, _| keep(k.tgid));
-    sched.retain(|t, _| keep(*t));
-    cache.retain(|t, _| keep(*t));
-    copy.retain(|t, _| keep(*t));
+    let mut snapshot = window_snapshot(
+        &loaded,
+        &before,
+        &after,
+        elapsed,
+        &keep,
+        watch || args.pid.is_some(),
+        missed_runs,
+    );
+    snapshot.bpf_stats = bpf_stats;
+    snapshot.command = command;
+    snapshot.calibration = Some(calibration);
+    snapshot.advice = advice(&snapshot, &calibration, &thresholds);
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &snapshot)?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", report::table(&snapshot))?;
+    }
+    Ok(code)
+}
+
+/// The snapshot of one window between two harvests: per-process rows of the processes
+/// `keep` accepts (copyscope's own harvesting is never part of it), probes, drops.
+pub fn window_snapshot(
+    loaded: &loader::Loaded,
+    before: &model::Counts,
+    after: &model::Counts,
+    elapsed: f64,
+    keep: &dyn Fn(u32) -> bool,
+    include_sched_only: bool,
+    missed_runs: u64,
+) -> Snapshot {
+    let mut rows = model::delta(before, after);
+    let mut sched = model::delta_by_pid(&before.sched, &after.sched);
+    let mut cache = model::delta_by_pid(&before.cache, &after.cache);
+    let mut copy = model::delta_by_pid(&before.copy, &after.copy);
+    let own = std::process::id();
+    rows.retain(|k, _| k.tgid != own && keep(k.tgid));
+    sched.retain(|t, _| *t != own && keep(*t));
+    cache.retain(|t, _| *t != own && keep(*t));
+    copy.retain(|t, _| *t != own && keep(*t));
     let (sources, cpu_copy_method) = copy_sources(&loaded.probes);
     let window = model::Window {
         rows: &rows,
@@ -114,9 +151,9 @@ pub fn run(args: &SnapshotArgs) -> Result<i32> {
         copy: &copy,
         exited: &after.exited,
         sources,
-        include_sched_only: watch || args.pid.is_some(),
+        include_sched_only,
     };
-    let snapshot = Snapshot {
+    Snapshot {
         duration_seconds: elapsed,
         kernel: loaded.kernel.clone(),
         probes: loaded
@@ -132,18 +169,49 @@ pub fn run(args: &SnapshotArgs) -> Result<i32> {
             .collect(),
         processes: model::processes(&window, &proc_comm),
         cpu_copy_method,
-        dropped: model::dropped(&before, &after),
-        bpf_stats,
-        command,
-    };
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        serde_json::to_writer_pretty(&mut out, &snapshot)?;
-        writeln!(out)?;
-    } else {
-        write!(out, "{}", report::table(&snapshot))?;
+        dropped: {
+            let mut d = model::dropped(before, after);
+            d.insert(model::MISSED_RUNS.to_string(), missed_runs);
+            d
+        },
+        bpf_stats: Vec::new(),
+        command: None,
+        calibration: None,
+        advice: Vec::new(),
     }
-    Ok(code)
+}
+
+/// The advisor's findings for every process of a snapshot, biggest saving first.
+pub fn advice(
+    s: &Snapshot,
+    cal: &advisor::Calibration,
+    th: &advisor::Thresholds,
+) -> Vec<model::ProcessAdvice> {
+    let mut out: Vec<_> = s
+        .processes
+        .iter()
+        .flat_map(|p| {
+            let sizes = if p.page_cache.misses > 0 && !p.exited {
+                workload::open_file_sizes(p.pid)
+            } else {
+                Vec::new()
+            };
+            advisor::advise(p, s.duration_seconds, &sizes, cal, th)
+                .into_iter()
+                .map(|f| model::ProcessAdvice {
+                    pid: Some(p.pid),
+                    comm: p.comm.clone(),
+                    container_id: None,
+                    finding: f,
+                })
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.finding
+            .estimated_cpu_seconds_saved_per_second
+            .total_cmp(&a.finding.estimated_cpu_seconds_saved_per_second)
+    });
+    out
 }
 
 /// Start the command stopped until its pid is watched, so that not one of its syscalls is

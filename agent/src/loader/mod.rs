@@ -5,7 +5,7 @@ pub mod btf;
 pub mod probes;
 pub mod tracefs;
 
-use std::path::Path;
+use std::{os::fd::AsFd as _, path::Path};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
@@ -365,6 +365,9 @@ fn attach_one(
     root: &Path,
     kernel_btf: &KernelBtf,
 ) -> Result<String> {
+    if let Target::EveryFunction(pairs) = target {
+        return attach_every_function(ebpf, method, pairs, kernel_btf);
+    }
     let prog = ebpf
         .program_mut(program)
         .with_context(|| format!("program {program} missing from the object"))?;
@@ -492,6 +495,54 @@ fn attach_function(
     bail!("{}", errs.join("; "))
 }
 
+/// Attach to each listed function the kernel has; a function that exists but refuses the
+/// program fails the method (a partial figure would be wrong), absent ones are named.
+fn attach_every_function(
+    ebpf: &mut Ebpf,
+    method: Method,
+    pairs: &[(&str, &str)],
+    kernel_btf: &KernelBtf,
+) -> Result<String> {
+    let btf = kernel_btf.get()?;
+    let (present, absent): (Vec<_>, Vec<_>) = pairs.iter().partition(|(f, _)| {
+        btf.id_by_type_name_kind(f, aya_obj::btf::BtfKind::Func)
+            .is_ok()
+    });
+    if present.is_empty() {
+        bail!(
+            "none of {} is in the kernel's BTF",
+            pairs.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
+        );
+    }
+    let mut loaded_kprobe = false;
+    for (func, program) in &present {
+        let prog = ebpf
+            .program_mut(program)
+            .with_context(|| format!("program {program} missing from the object"))?;
+        match method {
+            Method::FEntry | Method::FExit => {
+                attach_function(prog, method, &[func], kernel_btf)?;
+            }
+            _ => {
+                let p: &mut KProbe = prog.try_into()?;
+                if !loaded_kprobe {
+                    p.load().context("loading the kprobe program")?;
+                    loaded_kprobe = true;
+                }
+                p.attach(func, 0)
+                    .with_context(|| format!("attaching to {func}"))?;
+            }
+        }
+    }
+    let names: Vec<_> = present.iter().map(|p| p.0).collect();
+    let mut detail = names.join(", ");
+    if !absent.is_empty() {
+        let gone: Vec<_> = absent.iter().map(|p| p.0).collect();
+        detail.push_str(&format!(" (not in this kernel: {})", gone.join(", ")));
+    }
+    Ok(detail)
+}
+
 /// The kernel's BTF as aya reads it (for tp_btf, fentry and fexit), parsed at most once
 /// per load however many probes need it.
 struct KernelBtf {
@@ -527,12 +578,15 @@ pub fn require_all(statuses: &[ProbeStatus]) -> Result<()> {
     }
 }
 
-/// Run count and run time of one loaded program (kernel BPF stats; zero while they are off).
+/// Run count and run time of one loaded program (kernel BPF stats; zero while they are
+/// off), and the runs the kernel skipped because the program was already running on that
+/// CPU (`recursion_misses`, always counted, from 5.12).
 #[derive(Debug, Clone, serde::Serialize, PartialEq)]
 pub struct ProgramStat {
     pub name: String,
     pub run_count: u64,
     pub run_time_ns: u64,
+    pub missed_runs: u64,
 }
 
 /// Stats of every loaded program, by name.
@@ -545,11 +599,46 @@ pub fn program_stats(ebpf: &Ebpf) -> Vec<ProgramStat> {
                 name: name.to_string(),
                 run_count: info.run_count(),
                 run_time_ns: info.run_time().as_nanos() as u64,
+                missed_runs: p.fd().ok().map_or(0, |fd| recursion_misses(fd.as_fd())),
             })
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
+}
+
+/// `bpf_prog_info.recursion_misses` of one program, read with BPF_OBJ_GET_INFO_BY_FD
+/// (aya does not expose it); 0 on kernels older than 5.12, which do not report it.
+pub fn recursion_misses(fd: std::os::fd::BorrowedFd<'_>) -> u64 {
+    use std::os::fd::AsRawFd as _;
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    // SAFETY: a plain C struct of integers, for which all zeroes is valid.
+    let mut info: aya_obj::generated::bpf_prog_info = unsafe { std::mem::zeroed() };
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let mut attr = InfoAttr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: std::mem::size_of_val(&info) as u32,
+        info: &raw mut info as u64,
+    };
+    // SAFETY: attr points at a live bpf_prog_info of the size given; the kernel writes at
+    // most info_len bytes into it.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &raw mut attr,
+            std::mem::size_of::<InfoAttr>(),
+        )
+    };
+    if rc != 0 {
+        return 0;
+    }
+    info.recursion_misses
 }
 
 /// Turn on the kernel's BPF run-time stats for as long as the returned fd is open.

@@ -41,6 +41,9 @@ pub enum Target {
     EachSyscall(&'static str),
     /// A kernel function: the first of these names the kernel has.
     Function(&'static [&'static str]),
+    /// Every one of these kernel functions the kernel has (at least one), each with its
+    /// program: fentry/fexit programs bind to one function at load time.
+    EveryFunction(&'static [(&'static str, &'static str)]),
 }
 
 const fn tp(program: &'static str, category: &'static str, name: &'static str) -> Attach {
@@ -224,16 +227,26 @@ pub const PROBES: &[ProbeSpec] = &[
         hook: "socket_send",
         methods: &[
             tp(programs::COPIES_SOCK_SEND_TP, "sock", "sock_send_length"),
-            func(
-                Method::FExit,
-                programs::COPIES_SOCK_SEND_FEXIT,
-                &["sock_sendmsg"],
-            ),
-            func(
-                Method::KRetProbe,
-                programs::COPIES_SOCK_SEND_KRET,
-                &["sock_sendmsg"],
-            ),
+            Attach {
+                method: Method::FExit,
+                program: programs::COPIES_SEND_INET,
+                target: Target::EveryFunction(&[
+                    ("inet_sendmsg", programs::COPIES_SEND_INET),
+                    ("inet6_sendmsg", programs::COPIES_SEND_INET6),
+                    ("unix_stream_sendmsg", programs::COPIES_SEND_UNIX_STREAM),
+                    ("unix_dgram_sendmsg", programs::COPIES_SEND_UNIX_DGRAM),
+                ]),
+            },
+            Attach {
+                method: Method::KRetProbe,
+                program: programs::COPIES_SOCK_SEND_KRET,
+                target: Target::EveryFunction(&[
+                    ("inet_sendmsg", programs::COPIES_SOCK_SEND_KRET),
+                    ("inet6_sendmsg", programs::COPIES_SOCK_SEND_KRET),
+                    ("unix_stream_sendmsg", programs::COPIES_SOCK_SEND_KRET),
+                    ("unix_dgram_sendmsg", programs::COPIES_SOCK_SEND_KRET),
+                ]),
+            },
         ],
         required: false,
     },
@@ -315,11 +328,13 @@ mod tests {
     fn every_program_name_fits_the_kernel_limit() {
         for p in PROBES {
             for m in p.methods {
-                assert!(
-                    m.program.len() <= 15,
-                    "{} is longer than 15 characters",
-                    m.program
-                );
+                let mut names = vec![m.program];
+                if let Target::EveryFunction(pairs) = m.target {
+                    names.extend(pairs.iter().map(|(_, prog)| *prog));
+                }
+                for n in names {
+                    assert!(n.len() <= 15, "{n} is longer than 15 characters");
+                }
             }
         }
     }

@@ -24,6 +24,17 @@ pub struct Counts {
     pub copy: HashMap<u32, CopyStats>,
 }
 
+impl Counts {
+    /// Leave these processes out (exited and reported).
+    pub fn forget(&mut self, tgids: &std::collections::HashSet<u32>) {
+        self.rows.retain(|k, _| !tgids.contains(&k.tgid));
+        self.sched.retain(|t, _| !tgids.contains(t));
+        self.cache.retain(|t, _| !tgids.contains(t));
+        self.copy.retain(|t, _| !tgids.contains(t));
+        self.exited.retain(|t, _| !tgids.contains(t));
+    }
+}
+
 /// Counters that add and subtract field by field.
 pub trait Tally: Copy + Default {
     fn add(&mut self, o: &Self);
@@ -222,6 +233,23 @@ pub struct Snapshot {
     /// `snapshot -- COMMAND`: the command's pid and exit code.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub command: Option<CommandRun>,
+    /// This host's memory-copy bandwidth and syscall cost, which the savings are based on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<crate::advisor::Calibration>,
+    /// The zero-copy advisor's findings, biggest estimated saving first.
+    pub advice: Vec<ProcessAdvice>,
+}
+
+/// One advisor finding for a process (snapshot) or a workload (`run`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ProcessAdvice {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    pub comm: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    #[serde(flatten)]
+    pub finding: crate::advisor::Finding,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -398,6 +426,11 @@ pub fn processes(w: &Window, comm_of: &dyn Fn(u32) -> Option<String>) -> Vec<Pro
     });
     out
 }
+
+/// The `dropped` entry for program runs the kernel skipped (`recursion_misses`): on
+/// preemptible kernels a task preempted inside a program keeps it busy on that CPU, and
+/// another task's event there is not counted.
+pub const MISSED_RUNS: &str = "program_runs_missed";
 
 /// Drops between two cumulative counts, by name; zero entries are kept so readers see the field.
 pub fn dropped(before: &Counts, after: &Counts) -> BTreeMap<String, u64> {

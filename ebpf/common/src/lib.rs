@@ -41,7 +41,11 @@ pub mod programs {
     pub const PAGECACHE_DIRTY_TP: &str = "pagecache_dirty";
     pub const COPIES_SOCK_SEND_TP: &str = "copies_sk_send";
     pub const COPIES_SOCK_RECV_TP: &str = "copies_sk_recv";
-    pub const COPIES_SOCK_SEND_FEXIT: &str = "copies_sk_snd_f";
+    /// fexit programs on the protocols' sendmsg operations, one per function.
+    pub const COPIES_SEND_INET: &str = "copies_snd_inet";
+    pub const COPIES_SEND_INET6: &str = "copies_snd_in6";
+    pub const COPIES_SEND_UNIX_STREAM: &str = "copies_snd_unst";
+    pub const COPIES_SEND_UNIX_DGRAM: &str = "copies_snd_undg";
     pub const COPIES_SOCK_RECV_FEXIT: &str = "copies_sk_rcv_f";
     pub const COPIES_SOCK_SEND_KRET: &str = "copies_sk_snd_k";
     pub const COPIES_SOCK_RECV_KRET: &str = "copies_sk_rcv_k";

@@ -3,6 +3,7 @@
 //! as read-only globals filled in by the agent (rustc emits no CO-RE relocations).
 #![no_std]
 #![no_main]
+#![feature(asm_experimental_arch)]
 
 mod copies;
 mod maps;

@@ -60,6 +60,25 @@ pub fn proc_row<V: Default>(map: &PerCpuHashMap<u32, V>, tgid: u32) -> Option<*m
     map.get_ptr_mut(&tgid)
 }
 
+/// Add to a counter in a per-CPU row. Atomic, because on preemptible kernels (e.g.
+/// CONFIG_PREEMPT_LAZY, where the syscall tracepoints and BPF trampolines run with only
+/// migration disabled) another task can run the same program on this CPU between a plain
+/// load and store, and one of the two increments would be lost. Written as the BPF
+/// atomic add without fetch (BPF_XADD), which every BPF kernel supports; Rust's bpf target
+/// has no 64-bit atomic types.
+#[inline(always)]
+pub fn bump(p: *mut u64, v: u64) {
+    // SAFETY: p points into a map value the verifier has checked is 8 bytes and aligned.
+    unsafe {
+        core::arch::asm!(
+            "lock *(u64 *)({p} + 0) += {v}",
+            p = in(reg) p,
+            v = in(reg) v,
+            options(nostack),
+        )
+    }
+}
+
 #[inline(always)]
 pub fn current_tgid() -> u32 {
     (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32
@@ -68,6 +87,6 @@ pub fn current_tgid() -> u32 {
 #[inline(always)]
 pub fn count(c: Counter) {
     if let Some(v) = COUNTERS.get_ptr_mut(c as u32) {
-        unsafe { *v += 1 };
+        bump(v, 1);
     }
 }

@@ -12,7 +12,7 @@ use copyscope_common::limits;
 
 use crate::{
     global,
-    maps::{CACHE_STATS, INFLIGHT, current_tgid, proc_row},
+    maps::{CACHE_STATS, INFLIGHT, bump, current_tgid, proc_row},
 };
 
 #[unsafe(no_mangle)]
@@ -81,7 +81,7 @@ pub fn pagecache_get(ctx: TracePointContext) -> i32 {
         );
     }
     if pages > 0 {
-        add(|s| s.lookups += pages);
+        add(|s| bump(&raw mut s.lookups, pages));
     }
     0
 }
@@ -96,21 +96,21 @@ pub fn pagecache_add(ctx: TracePointContext) -> i32 {
         0
     };
     let pages = 1u64 << (order & 31);
-    add(|s| s.misses += pages);
+    add(|s| bump(&raw mut s.misses, pages));
     0
 }
 
 // mm/filemap.c: filemap_fault() -> trace_mm_filemap_fault(mapping, index)
 #[tracepoint]
 pub fn pagecache_fault(_ctx: TracePointContext) -> i32 {
-    add(|s| s.mmap_faults += 1);
+    add(|s| bump(&raw mut s.mmap_faults, 1));
     0
 }
 
 // mm/page-writeback.c: folio_account_dirtied() -> trace_writeback_dirty_folio(folio, mapping)
 #[tracepoint]
 pub fn pagecache_dirty(_ctx: TracePointContext) -> i32 {
-    add(|s| s.dirtied += 1);
+    add(|s| bump(&raw mut s.dirtied, 1));
     0
 }
 
@@ -118,25 +118,25 @@ pub fn pagecache_dirty(_ctx: TracePointContext) -> i32 {
 // by a read, the classic cachestat "access".
 #[fentry]
 pub fn pagecache_acc_f(_ctx: FEntryContext) -> i32 {
-    add(|s| s.lookups += 1);
+    add(|s| bump(&raw mut s.lookups, 1));
     0
 }
 
 #[kprobe]
 pub fn pagecache_acc_k(_ctx: ProbeContext) -> u32 {
-    add(|s| s.lookups += 1);
+    add(|s| bump(&raw mut s.lookups, 1));
     0
 }
 
 // mm/filemap.c: filemap_add_folio() (add_to_page_cache_lru() before 5.16): one miss.
 #[fentry]
 pub fn pagecache_add_f(_ctx: FEntryContext) -> i32 {
-    add(|s| s.misses += 1);
+    add(|s| bump(&raw mut s.misses, 1));
     0
 }
 
 #[kprobe]
 pub fn pagecache_add_k(_ctx: ProbeContext) -> u32 {
-    add(|s| s.misses += 1);
+    add(|s| bump(&raw mut s.misses, 1));
     0
 }

@@ -7,7 +7,7 @@ use copyscope_common::limits;
 
 use crate::{
     global,
-    maps::{INFLIGHT, SCHED_STATS, proc_row},
+    maps::{INFLIGHT, SCHED_STATS, bump, proc_row},
 };
 
 #[unsafe(no_mangle)]
@@ -44,12 +44,12 @@ fn try_sched_switch(ctx: &TracePointContext) -> Result<(), i64> {
     };
     unsafe {
         if voluntary {
-            (*v).voluntary += 1;
+            bump(&raw mut (*v).voluntary, 1);
         } else {
-            (*v).involuntary += 1;
+            bump(&raw mut (*v).involuntary, 1);
         }
         if in_io {
-            (*v).in_io += 1;
+            bump(&raw mut (*v).in_io, 1);
         }
     }
     Ok(())

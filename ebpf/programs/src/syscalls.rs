@@ -23,7 +23,7 @@ use copyscope_common::{
 
 use crate::{
     global,
-    maps::{INFLIGHT, INFLIGHT_SPILL, SYSCALL_INDEX, SYSCALL_STATS, WATCHED, count},
+    maps::{INFLIGHT, INFLIGHT_SPILL, SYSCALL_INDEX, SYSCALL_STATS, WATCHED, bump, count},
 };
 
 #[unsafe(no_mangle)]
@@ -226,10 +226,12 @@ fn try_exit<C: EbpfContext>(ctx: &C, ret: i64) -> Result<(), i32> {
     let nanos = now.saturating_sub(rec.start_ns);
     match SYSCALL_STATS.get_ptr_mut(&key) {
         Some(v) => unsafe {
-            (*v).calls += 1;
-            (*v).bytes += bytes;
-            (*v).errors += errors;
-            (*v).nanos += nanos;
+            bump(&raw mut (*v).calls, 1);
+            bump(&raw mut (*v).bytes, bytes);
+            if errors != 0 {
+                bump(&raw mut (*v).errors, errors);
+            }
+            bump(&raw mut (*v).nanos, nanos);
         },
         None => {
             let v = SyscallStats {

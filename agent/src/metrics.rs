@@ -1,0 +1,562 @@
+//! Prometheus metrics: cumulative per-workload counters built from each collection
+//! window, the advisor's findings, and copyscope's own health. Pure apart from the
+//! container lookup passed in; rendered with the `prometheus` crate's text encoder.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use prometheus::{
+    Encoder as _, TextEncoder,
+    proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType},
+};
+
+use crate::{
+    advisor::{self, Calibration, Thresholds},
+    loader::ProgramStat,
+    model::{ProcessAdvice, ProcessRow, Snapshot},
+    workload::{self, OTHER, WorkloadKey},
+};
+
+/// How workloads are labelled and bounded.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// At most this many workloads get their own series; the rest are summed under
+    /// `comm="other"`.
+    pub max_workloads: usize,
+    /// Label series with the pid too (high cardinality: opt-in).
+    pub pid_labels: bool,
+    /// Windows a workload may stay idle before its series are dropped.
+    pub idle_windows: u64,
+}
+
+/// One workload's counts since copyscope started.
+#[derive(Debug, Clone)]
+struct Totals {
+    row: ProcessRow,
+    /// Estimated CPU seconds zero-copy would have saved, by pattern.
+    saved: BTreeMap<&'static str, f64>,
+    last_active: u64,
+}
+
+/// Everything `/metrics` shows.
+pub struct Exporter {
+    opts: Options,
+    thresholds: Thresholds,
+    calibration: Calibration,
+    version: String,
+    kernel: String,
+    workloads: BTreeMap<WorkloadKey, Totals>,
+    windows: u64,
+    folded: u64,
+    advice: Vec<ProcessAdvice>,
+    probes: Vec<crate::model::ProbeRow>,
+    copy_methods: BTreeMap<String, String>,
+    drops: BTreeMap<String, u64>,
+    programs: BTreeMap<String, ProgramStat>,
+    bpf_stats: bool,
+    map_entries: BTreeMap<&'static str, (u64, u64)>,
+    last_collection_seconds: f64,
+}
+
+impl Exporter {
+    pub fn new(
+        opts: Options,
+        thresholds: Thresholds,
+        calibration: Calibration,
+        kernel: &str,
+        bpf_stats: bool,
+    ) -> Exporter {
+        Exporter {
+            opts,
+            thresholds,
+            calibration,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            kernel: kernel.to_string(),
+            workloads: BTreeMap::new(),
+            windows: 0,
+            folded: 0,
+            advice: Vec::new(),
+            probes: Vec::new(),
+            copy_methods: BTreeMap::new(),
+            drops: BTreeMap::new(),
+            programs: BTreeMap::new(),
+            bpf_stats,
+            map_entries: BTreeMap::new(),
+            last_collection_seconds: 0.0,
+        }
+    }
+
+    /// Fold one collection window in. `container_of` maps a pid to its container id;
+    /// `file_sizes` gives the sizes of the files a pid has open (for the O_DIRECT advice).
+    /// Returns the window's findings per workload.
+    pub fn observe(
+        &mut self,
+        s: &Snapshot,
+        container_of: &mut dyn FnMut(u32) -> Option<String>,
+        file_sizes: &mut dyn FnMut(u32) -> Vec<u64>,
+    ) -> Vec<ProcessAdvice> {
+        self.windows += 1;
+        self.probes = s.probes.clone();
+        self.copy_methods = s.cpu_copy_method.clone();
+        for (k, v) in &s.dropped {
+            *self.drops.entry(k.clone()).or_default() += v;
+        }
+        let groups = workload::group(&s.processes, self.opts.pid_labels, container_of);
+        // Busiest first: they keep or win the workload slots.
+        let mut order: Vec<_> = groups.iter().collect();
+        order.sort_by(|a, b| {
+            workload::activity(b.1)
+                .cmp(&workload::activity(a.1))
+                .then(a.0.cmp(b.0))
+        });
+        let mut advice = Vec::new();
+        for (key, row) in order {
+            let own = self.workloads.contains_key(key) || self.tracked() < self.opts.max_workloads;
+            let findings = if own {
+                let sizes = if row.page_cache.misses > 0 {
+                    file_sizes(row.pid)
+                } else {
+                    Vec::new()
+                };
+                advisor::advise(
+                    row,
+                    s.duration_seconds,
+                    &sizes,
+                    &self.calibration,
+                    &self.thresholds,
+                )
+            } else {
+                self.folded += 1;
+                Vec::new()
+            };
+            let key = if own {
+                key.clone()
+            } else {
+                WorkloadKey::other(self.opts.pid_labels)
+            };
+            let t = self.workloads.entry(key.clone()).or_insert_with(|| {
+                let mut r = row.clone();
+                workload::zero(&mut r);
+                Totals {
+                    row: r,
+                    saved: BTreeMap::new(),
+                    last_active: 0,
+                }
+            });
+            workload::merge(&mut t.row, row);
+            t.last_active = self.windows;
+            for f in findings {
+                *t.saved.entry(f.pattern).or_default() +=
+                    f.estimated_cpu_seconds_saved_per_second * s.duration_seconds;
+                advice.push(ProcessAdvice {
+                    pid: key.pid,
+                    comm: key.comm.clone(),
+                    container_id: Some(key.container_id.clone()).filter(|c| !c.is_empty()),
+                    finding: f,
+                });
+            }
+        }
+        let now = self.windows;
+        let idle = self.opts.idle_windows;
+        self.workloads
+            .retain(|_, t| now.saturating_sub(t.last_active) <= idle);
+        advice.sort_by(|a, b| {
+            b.finding
+                .estimated_cpu_seconds_saved_per_second
+                .total_cmp(&a.finding.estimated_cpu_seconds_saved_per_second)
+        });
+        self.advice = advice.clone();
+        advice
+    }
+
+    fn tracked(&self) -> usize {
+        self.workloads.keys().filter(|k| k.comm != OTHER).count()
+    }
+
+    /// Cumulative run counts and times of the programs (the kernel's, since load).
+    pub fn set_programs(&mut self, stats: &[ProgramStat]) {
+        self.programs = stats.iter().map(|p| (p.name.clone(), p.clone())).collect();
+    }
+
+    /// Entries in use and capacity of the kernel maps, as of the last collection.
+    pub fn set_map_entries(&mut self, entries: BTreeMap<&'static str, (u64, u64)>) {
+        self.map_entries = entries;
+    }
+
+    pub fn set_collection_seconds(&mut self, s: f64) {
+        self.last_collection_seconds = s;
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.families(), &mut buf)
+            .expect("text encoding of well-formed families");
+        String::from_utf8(buf).expect("the text format is UTF-8")
+    }
+
+    fn families(&self) -> Vec<MetricFamily> {
+        let mut f = Families::default();
+        let wl = |k: &WorkloadKey| {
+            let mut l = vec![
+                ("comm", k.comm.clone()),
+                ("container_id", k.container_id.clone()),
+            ];
+            if let Some(pid) = k.pid {
+                l.push(("pid", pid.to_string()));
+            }
+            l
+        };
+        for (k, t) in &self.workloads {
+            let r = &t.row;
+            let base = wl(k);
+            let with = |extra: &[(&'static str, String)]| {
+                let mut l = base.clone();
+                l.extend(extra.iter().cloned());
+                l
+            };
+            for s in &r.syscalls {
+                let l = with(&[
+                    ("syscall", s.syscall.clone()),
+                    ("fd_kind", s.fd_kind.clone()),
+                ]);
+                f.counter(SYSCALLS, l.clone(), s.calls as f64);
+                f.counter(SYSCALL_BYTES, l.clone(), s.bytes as f64);
+                f.counter(SYSCALL_ERRORS, l.clone(), s.errors as f64);
+                f.counter(SYSCALL_SECONDS, l, s.seconds);
+            }
+            f.counter(MODE_SWITCHES, base.clone(), r.mode_switches as f64);
+            let cs = &r.context_switches;
+            for (kind, v) in [("voluntary", cs.voluntary), ("involuntary", cs.involuntary)] {
+                f.counter(CONTEXT_SWITCHES, with(&[("kind", kind.into())]), v as f64);
+            }
+            f.counter(CONTEXT_SWITCHES_IN_IO, base.clone(), cs.in_io as f64);
+            for (dir, v) in [
+                ("to_user", r.cpu_copy_bytes.to_user),
+                ("from_user", r.cpu_copy_bytes.from_user),
+            ] {
+                f.counter(CPU_COPY_BYTES, with(&[("direction", dir.into())]), v as f64);
+            }
+            f.counter(ZERO_COPY_BYTES, base.clone(), r.zero_copy_bytes as f64);
+            f.counter(DIRECT_IO_BYTES, base.clone(), r.direct_io_bytes as f64);
+            let pc = &r.page_cache;
+            f.counter(PC_LOOKUPS, base.clone(), pc.lookups as f64);
+            f.counter(PC_HITS, base.clone(), pc.hits as f64);
+            f.counter(PC_MISSES, base.clone(), pc.misses as f64);
+            f.counter(PC_DIRTIED, base.clone(), pc.dirtied as f64);
+            f.counter(PC_MMAP, base.clone(), pc.mmap_faults as f64);
+            for (pattern, secs) in &t.saved {
+                f.counter(
+                    ADVICE_SAVED,
+                    with(&[("pattern", pattern.to_string())]),
+                    *secs,
+                );
+            }
+        }
+        for a in &self.advice {
+            let mut l = vec![
+                ("comm", a.comm.clone()),
+                ("container_id", a.container_id.clone().unwrap_or_default()),
+            ];
+            if let Some(pid) = a.pid {
+                l.push(("pid", pid.to_string()));
+            }
+            l.push(("pattern", a.finding.pattern.to_string()));
+            l.push(("recommendation", a.finding.recommendation.clone()));
+            f.gauge(ADVICE_INFO, l.clone(), 1.0);
+            l.truncate(l.len() - 1);
+            f.gauge(
+                ADVICE_SAVING,
+                l,
+                a.finding.estimated_cpu_seconds_saved_per_second,
+            );
+        }
+        // copyscope itself.
+        f.gauge(
+            BUILD_INFO,
+            vec![
+                ("version", self.version.clone()),
+                ("kernel", self.kernel.clone()),
+            ],
+            1.0,
+        );
+        for p in &self.probes {
+            f.gauge(
+                PROBE_ATTACHED,
+                vec![
+                    ("family", p.family.clone()),
+                    ("hook", p.hook.clone()),
+                    ("method", p.method.clone().unwrap_or_else(|| "none".into())),
+                ],
+                if p.attached { 1.0 } else { 0.0 },
+            );
+        }
+        for (figure, method) in &self.copy_methods {
+            f.gauge(
+                COPY_METHOD,
+                vec![("figure", figure.clone()), ("method", method.clone())],
+                1.0,
+            );
+        }
+        for (reason, v) in &self.drops {
+            f.counter(KERNEL_DROPS, vec![("reason", reason.clone())], *v as f64);
+        }
+        for (name, p) in &self.programs {
+            let l = vec![("program", name.clone())];
+            f.counter(PROGRAM_MISSED, l.clone(), p.missed_runs as f64);
+            if self.bpf_stats {
+                f.counter(PROGRAM_RUNS, l.clone(), p.run_count as f64);
+                f.counter(PROGRAM_SECONDS, l, p.run_time_ns as f64 / 1e9);
+            }
+        }
+        for (map, (used, max)) in &self.map_entries {
+            f.gauge(MAP_ENTRIES, vec![("map", map.to_string())], *used as f64);
+            f.gauge(MAP_MAX_ENTRIES, vec![("map", map.to_string())], *max as f64);
+        }
+        f.counter(COLLECTIONS, vec![], self.windows as f64);
+        f.gauge(COLLECTION_SECONDS, vec![], self.last_collection_seconds);
+        f.gauge(WORKLOADS, vec![], self.tracked() as f64);
+        f.gauge(MAX_WORKLOADS, vec![], self.opts.max_workloads as f64);
+        f.counter(FOLDED, vec![], self.folded as f64);
+        f.gauge(CAL_MEMCPY, vec![], self.calibration.memcpy_bytes_per_second);
+        f.gauge(CAL_SYSCALL, vec![], self.calibration.syscall_seconds);
+        f.finish()
+    }
+}
+
+type Spec = (&'static str, &'static str);
+
+const SYSCALLS: Spec = (
+    "copyscope_syscalls_total",
+    "System calls made, by syscall and the kind of file descriptor (IN->OUT for two-fd calls).",
+);
+const SYSCALL_BYTES: Spec = (
+    "copyscope_syscall_bytes_total",
+    "Bytes the system calls returned as transferred.",
+);
+const SYSCALL_ERRORS: Spec = (
+    "copyscope_syscall_errors_total",
+    "System calls that returned an error.",
+);
+const SYSCALL_SECONDS: Spec = (
+    "copyscope_syscall_seconds_total",
+    "Wall-clock seconds spent inside the system calls, blocked time included.",
+);
+const MODE_SWITCHES: Spec = (
+    "copyscope_mode_switches_total",
+    "User/kernel mode switches of the counted system calls (two per call).",
+);
+const CONTEXT_SWITCHES: Spec = (
+    "copyscope_context_switches_total",
+    "Scheduler context switches away from the workload: voluntary (blocked) or involuntary (preempted).",
+);
+const CONTEXT_SWITCHES_IN_IO: Spec = (
+    "copyscope_context_switches_in_io_total",
+    "Context switches that happened inside a counted I/O system call (also counted by kind).",
+);
+const CPU_COPY_BYTES: Spec = (
+    "copyscope_cpu_copy_bytes_total",
+    "Bytes the CPU copied between kernel and user memory, by direction (see copyscope_cpu_copy_method_info).",
+);
+const ZERO_COPY_BYTES: Spec = (
+    "copyscope_zero_copy_bytes_total",
+    "Bytes moved without a CPU copy through user memory (sendfile, splice, tee, vmsplice, copy_file_range).",
+);
+const DIRECT_IO_BYTES: Spec = (
+    "copyscope_direct_io_bytes_total",
+    "Bytes read or written with O_DIRECT (DMA to user memory, no page-cache copy).",
+);
+const PC_LOOKUPS: Spec = (
+    "copyscope_page_cache_lookups_total",
+    "Pages looked up in the page cache by buffered reads.",
+);
+const PC_HITS: Spec = (
+    "copyscope_page_cache_hits_total",
+    "Pages found in the page cache (lookups - misses, never negative, per collection window).",
+);
+const PC_MISSES: Spec = (
+    "copyscope_page_cache_misses_total",
+    "Pages added to the page cache (read from storage).",
+);
+const PC_DIRTIED: Spec = (
+    "copyscope_page_cache_dirtied_pages_total",
+    "Page-cache pages dirtied by writes.",
+);
+const PC_MMAP: Spec = (
+    "copyscope_page_cache_mmap_fault_pages_total",
+    "Pages of file mappings faulted in.",
+);
+const ADVICE_SAVED: Spec = (
+    "copyscope_advice_estimated_cpu_saved_seconds_total",
+    "CPU seconds the advisor estimates zero-copy would have saved, by pattern.",
+);
+const ADVICE_INFO: Spec = (
+    "copyscope_advice_info",
+    "A finding of the zero-copy advisor in the last collection window (value 1).",
+);
+const ADVICE_SAVING: Spec = (
+    "copyscope_advice_estimated_cpu_saved_ratio",
+    "CPU seconds per second the finding estimates zero-copy would save, in the last window.",
+);
+const BUILD_INFO: Spec = (
+    "copyscope_build_info",
+    "copyscope's version and the kernel it runs on (value 1).",
+);
+const PROBE_ATTACHED: Spec = (
+    "copyscope_probe_attached",
+    "1 if the probe is attached with this method, 0 if no method could attach.",
+);
+const COPY_METHOD: Spec = (
+    "copyscope_cpu_copy_method_info",
+    "How each CPU-copy figure is measured: a copies-family method, or derived from syscalls (value 1).",
+);
+const KERNEL_DROPS: Spec = (
+    "copyscope_kernel_drops_total",
+    "Events the kernel side could not count, by reason (map full, in-flight lost, program runs the kernel skipped).",
+);
+const PROGRAM_MISSED: Spec = (
+    "copyscope_bpf_program_missed_runs_total",
+    "Runs the kernel skipped because the program was already running on that CPU (recursion_misses).",
+);
+const PROGRAM_RUNS: Spec = (
+    "copyscope_bpf_program_runs_total",
+    "Runs of each eBPF program (kernel BPF stats, with --bpf-stats).",
+);
+const PROGRAM_SECONDS: Spec = (
+    "copyscope_bpf_program_run_seconds_total",
+    "CPU seconds spent in each eBPF program (kernel BPF stats, with --bpf-stats).",
+);
+const MAP_ENTRIES: Spec = (
+    "copyscope_map_entries",
+    "Entries in use in each kernel map at the last collection.",
+);
+const MAP_MAX_ENTRIES: Spec = ("copyscope_map_max_entries", "Capacity of each kernel map.");
+const COLLECTIONS: Spec = (
+    "copyscope_collections_total",
+    "Collection windows completed.",
+);
+const COLLECTION_SECONDS: Spec = (
+    "copyscope_collection_duration_seconds",
+    "Seconds the last collection took (reading the maps and updating the metrics).",
+);
+const WORKLOADS: Spec = ("copyscope_workloads", "Workloads with their own series.");
+const MAX_WORKLOADS: Spec = (
+    "copyscope_max_workloads",
+    "The cardinality cap: workloads beyond it are summed under comm=\"other\".",
+);
+const FOLDED: Spec = (
+    "copyscope_workloads_folded_total",
+    "Workload windows summed under comm=\"other\" because the cap was reached.",
+);
+const CAL_MEMCPY: Spec = (
+    "copyscope_calibration_memcpy_bytes_per_second",
+    "This host's memory-copy bandwidth, measured at start-up (the advisor's basis).",
+);
+const CAL_SYSCALL: Spec = (
+    "copyscope_calibration_syscall_seconds",
+    "Seconds of one system call on this host, measured at start-up (two mode switches).",
+);
+
+#[derive(Default)]
+struct Families {
+    by_name: BTreeMap<&'static str, (Spec, MetricType, Vec<Metric>)>,
+}
+
+impl Families {
+    fn add(&mut self, spec: Spec, t: MetricType, labels: Vec<(&'static str, String)>, v: f64) {
+        let mut m = Metric::default();
+        m.set_label(
+            labels
+                .into_iter()
+                .map(|(k, v)| {
+                    let mut p = LabelPair::default();
+                    p.set_name(k.to_string());
+                    p.set_value(v);
+                    p
+                })
+                .collect(),
+        );
+        match t {
+            MetricType::COUNTER => {
+                let mut c = Counter::default();
+                c.set_value(v);
+                m.set_counter(c);
+            }
+            _ => {
+                let mut g = Gauge::default();
+                g.set_value(v);
+                m.set_gauge(g);
+            }
+        }
+        self.by_name
+            .entry(spec.0)
+            .or_insert_with(|| (spec, t, Vec::new()))
+            .2
+            .push(m);
+    }
+
+    fn counter(&mut self, spec: Spec, labels: Vec<(&'static str, String)>, v: f64) {
+        self.add(spec, MetricType::COUNTER, labels, v)
+    }
+
+    fn gauge(&mut self, spec: Spec, labels: Vec<(&'static str, String)>, v: f64) {
+        self.add(spec, MetricType::GAUGE, labels, v)
+    }
+
+    fn finish(self) -> Vec<MetricFamily> {
+        self.by_name
+            .into_values()
+            .map(|((name, help), t, metrics)| {
+                let mut fam = MetricFamily::default();
+                fam.set_name(name.to_string());
+                fam.set_help(help.to_string());
+                fam.set_field_type(t);
+                fam.set_metric(metrics);
+                fam
+            })
+            .collect()
+    }
+}
+
+/// Every metric family name and its help, for the README's table.
+pub fn names() -> BTreeSet<&'static str> {
+    [
+        SYSCALLS,
+        SYSCALL_BYTES,
+        SYSCALL_ERRORS,
+        SYSCALL_SECONDS,
+        MODE_SWITCHES,
+        CONTEXT_SWITCHES,
+        CONTEXT_SWITCHES_IN_IO,
+        CPU_COPY_BYTES,
+        ZERO_COPY_BYTES,
+        DIRECT_IO_BYTES,
+        PC_LOOKUPS,
+        PC_HITS,
+        PC_MISSES,
+        PC_DIRTIED,
+        PC_MMAP,
+        ADVICE_SAVED,
+        ADVICE_INFO,
+        ADVICE_SAVING,
+        BUILD_INFO,
+        PROBE_ATTACHED,
+        COPY_METHOD,
+        KERNEL_DROPS,
+        PROGRAM_MISSED,
+        PROGRAM_RUNS,
+        PROGRAM_SECONDS,
+        MAP_ENTRIES,
+        MAP_MAX_ENTRIES,
+        COLLECTIONS,
+        COLLECTION_SECONDS,
+        WORKLOADS,
+        MAX_WORKLOADS,
+        FOLDED,
+        CAL_MEMCPY,
+        CAL_SYSCALL,
+    ]
+    .iter()
+    .map(|s| s.0)
+    .collect()
+}

@@ -1,0 +1,235 @@
+//! The Prometheus exposition from fixed windows: compared with golden files and linted
+//! by promtool (Debian package `prometheus`, installed by `cargo xtask setup`).
+//! `COPYSCOPE_BLESS=1 cargo test --test metrics` rewrites the golden files.
+
+use std::{collections::BTreeMap, path::PathBuf, process::Command};
+
+use copyscope::{
+    advisor::{Calibration, Thresholds},
+    metrics::{Exporter, Options},
+    model::{CacheRow, CpuCopy, ProbeRow, ProcessRow, SchedRow, Snapshot, SyscallRow},
+};
+use copyscope_common::CopyStats;
+
+const M: u64 = 1 << 20;
+const CID: &str = "3f5ad7e2c1b0a99887766554433221100ffeeddccbbaa0099887766554433221";
+
+fn process(pid: u32, comm: &str, rows: &[(&str, &str, u64, u64)]) -> ProcessRow {
+    let mut p = ProcessRow {
+        pid,
+        comm: comm.into(),
+        exited: false,
+        syscalls: vec![],
+        calls: 0,
+        mode_switches: 0,
+        cpu_copy_bytes: CpuCopy::default(),
+        cpu_copy_bytes_syscalls: CpuCopy::default(),
+        cpu_copy_at_source: CopyStats::default(),
+        zero_copy_bytes: 0,
+        direct_io_bytes: 0,
+        syscall_seconds: 0.0,
+        context_switches: SchedRow {
+            voluntary: 10,
+            involuntary: 2,
+            in_io: 7,
+        },
+        page_cache: CacheRow::default(),
+    };
+    for (s, k, calls, bytes) in rows {
+        p.syscalls.push(SyscallRow {
+            syscall: s.to_string(),
+            fd_kind: k.to_string(),
+            calls: *calls,
+            bytes: *bytes,
+            errors: 0,
+            seconds: *calls as f64 * 1e-6,
+        });
+        p.calls += calls;
+        p.mode_switches += 2 * calls;
+        match *s {
+            "read" | "pread64" | "recvfrom" => p.cpu_copy_bytes.to_user += bytes,
+            "write" | "sendto" => p.cpu_copy_bytes.from_user += bytes,
+            _ => p.zero_copy_bytes += bytes,
+        }
+    }
+    p
+}
+
+fn window(processes: Vec<ProcessRow>) -> Snapshot {
+    Snapshot {
+        duration_seconds: 10.0,
+        kernel: "6.18.44-test".into(),
+        probes: vec![
+            ProbeRow {
+                name: "syscalls_tpbtf".into(),
+                family: "syscalls".into(),
+                hook: "sys_enter".into(),
+                method: Some("tp_btf".into()),
+                attached: true,
+            },
+            ProbeRow {
+                name: "copies_file_f".into(),
+                family: "copies".into(),
+                hook: "file_read".into(),
+                method: None,
+                attached: false,
+            },
+        ],
+        processes,
+        dropped: BTreeMap::from([
+            ("syscall_stats_full".into(), 0),
+            ("program_runs_missed".into(), 3),
+        ]),
+        cpu_copy_method: BTreeMap::from([
+            ("file_read".into(), "syscalls".into()),
+            ("socket_send".into(), "tracepoint".into()),
+        ]),
+        bpf_stats: vec![],
+        command: None,
+        calibration: None,
+        advice: vec![],
+    }
+}
+
+fn exporter(max_workloads: usize, pid_labels: bool) -> Exporter {
+    Exporter::new(
+        Options {
+            max_workloads,
+            pid_labels,
+            idle_windows: 3,
+        },
+        Thresholds::default(),
+        Calibration {
+            memcpy_bytes_per_second: 8e9,
+            syscall_seconds: 200e-9,
+        },
+        "6.18.44-test",
+        false,
+    )
+}
+
+fn containers(pid: u32) -> Option<String> {
+    (pid >= 200).then(|| CID.to_string())
+}
+
+/// Two windows: a file server without sendfile (two worker processes, one workload), a
+/// splice proxy in a container, and a small shell.
+fn scenario(e: &mut Exporter) -> String {
+    let first = window(vec![
+        process(
+            101,
+            "nginx",
+            &[
+                ("read", "file", 800, 50 * M),
+                ("write", "socket", 800, 50 * M),
+            ],
+        ),
+        process(
+            102,
+            "nginx",
+            &[
+                ("read", "file", 800, 50 * M),
+                ("write", "socket", 800, 50 * M),
+            ],
+        ),
+        process(
+            200,
+            "proxy",
+            &[
+                ("splice", "socket->pipe", 100, 40 * M),
+                ("splice", "pipe->socket", 100, 40 * M),
+            ],
+        ),
+        process(300, "sh", &[("read", "pipe", 3, 30)]),
+    ]);
+    e.observe(&first, &mut containers, &mut |_| vec![]);
+    let second = window(vec![process(
+        101,
+        "nginx",
+        &[
+            ("read", "file", 100, 10 * M),
+            ("write", "socket", 100, 10 * M),
+        ],
+    )]);
+    e.observe(&second, &mut containers, &mut |_| vec![]);
+    e.render()
+}
+
+fn golden(name: &str, text: &str) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    if std::env::var_os("COPYSCOPE_BLESS").is_some() {
+        std::fs::write(&path, text).unwrap();
+    }
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (COPYSCOPE_BLESS=1 writes it)", path.display()));
+    assert!(
+        text == want,
+        "the exposition differs from {}; diff it, and bless with COPYSCOPE_BLESS=1 if intended:\n{text}",
+        path.display()
+    );
+    let out = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&path).unwrap())
+        .output()
+        .expect("promtool (Debian package prometheus; cargo xtask setup installs it)");
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics {}: {}{}",
+        path.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn exposition_by_workload_matches_the_golden_file_and_lints_clean() {
+    let text = scenario(&mut exporter(100, false));
+    golden("workloads.prom", &text);
+    // Two nginx processes are one workload: 50+50+10 MiB read from files.
+    assert!(text.contains(&format!(
+        "copyscope_syscall_bytes_total{{comm=\"nginx\",container_id=\"\",syscall=\"read\",fd_kind=\"file\"}} {}",
+        110 * M
+    )));
+    assert!(text.contains(&format!("comm=\"proxy\",container_id=\"{CID}\"")));
+    assert!(
+        text.contains(
+            "copyscope_advice_info{comm=\"nginx\",container_id=\"\",pattern=\"sendfile\""
+        )
+    );
+    assert!(text.contains("copyscope_advice_estimated_cpu_saved_seconds_total{comm=\"nginx\",container_id=\"\",pattern=\"sendfile\"}"));
+    assert!(!text.contains("pid="));
+}
+
+#[test]
+fn the_cardinality_cap_folds_the_quietest_workloads_and_pid_labels_are_opt_in() {
+    let text = scenario(&mut exporter(1, true));
+    golden("capped_with_pids.prom", &text);
+    // The busiest (one nginx process) keeps its series; the rest are summed as "other".
+    assert!(text.contains("comm=\"nginx\",container_id=\"\",pid=\"101\""));
+    assert!(text.contains("comm=\"other\",container_id=\"\",pid=\"0\""));
+    assert!(!text.contains("comm=\"proxy\""));
+    assert!(text.contains("copyscope_workloads_folded_total 3"));
+}
+
+#[test]
+fn counters_never_fall_and_idle_workloads_expire() {
+    let mut e = exporter(100, false);
+    let a = scenario(&mut e);
+    let value = |text: &str, series: &str| -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    };
+    let s = "copyscope_mode_switches_total{comm=\"nginx\",container_id=\"\"}";
+    let before = value(&a, s).unwrap();
+    // Idle windows: counters stay, then the workload's series go after idle_windows (3).
+    for _ in 0..3 {
+        e.observe(&window(vec![]), &mut containers, &mut |_| vec![]);
+        assert_eq!(value(&e.render(), s), Some(before));
+    }
+    e.observe(&window(vec![]), &mut containers, &mut |_| vec![]);
+    assert_eq!(value(&e.render(), s), None);
+}
