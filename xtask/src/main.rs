@@ -34,9 +34,9 @@ enum Cmd {
         /// Skip clippy and rustfmt.
         #[arg(long)]
         no_lint: bool,
-        /// Also run the QEMU kernel matrix (`cargo xtask vm`) after the host tiers.
+        /// Skip the QEMU kernel matrix (`cargo xtask vm`) that runs after the host tiers.
         #[arg(long)]
-        vm: bool,
+        no_vm: bool,
     },
     /// Boot Debian kernels under QEMU and run the kernel tests and `copyscope probes` in each.
     Vm(vm::VmArgs),
@@ -76,8 +76,8 @@ fn main() {
             let status = cmd.args(&args).status()?;
             Ok(status.code().unwrap_or(1))
         })(),
-        Cmd::Test { no_lint, vm } => setup::setup()
-            .and_then(|_| test::test(!no_lint, vm))
+        Cmd::Test { no_lint, no_vm } => setup::setup()
+            .and_then(|_| test::test(!no_lint, !no_vm))
             .map(|_| 0),
         Cmd::Vm(args) => setup::setup()
             .and_then(|_| vm::vm(args))
