@@ -139,7 +139,7 @@ fn run_refuses_bad_flags_addresses_and_thresholds() {
     assert_clean_error(code, &err, "is not a number");
     let (code, _, err) = run(&["run", "--max-workloads", "0"], &[]);
     assert_clean_error(code, &err, "--max-workloads must be at least 1");
-    let (code, _, err) = run(&["snapshot", "--advise-zero-copy-share", "-1"], &[]);
+    let (code, _, err) = run(&["snapshot", "--advise-zero-copy-share", "1.5"], &[]);
     assert_clean_error(code, &err, "must be between 0 and 1");
 }
 
