@@ -446,8 +446,7 @@ pub fn advise(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{CacheRow, CpuCopy, SchedRow, SyscallRow};
-    use copyscope_common::CopyStats;
+    use crate::model::{CacheRow, SyscallRow};
 
     const CAL: Calibration = Calibration {
         memcpy_bytes_per_second: 10e9,
@@ -458,22 +457,7 @@ mod tests {
 
     /// A workload from (syscall, fd kind, calls, bytes) rows over a 10 s window.
     fn workload(rows: &[(&str, &str, u64, u64)]) -> ProcessRow {
-        let mut p = ProcessRow {
-            pid: 1,
-            comm: "app".into(),
-            exited: false,
-            syscalls: vec![],
-            calls: 0,
-            mode_switches: 0,
-            cpu_copy_bytes: CpuCopy::default(),
-            cpu_copy_bytes_syscalls: CpuCopy::default(),
-            cpu_copy_at_source: CopyStats::default(),
-            zero_copy_bytes: 0,
-            direct_io_bytes: 0,
-            syscall_seconds: 0.0,
-            context_switches: SchedRow::default(),
-            page_cache: CacheRow::default(),
-        };
+        let mut p = ProcessRow::empty(1, "app".into(), false);
         for (s, k, calls, bytes) in rows {
             p.syscalls.push(SyscallRow {
                 syscall: s.to_string(),

@@ -87,13 +87,13 @@ impl Exporter {
 
     /// Fold one collection window in. `container_of` maps a pid to its container id;
     /// `file_sizes` gives the sizes of the files a pid has open (for the O_DIRECT advice).
-    /// Returns the window's findings per workload.
+    /// The window's findings per workload are kept for `copyscope_advice_*`.
     pub fn observe(
         &mut self,
         s: &Snapshot,
         container_of: &mut dyn FnMut(u32) -> Option<String>,
         file_sizes: &mut dyn FnMut(u32) -> Vec<u64>,
-    ) -> Vec<ProcessAdvice> {
+    ) {
         self.windows += 1;
         self.probes = s.probes.clone();
         self.copy_methods = s.cpu_copy_method.clone();
@@ -133,14 +133,10 @@ impl Exporter {
             } else {
                 WorkloadKey::other(self.opts.pid_labels)
             };
-            let t = self.workloads.entry(key.clone()).or_insert_with(|| {
-                let mut r = row.clone();
-                workload::zero(&mut r);
-                Totals {
-                    row: r,
-                    saved: BTreeMap::new(),
-                    last_active: 0,
-                }
+            let t = self.workloads.entry(key.clone()).or_insert_with(|| Totals {
+                row: ProcessRow::empty(row.pid, row.comm.clone(), row.exited),
+                saved: BTreeMap::new(),
+                last_active: 0,
             });
             workload::merge(&mut t.row, row);
             t.last_active = self.windows;
@@ -164,8 +160,7 @@ impl Exporter {
                 .estimated_cpu_seconds_saved_per_second
                 .total_cmp(&a.finding.estimated_cpu_seconds_saved_per_second)
         });
-        self.advice = advice.clone();
-        advice
+        self.advice = advice;
     }
 
     fn tracked(&self) -> usize {
@@ -518,7 +513,7 @@ impl Families {
     }
 }
 
-/// Every metric family name and its help, for the README's table.
+/// Every metric family name (the README lists each; a test checks).
 pub fn names() -> BTreeSet<&'static str> {
     [
         SYSCALLS,

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::model::{ProcessRow, SyscallRow};
+use crate::model::{ProcessRow, Tally as _};
 
 /// The container a process runs in, from the contents of /proc/PID/cgroup: the last
 /// 64-hex-digit id in the cgroup paths, as containerd (`cri-containerd-ID.scope` or
@@ -79,7 +79,7 @@ pub fn merge(into: &mut ProcessRow, p: &ProcessRow) {
                 x.errors += r.errors;
                 x.seconds += r.seconds;
             }
-            None => into.syscalls.push(SyscallRow { ..r.clone() }),
+            None => into.syscalls.push(r.clone()),
         }
     }
     into.calls += p.calls;
@@ -88,12 +88,7 @@ pub fn merge(into: &mut ProcessRow, p: &ProcessRow) {
     into.cpu_copy_bytes.from_user += p.cpu_copy_bytes.from_user;
     into.cpu_copy_bytes_syscalls.to_user += p.cpu_copy_bytes_syscalls.to_user;
     into.cpu_copy_bytes_syscalls.from_user += p.cpu_copy_bytes_syscalls.from_user;
-    let (a, b) = (&mut into.cpu_copy_at_source, &p.cpu_copy_at_source);
-    a.file_to_user += b.file_to_user;
-    a.socket_to_user += b.socket_to_user;
-    a.socket_from_user += b.socket_from_user;
-    a.pipe_to_user += b.pipe_to_user;
-    a.pipe_from_user += b.pipe_from_user;
+    into.cpu_copy_at_source.add(&p.cpu_copy_at_source);
     into.zero_copy_bytes += p.zero_copy_bytes;
     into.direct_io_bytes += p.direct_io_bytes;
     into.syscall_seconds += p.syscall_seconds;
@@ -138,35 +133,11 @@ pub fn group(
         match out.get_mut(&key) {
             Some(w) => merge(w, p),
             None => {
-                let mut w = p.clone();
-                zero(&mut w);
-                merge(&mut w, p);
-                out.insert(key, w);
+                out.insert(key, p.clone());
             }
         }
     }
     out
-}
-
-/// An empty row with a process's identity.
-pub fn zero(w: &mut ProcessRow) {
-    let keep = (w.pid, w.comm.clone(), w.exited);
-    *w = ProcessRow {
-        pid: keep.0,
-        comm: keep.1,
-        exited: keep.2,
-        syscalls: vec![],
-        calls: 0,
-        mode_switches: 0,
-        cpu_copy_bytes: Default::default(),
-        cpu_copy_bytes_syscalls: Default::default(),
-        cpu_copy_at_source: Default::default(),
-        zero_copy_bytes: 0,
-        direct_io_bytes: 0,
-        syscall_seconds: 0.0,
-        context_switches: Default::default(),
-        page_cache: Default::default(),
-    };
 }
 
 #[cfg(test)]

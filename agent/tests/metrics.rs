@@ -7,33 +7,18 @@ use std::{collections::BTreeMap, path::PathBuf, process::Command};
 use copyscope::{
     advisor::{Calibration, Thresholds},
     metrics::{Exporter, Options},
-    model::{CacheRow, CpuCopy, ProbeRow, ProcessRow, SchedRow, Snapshot, SyscallRow},
+    model::{ProbeRow, ProcessRow, SchedRow, Snapshot, SyscallRow},
 };
-use copyscope_common::CopyStats;
 
 const M: u64 = 1 << 20;
 const CID: &str = "3f5ad7e2c1b0a99887766554433221100ffeeddccbbaa0099887766554433221";
 
 fn process(pid: u32, comm: &str, rows: &[(&str, &str, u64, u64)]) -> ProcessRow {
-    let mut p = ProcessRow {
-        pid,
-        comm: comm.into(),
-        exited: false,
-        syscalls: vec![],
-        calls: 0,
-        mode_switches: 0,
-        cpu_copy_bytes: CpuCopy::default(),
-        cpu_copy_bytes_syscalls: CpuCopy::default(),
-        cpu_copy_at_source: CopyStats::default(),
-        zero_copy_bytes: 0,
-        direct_io_bytes: 0,
-        syscall_seconds: 0.0,
-        context_switches: SchedRow {
-            voluntary: 10,
-            involuntary: 2,
-            in_io: 7,
-        },
-        page_cache: CacheRow::default(),
+    let mut p = ProcessRow::empty(pid, comm.into(), false);
+    p.context_switches = SchedRow {
+        voluntary: 10,
+        involuntary: 2,
+        in_io: 7,
     };
     for (s, k, calls, bytes) in rows {
         p.syscalls.push(SyscallRow {
@@ -232,4 +217,27 @@ fn counters_never_fall_and_idle_workloads_expire() {
     }
     e.observe(&window(vec![]), &mut containers, &mut |_| vec![]);
     assert_eq!(value(&e.render(), s), None);
+}
+
+#[test]
+fn the_readme_lists_every_metric() {
+    let names = copyscope::metrics::names();
+    // Every family the exporter renders is in the list.
+    let text = scenario(&mut exporter(100, false));
+    for line in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let name = line.split(' ').next().unwrap();
+        assert!(
+            names.contains(name),
+            "{name} is missing from metrics::names()"
+        );
+    }
+    let readme =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    for name in names {
+        assert!(
+            readme.contains(&format!("`{name}`")),
+            "the README does not list {name}"
+        );
+    }
 }

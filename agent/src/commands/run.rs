@@ -198,12 +198,9 @@ fn collect_loop(
         let elapsed = started.elapsed().as_secs_f64();
         started = Instant::now();
         let stats = loader::program_stats(&loaded.ebpf);
-        let missed: u64 = stats
+        let missed: u64 = loader::program_stats_since(&prev_stats, stats.clone())
             .iter()
-            .map(|s| {
-                let b = prev_stats.iter().find(|b| b.name == s.name);
-                s.missed_runs - b.map_or(0, |b| b.missed_runs.min(s.missed_runs))
-            })
+            .map(|s| s.missed_runs)
             .sum();
         prev_stats = stats.clone();
         let mut snap = window_snapshot(loaded, &prev, &after, elapsed, &|_| true, false, missed);
@@ -219,10 +216,9 @@ fn collect_loop(
                 })
                 .clone()
         };
-        let advice = exporter.observe(&snap, &mut container_of, &mut workload::open_file_sizes);
-        snap.advice = super::snapshot::advice(&snap, &calibration, &thresholds);
         // Workload findings are what /metrics shows; the snapshot keeps per-process ones.
-        let _ = advice;
+        exporter.observe(&snap, &mut container_of, &mut workload::open_file_sizes);
+        snap.advice = super::snapshot::advice(&snap, &calibration, &thresholds);
         exporter.set_programs(&stats);
         exporter.set_map_entries(map_entries(&after));
         let gone = collector.forget_retired();

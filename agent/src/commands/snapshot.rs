@@ -78,28 +78,16 @@ pub fn run(args: &SnapshotArgs) -> Result<i32> {
     };
     let after = collector.harvest()?;
     let elapsed = started.elapsed().as_secs_f64();
-    let stats: Vec<_> = loader::program_stats(&loaded.ebpf)
-        .into_iter()
-        .map(|mut s| {
-            if let Some(b) = stats_before.iter().find(|b| b.name == s.name) {
-                s.run_count -= b.run_count.min(s.run_count);
-                s.run_time_ns -= b.run_time_ns.min(s.run_time_ns);
-                s.missed_runs -= b.missed_runs.min(s.missed_runs);
-            }
-            s
-        })
-        .collect();
+    let stats = loader::program_stats_since(&stats_before, loader::program_stats(&loaded.ebpf));
     let missed_runs: u64 = stats.iter().map(|s| s.missed_runs).sum();
     let bpf_stats = if args.bpf_stats { stats } else { Vec::new() };
     if let Some(l) = logger.as_mut() {
         l.flush();
     }
 
-    let own = std::process::id();
     let watched = collector.watched();
-    let keep = |tgid: u32| {
-        tgid != own && (!watch || watched.contains(&tgid)) && args.pid.is_none_or(|p| p == tgid)
-    };
+    let keep =
+        |tgid: u32| (!watch || watched.contains(&tgid)) && args.pid.is_none_or(|p| p == tgid);
     let mut snapshot = window_snapshot(
         &loaded,
         &before,

@@ -607,6 +607,21 @@ pub fn program_stats(ebpf: &Ebpf) -> Vec<ProgramStat> {
     out
 }
 
+/// What each program did between two [`program_stats`] readings.
+pub fn program_stats_since(before: &[ProgramStat], after: Vec<ProgramStat>) -> Vec<ProgramStat> {
+    after
+        .into_iter()
+        .map(|mut s| {
+            if let Some(b) = before.iter().find(|b| b.name == s.name) {
+                s.run_count -= b.run_count.min(s.run_count);
+                s.run_time_ns -= b.run_time_ns.min(s.run_time_ns);
+                s.missed_runs -= b.missed_runs.min(s.missed_runs);
+            }
+            s
+        })
+        .collect()
+}
+
 /// `bpf_prog_info.recursion_misses` of one program, read with BPF_OBJ_GET_INFO_BY_FD
 /// (aya does not expose it); 0 on kernels older than 5.12, which do not report it.
 pub fn recursion_misses(fd: std::os::fd::BorrowedFd<'_>) -> u64 {

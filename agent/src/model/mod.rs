@@ -342,29 +342,38 @@ fn copies(c: &SyscallCopies, src: &CopyStats, s: CopySources) -> (CpuCopy, CpuCo
     (best, sys)
 }
 
-fn new_row(pid: u32, w: &Window, comm_of: &dyn Fn(u32) -> Option<String>) -> ProcessRow {
-    let gone = w.exited.get(&pid);
-    ProcessRow {
-        pid,
-        comm: gone
-            .cloned()
-            .or_else(|| comm_of(pid))
-            .unwrap_or_else(|| "?".into()),
-        exited: gone.is_some(),
-        syscalls: vec![],
-        calls: 0,
-        mode_switches: 0,
-        cpu_copy_bytes: CpuCopy::default(),
-        cpu_copy_bytes_syscalls: CpuCopy::default(),
-        cpu_copy_at_source: CopyStats::default(),
-        zero_copy_bytes: 0,
-        direct_io_bytes: 0,
-        syscall_seconds: 0.0,
-        context_switches: SchedRow::default(),
-        page_cache: CacheRow::default(),
+impl ProcessRow {
+    /// A row with nothing counted yet.
+    pub fn empty(pid: u32, comm: String, exited: bool) -> ProcessRow {
+        ProcessRow {
+            pid,
+            comm,
+            exited,
+            syscalls: vec![],
+            calls: 0,
+            mode_switches: 0,
+            cpu_copy_bytes: CpuCopy::default(),
+            cpu_copy_bytes_syscalls: CpuCopy::default(),
+            cpu_copy_at_source: CopyStats::default(),
+            zero_copy_bytes: 0,
+            direct_io_bytes: 0,
+            syscall_seconds: 0.0,
+            context_switches: SchedRow::default(),
+            page_cache: CacheRow::default(),
+        }
     }
 }
 
+fn new_row(pid: u32, w: &Window, comm_of: &dyn Fn(u32) -> Option<String>) -> ProcessRow {
+    let gone = w.exited.get(&pid);
+    ProcessRow::empty(
+        pid,
+        gone.cloned()
+            .or_else(|| comm_of(pid))
+            .unwrap_or_else(|| "?".into()),
+        gone.is_some(),
+    )
+}
 /// Build per-process rows from a window, busiest (most bytes through the CPU) first.
 pub fn processes(w: &Window, comm_of: &dyn Fn(u32) -> Option<String>) -> Vec<ProcessRow> {
     let mut by_pid: BTreeMap<u32, (ProcessRow, SyscallCopies)> = BTreeMap::new();
