@@ -4,12 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::ProcessRow;
 
 /// This host's cost of the work zero-copy avoids, measured at start-up.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub struct Calibration {
     /// Bytes one CPU copies per second (memcpy of buffers larger than the caches).
     pub memcpy_bytes_per_second: f64,
@@ -66,7 +66,7 @@ impl Thresholds {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Evidence {
     pub window_seconds: f64,
     /// One sentence with the figures that triggered the finding.
@@ -76,11 +76,11 @@ pub struct Evidence {
     pub figures: BTreeMap<String, f64>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Finding {
     /// Stable identifier: `sendfile`, `mmap_sendfile`, `splice_socket_to_socket`,
     /// `splice_socket_to_file`, `copy_file_range`, `direct_io`, `zero_copy`.
-    pub pattern: &'static str,
+    pub pattern: String,
     pub recommendation: String,
     pub evidence: Evidence,
     pub estimated_cpu_seconds_saved_per_second: f64,
@@ -223,7 +223,7 @@ pub fn advise(
             let reads = f.file_read_calls as f64 * (b / f.file_read as f64);
             let saved = (copy_s(2.0 * b) + calls_s(reads)) / window;
             out.push(Finding {
-                pattern: "sendfile",
+                pattern: "sendfile".into(),
                 recommendation: "serve files to sockets with sendfile() (nginx `sendfile on;`, Java FileChannel.transferTo, Go io.Copy from *os.File to *net.TCPConn) instead of read() + write()".into(),
                 evidence: ev(
                     format!(
@@ -279,7 +279,7 @@ pub fn advise(
                 )
             };
             out.push(Finding {
-                pattern,
+                pattern: pattern.into(),
                 recommendation: rec.into(),
                 evidence: ev(
                     format!(
@@ -321,7 +321,7 @@ pub fn advise(
         // share extents (reflink) or copy in the kernel.
         let reads = f.file_read_calls as f64 * (b / f.file_read as f64);
         out.push(Finding {
-            pattern: "copy_file_range",
+            pattern: "copy_file_range".into(),
             recommendation: "copy files with copy_file_range() (or FICLONE on btrfs/XFS) instead of read() + write()".into(),
             evidence: ev(
                 format!(
@@ -350,7 +350,7 @@ pub fn advise(
         && rate(mapped, window) >= th.min_bytes_per_second * th.min_ratio
     {
         out.push(Finding {
-            pattern: "mmap_sendfile",
+            pattern: "mmap_sendfile".into(),
             recommendation: "send mapped files with sendfile() instead of mmap() + write(): the write still copies every page from user memory".into(),
             evidence: ev(
                 format!(
@@ -381,7 +381,7 @@ pub fn advise(
         // missed page goes (and the cache is not churned).
         let avoided = missed.min(f.file_read as f64);
         out.push(Finding {
-            pattern: "direct_io",
+            pattern: "direct_io".into(),
             recommendation: format!(
                 "read files of {} and more with O_DIRECT and asynchronous I/O (nginx `directio {}; aio on;`): they stream through the page cache with little reuse",
                 human_size(size),
@@ -420,7 +420,7 @@ pub fn advise(
         && zero / (zero + copied) >= th.zero_copy_share
     {
         out.push(Finding {
-            pattern: "zero_copy",
+            pattern: "zero_copy".into(),
             recommendation: "already zero-copy: nothing to change".into(),
             evidence: ev(
                 format!(
@@ -479,10 +479,10 @@ mod tests {
         p
     }
 
-    fn patterns(p: &ProcessRow) -> Vec<&'static str> {
+    fn patterns(p: &ProcessRow) -> Vec<String> {
         advise(p, W, &[], &CAL, &Thresholds::default())
             .iter()
-            .map(|f| f.pattern)
+            .map(|f| f.pattern.clone())
             .collect()
     }
 
@@ -649,7 +649,7 @@ mod tests {
             ("read", "file_direct", 100, 100 * M),
             ("write", "socket", 100, 100 * M),
         ]);
-        assert!(!patterns(&p).contains(&"sendfile"));
+        assert!(!patterns(&p).iter().any(|x| x == "sendfile"));
     }
 
     #[test]

@@ -31,6 +31,33 @@ pub enum Command {
     /// Run as an agent: collect every interval and serve Prometheus metrics, health
     /// checks and the last window's snapshot over HTTP.
     Run(RunArgs),
+    /// The live view: which processes copy bytes through the CPU, switch modes and miss
+    /// the page cache, and what to do about it. `?` lists the keys.
+    Top(TopArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TopArgs {
+    /// Show a running agent (`copyscope run`) instead of attaching probes here, e.g.
+    /// http://127.0.0.1:9435 through `kubectl port-forward`. Needs no privileges.
+    #[arg(long, env = "COPYSCOPE_TOP_FROM", value_name = "URL")]
+    pub from: Option<String>,
+
+    /// Seconds between refreshes (+ and - change it while running).
+    #[arg(long, short = 'i', default_value_t = 2.0, value_parser = parse_interval)]
+    pub interval: f64,
+
+    /// Column to sort by: pid, comm, container, syscalls, mode, switches, to-user,
+    /// from-user, zero-copy, direct, hit, advice.
+    #[arg(long, value_parser = crate::tui::parse_column)]
+    pub sort: Option<crate::tui::view::Column>,
+
+    /// Show only lines whose command, container or pid matches.
+    #[arg(long)]
+    pub filter: Option<String>,
+
+    #[command(flatten)]
+    pub advice: AdviceArgs,
 }
 
 #[derive(Debug, clap::Args)]

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod model;
 pub mod report;
 pub mod signals;
+pub mod tui;
 pub mod workload;
 
 use anyhow::Result;
@@ -21,5 +22,6 @@ pub fn run(cli: cli::Cli) -> Result<i32> {
         cli::Command::Probes { json } => commands::probes::run(json),
         cli::Command::Snapshot(args) => commands::snapshot::run(&args),
         cli::Command::Run(args) => commands::run::run(&args),
+        cli::Command::Top(args) => tui::run(&args),
     }
 }

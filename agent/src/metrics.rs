@@ -33,7 +33,7 @@ pub struct Options {
 struct Totals {
     row: ProcessRow,
     /// Estimated CPU seconds zero-copy would have saved, by pattern.
-    saved: BTreeMap<&'static str, f64>,
+    saved: BTreeMap<String, f64>,
     last_active: u64,
 }
 
@@ -141,7 +141,7 @@ impl Exporter {
             workload::merge(&mut t.row, row);
             t.last_active = self.windows;
             for f in findings {
-                *t.saved.entry(f.pattern).or_default() +=
+                *t.saved.entry(f.pattern.clone()).or_default() +=
                     f.estimated_cpu_seconds_saved_per_second * s.duration_seconds;
                 advice.push(ProcessAdvice {
                     pid: key.pid,

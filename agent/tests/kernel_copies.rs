@@ -25,15 +25,25 @@ fn socket_copies_at_the_source_match_the_syscalls() {
         recv.unwrap().as_str()
     );
     let p = command_process(&snap);
-    assert_eq!(
-        num(p, &["cpu_copy_at_source", "socket_from_user"]),
-        row(p, "sendto", "socket").bytes
-    );
-    assert_eq!(
-        num(p, &["cpu_copy_at_source", "socket_to_user"]),
-        row(p, "recvfrom", "socket").bytes
-    );
-    assert_eq!(num(p, &["cpu_copy_at_source", "socket_from_user"]), 280_000);
+    // Each method against the workload's figure; each skipped program run loses at most
+    // one call's bytes (a receive may return the whole stream).
+    let s = slack(&snap);
+    for (figure, want, per_call) in [
+        (
+            num(p, &["cpu_copy_at_source", "socket_from_user"]),
+            280_000,
+            7000,
+        ),
+        (row(p, "sendto", "socket").bytes, 280_000, 7000),
+        (
+            num(p, &["cpu_copy_at_source", "socket_to_user"]),
+            280_000,
+            280_000,
+        ),
+        (row(p, "recvfrom", "socket").bytes, 280_000, 280_000),
+    ] {
+        assert_near(s, figure, want, per_call, "socket bytes");
+    }
 }
 
 #[test]
@@ -50,10 +60,12 @@ fn sendfile_is_not_counted_as_a_socket_copy() {
     let p = command_process(&snap);
     // sendfile hands page-cache pages to the socket (MSG_SPLICE_PAGES): no copy from user.
     assert_eq!(num(p, &["cpu_copy_at_source", "socket_from_user"]), 0);
-    assert_eq!(
+    assert_near(
+        slack(&snap),
         num(p, &["cpu_copy_at_source", "socket_to_user"]),
         2 << 20,
-        "the receiver copies"
+        2 << 20,
+        "the receiver copies",
     );
 }
 
@@ -76,8 +88,16 @@ fn file_read_copies_at_the_source_match_the_syscalls() {
     let (p, b) = (command_process(&snap), command_process(&base));
     let at_source = num(p, &["cpu_copy_at_source", "file_to_user"])
         - num(b, &["cpu_copy_at_source", "file_to_user"]);
-    assert_eq!(at_source, 1 << 20);
-    assert_eq!(diff(p, b, "read", "file").bytes, 1 << 20);
+    // The workload reads with a 64 KiB buffer.
+    let s = slack_diff(&snap, &base);
+    assert_near(s, at_source, 1 << 20, 64 << 10, "file bytes at the source");
+    assert_near(
+        s,
+        diff(p, b, "read", "file").bytes,
+        1 << 20,
+        64 << 10,
+        "file bytes by the syscalls",
+    );
 }
 
 #[test]
@@ -94,15 +114,24 @@ fn pipe_copies_at_the_source_match_the_syscalls() {
     let d = scratch("copies-pipe");
     let (snap, _) = run_workload(&d, &["pipe", "100", "3000"]);
     let p = command_process(&snap);
-    assert_eq!(
-        num(p, &["cpu_copy_at_source", "pipe_from_user"]),
-        row(p, "write", "pipe").bytes
-    );
-    assert_eq!(
-        num(p, &["cpu_copy_at_source", "pipe_to_user"]),
-        row(p, "read", "pipe").bytes
-    );
-    assert_eq!(row(p, "write", "pipe").bytes, 300_000);
+    let s = slack(&snap);
+    // Writes are 3000 bytes each; a read returns at most a full pipe (64 KiB).
+    for (figure, per_call, what) in [
+        (
+            num(p, &["cpu_copy_at_source", "pipe_from_user"]),
+            3000,
+            "pipe_write",
+        ),
+        (row(p, "write", "pipe").bytes, 3000, "write syscalls"),
+        (
+            num(p, &["cpu_copy_at_source", "pipe_to_user"]),
+            65536,
+            "pipe_read",
+        ),
+        (row(p, "read", "pipe").bytes, 65536, "read syscalls"),
+    ] {
+        assert_near(s, figure, 300_000, per_call, what);
+    }
 }
 
 #[test]

@@ -21,22 +21,30 @@ fn preads_of_a_regular_file_are_counted_exactly() {
     let (snap, res) = run_workload(&d, &["pread", path, "1000", "4096"]);
     assert_eq!(res["bytes"], 4_096_000);
     let (p, b) = (command_process(&snap), command_process(&base));
-    assert_eq!(
+    let s = slack_diff(&snap, &base);
+    assert_counted(
+        s,
         diff(p, b, "pread64", "file"),
         Row {
             calls: 1000,
             bytes: 4_096_000,
-            errors: 0
-        }
+            errors: 0,
+        },
+        4096,
     );
-    assert_eq!(
-        p["mode_switches"].as_u64().unwrap() - b["mode_switches"].as_u64().unwrap(),
-        2000
+    assert_near(
+        s,
+        num(p, &["mode_switches"]) - num(b, &["mode_switches"]),
+        2000,
+        2,
+        "mode switches",
     );
-    assert_eq!(
-        p["cpu_copy_bytes"]["to_user"].as_u64().unwrap()
-            - b["cpu_copy_bytes"]["to_user"].as_u64().unwrap(),
-        4_096_000
+    assert_near(
+        s,
+        num(p, &["cpu_copy_bytes", "to_user"]) - num(b, &["cpu_copy_bytes", "to_user"]),
+        4_096_000,
+        4096,
+        "bytes copied to user",
     );
     assert_eq!(p["zero_copy_bytes"], 0);
     assert_eq!(p["exited"], true);
@@ -48,19 +56,30 @@ fn pipe_writes_and_reads_are_counted_exactly() {
     let d = scratch("pipe");
     let (snap, _) = run_workload(&d, &["pipe", "100", "1000"]);
     let p = command_process(&snap);
-    assert_eq!(
+    let s = slack(&snap);
+    assert_counted(
+        s,
         row(p, "write", "pipe"),
         Row {
             calls: 100,
             bytes: 100_000,
-            errors: 0
-        }
+            errors: 0,
+        },
+        1000,
     );
-    assert_eq!(row(p, "read", "pipe").bytes, 100_000);
-    // Every byte written from user memory: the pipe data plus the result file.
+    // A read returns at most a full pipe (64 KiB).
+    assert_near(
+        s,
+        row(p, "read", "pipe").bytes,
+        100_000,
+        65536,
+        "pipe reads",
+    );
+    // Every byte written from user memory: the pipe data plus the result file (the same
+    // calls, so exact even with skipped runs).
     assert_eq!(
-        p["cpu_copy_bytes"]["from_user"],
-        100_000 + row(p, "write", "file").bytes
+        num(p, &["cpu_copy_bytes", "from_user"]),
+        row(p, "write", "pipe").bytes + row(p, "write", "file").bytes
     );
 }
 
@@ -71,21 +90,20 @@ fn loopback_tcp_sends_and_receives_are_counted_exactly() {
     let (snap, res) = run_workload(&d, &["tcp", "50", "5000"]);
     assert_eq!(res["received"], 250_000);
     let p = command_process(&snap);
+    let s = slack(&snap);
     assert_counted(
-        &snap,
+        s,
         row(p, "sendto", "socket"),
         Row {
             calls: 50,
             bytes: 250_000,
             errors: 0,
         },
+        5000,
     );
     let r = row(p, "recvfrom", "socket");
-    if missed_runs(&snap) == 0 {
-        assert_eq!(r.bytes, 250_000);
-    } else {
-        assert!(r.bytes <= 250_000 && r.bytes > 0, "{r:?}");
-    }
+    // A receive returns what has arrived, up to the whole stream.
+    assert_near(s, r.bytes, 250_000, 250_000, "received bytes");
     assert!(
         r.calls >= 2,
         "at least one data recv and the EOF recv, got {}",
@@ -102,16 +120,26 @@ fn sendfile_from_file_to_socket_is_zero_copy() {
     let (snap, res) = run_workload(&d, &["sendfile", f.to_str().unwrap()]);
     let p = command_process(&snap);
     let r = row(p, "sendfile64", "file->socket");
-    assert_eq!(
+    let s = slack(&snap);
+    let max_call = res["max_call"].as_u64().unwrap();
+    assert_counted(
+        s,
         r,
         Row {
             calls: res["calls"].as_u64().unwrap(),
             bytes: 3 << 20,
-            errors: 0
-        }
+            errors: 0,
+        },
+        max_call,
     );
-    assert_eq!(p["zero_copy_bytes"], 3 << 20);
-    assert_eq!(row(p, "recvfrom", "socket").bytes, 3 << 20);
+    assert_eq!(num(p, &["zero_copy_bytes"]), r.bytes);
+    assert_near(
+        s,
+        row(p, "recvfrom", "socket").bytes,
+        3 << 20,
+        3 << 20,
+        "received bytes",
+    );
 }
 
 #[test]
@@ -123,18 +151,23 @@ fn splice_through_a_pipe_records_both_ends() {
     let (snap, res) = run_workload(&d, &["splice", f.to_str().unwrap()]);
     let p = command_process(&snap);
     let calls = res["calls"].as_u64().unwrap();
-    assert_eq!(
-        row(p, "splice", "file->pipe"),
+    let max_call = res["max_call"].as_u64().unwrap();
+    let s = slack(&snap);
+    let into = row(p, "splice", "file->pipe");
+    assert_counted(
+        s,
+        into,
         Row {
             calls,
             bytes: 1 << 20,
-            errors: 0
-        }
+            errors: 0,
+        },
+        max_call,
     );
     let out = row(p, "splice", "pipe->socket");
-    assert_eq!(out.bytes, 1 << 20);
-    assert!(out.calls >= calls);
-    assert_eq!(p["zero_copy_bytes"], 2 << 20);
+    assert_near(s, out.bytes, 1 << 20, max_call, "bytes spliced out");
+    assert!(out.calls + s.below >= calls);
+    assert_eq!(num(p, &["zero_copy_bytes"]), into.bytes + out.bytes);
 }
 
 #[test]
@@ -152,13 +185,15 @@ fn copy_file_range_is_counted_file_to_file() {
         ],
     );
     let p = command_process(&snap);
-    assert_eq!(
+    assert_counted(
+        slack(&snap),
         row(p, "copy_file_range", "file->file"),
         Row {
             calls: res["calls"].as_u64().unwrap(),
             bytes: 5 << 20,
-            errors: 0
-        }
+            errors: 0,
+        },
+        res["max_call"].as_u64().unwrap(),
     );
     assert_eq!(std::fs::read(&src).unwrap(), std::fs::read(&dst).unwrap());
 }
@@ -185,17 +220,23 @@ fn o_direct_reads_are_direct_io_not_cpu_copies() {
     let (base, _) = run_workload(&d, &["direct", f.to_str().unwrap(), "0", "4096"]);
     let (snap, _) = run_workload(&d, &["direct", f.to_str().unwrap(), "10", "4096"]);
     let (p, b) = (command_process(&snap), command_process(&base));
-    assert_eq!(
+    let s = slack_diff(&snap, &base);
+    assert_counted(
+        s,
         diff(p, b, "pread64", "file_direct"),
         Row {
             calls: 10,
             bytes: 40_960,
-            errors: 0
-        }
+            errors: 0,
+        },
+        4096,
     );
-    assert_eq!(
-        p["direct_io_bytes"].as_u64().unwrap() - b["direct_io_bytes"].as_u64().unwrap(),
-        40_960
+    assert_near(
+        s,
+        num(p, &["direct_io_bytes"]) - num(b, &["direct_io_bytes"]),
+        40_960,
+        4096,
+        "direct I/O bytes",
     );
     assert_eq!(
         diff(p, b, "pread64", "file"),
@@ -210,13 +251,15 @@ fn failed_calls_on_a_bad_fd_are_errors() {
     let d = scratch("badfd");
     let (snap, _) = run_workload(&d, &["badfd", "25"]);
     let p = command_process(&snap);
-    assert_eq!(
+    assert_counted(
+        slack(&snap),
         row(p, "read", "other"),
         Row {
             calls: 25,
             bytes: 0,
-            errors: 25
-        }
+            errors: 25,
+        },
+        0,
     );
 }
 
@@ -234,15 +277,21 @@ fn two_threads_of_a_million_syscalls_each_are_counted_exactly() {
     // Exact, unless the kernel skipped program runs (seen on 7.2): then at most one call
     // per skipped run is missing.
     assert_eq!(got.errors, 0);
-    assert_eq!(got.calls, got.bytes);
+    // Each call reads one byte; a call whose exit run was skipped has unknown bytes.
+    let unknown = num(&snap["dropped"], &["syscall_bytes_unknown"]);
+    assert!(
+        got.bytes <= got.calls && got.bytes + unknown >= got.calls,
+        "{got:?}"
+    );
     assert_counted(
-        &snap,
+        slack_diff(&snap, &base),
         got,
         Row {
             calls: 2_000_000,
             bytes: 2_000_000,
             errors: 0,
         },
+        1,
     );
     assert_eq!(snap["dropped"]["inflight_lost"], 0);
     assert_eq!(snap["dropped"]["syscall_stats_full"], 0);

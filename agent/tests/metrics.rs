@@ -43,6 +43,8 @@ fn process(pid: u32, comm: &str, rows: &[(&str, &str, u64, u64)]) -> ProcessRow 
 fn window(processes: Vec<ProcessRow>) -> Snapshot {
     Snapshot {
         duration_seconds: 10.0,
+        end_unix_seconds: 1_790_000_000.0,
+        host: "node-1".into(),
         kernel: "6.18.44-test".into(),
         probes: vec![
             ProbeRow {

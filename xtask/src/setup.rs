@@ -28,6 +28,8 @@ const PACKAGES: &[(&str, &str)] = &[
     // The real application the advisor is checked on.
     ("nginx", "nginx"),
     ("curl", "curl"),
+    // `copyscope top` end to end: the real binary in a real terminal.
+    ("tmux", "tmux"),
 ];
 
 pub struct Toolchain {

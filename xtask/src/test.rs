@@ -35,10 +35,8 @@ pub fn test(lint: bool, matrix: bool) -> Result<()> {
     let mut matrix_error = None;
     if matrix && failed == 0 {
         if is_root() {
-            // 7.2 is left out until its skipped program runs are accounted for in every
-            // exact test (see the README); `cargo xtask vm --kernel 7.2` runs it.
             let results = crate::vm::vm(crate::vm::VmArgs {
-                kernels: ["5.10", "6.1", "6.12"].map(String::from).to_vec(),
+                kernels: ["5.10", "6.1", "6.12", "7.2"].map(String::from).to_vec(),
                 parallel: 2,
                 timeout: 1500,
                 only: vec![],

@@ -366,7 +366,7 @@ for t in @TESTS@; do
   name=$(basename "$t" | sed 's/-[0-9a-f]*$//')
   echo "GUEST running $name"
   COPYSCOPE_TEST_SCRATCH=/scratch COPYSCOPE_REQUIRE_KERNEL_TESTS=1 RUST_BACKTRACE=0 \
-    "$t" --test-threads=1 > "$OUT/$name.log" 2>&1 || rc=1
+    "$t" --test-threads=1 --show-output > "$OUT/$name.log" 2>&1 || rc=1
 done
 echo "$rc" > "$OUT/rc"
 sync

@@ -17,6 +17,8 @@
 //!   copyscope-workload write-file FILE PAGES        write PAGES pages of 4 KiB to a new FILE
 //!   copyscope-workload pipe-sleep COUNT             a thread blocks in read() on an empty pipe COUNT times
 //!   copyscope-workload spin MILLIS                  two threads share CPU 0, spinning MILLIS ms
+//!   copyscope-workload serve FILE ADDR SECONDS      read() FILE and write() it to a TCP socket
+//!                                                   connected to ADDR, over and over, SECONDS s
 //!
 //! The result goes to stdout, or to the file named by COPYSCOPE_WORKLOAD_OUT.
 use std::{
@@ -304,7 +306,7 @@ fn main() {
             let (tx, rx) = tcp_pair();
             let sock = tx.as_raw_fd();
             let mut left = size;
-            let mut calls = 0u64;
+            let (mut calls, mut max_call) = (0u64, 0u64);
             if op == "sendfile" {
                 while left > 0 {
                     let n = check(
@@ -312,6 +314,7 @@ fn main() {
                         "sendfile",
                     );
                     calls += 1;
+                    max_call = max_call.max(n as u64);
                     left -= n as u64;
                 }
             } else {
@@ -351,12 +354,13 @@ fn main() {
                         );
                     }
                     calls += 1;
+                    max_call = max_call.max(n as u64);
                     left -= n as u64;
                 }
             }
             drop(tx);
             let got = rx.join().unwrap();
-            format!(r#"{{"calls":{calls},"bytes":{size},"received":{got}}}"#)
+            format!(r#"{{"calls":{calls},"bytes":{size},"received":{got},"max_call":{max_call}}}"#)
         }
         "copy-file-range" => {
             let src = open(
@@ -369,7 +373,7 @@ fn main() {
             );
             let size = file_size(src);
             let mut left = size;
-            let mut calls = 0;
+            let (mut calls, mut max_call) = (0u64, 0u64);
             while left > 0 {
                 let n = check(
                     unsafe {
@@ -388,9 +392,10 @@ fn main() {
                 if n == 0 {
                     die("copy_file_range made no progress");
                 }
+                max_call = max_call.max(n as u64);
                 left -= n as u64;
             }
-            format!(r#"{{"calls":{calls},"bytes":{size}}}"#)
+            format!(r#"{{"calls":{calls},"bytes":{size},"max_call":{max_call}}}"#)
         }
         "direct" => {
             let path = a(1).unwrap_or_else(|| die("direct FILE COUNT SIZE"));
@@ -459,6 +464,39 @@ fn main() {
                 threads * count,
                 threads * count
             )
+        }
+        "serve" => {
+            // A web server without sendfile: file -> user buffer -> socket.
+            let path = a(1).unwrap_or_else(|| die("serve FILE ADDR SECONDS"));
+            let addr = a(2).unwrap_or_else(|| die("serve FILE ADDR SECONDS"));
+            let secs = num(a(3), "SECONDS");
+            let sock = TcpStream::connect(addr.as_str())
+                .unwrap_or_else(|e| die(&format!("connect {addr}: {e}")));
+            let fd = open(path, libc::O_RDONLY);
+            let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+            let mut buf = vec![0u8; 65536];
+            let mut bytes = 0u64;
+            while std::time::Instant::now() < end {
+                let n = check(
+                    unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) },
+                    "read",
+                );
+                if n == 0 {
+                    unsafe { libc::lseek(fd, 0, libc::SEEK_SET) };
+                    continue;
+                }
+                let mut off = 0;
+                while off < n {
+                    off += check(
+                        unsafe {
+                            libc::write(sock.as_raw_fd(), buf[off..n].as_ptr().cast(), n - off)
+                        },
+                        "write",
+                    );
+                }
+                bytes += n as u64;
+            }
+            format!(r#"{{"bytes":{bytes}}}"#)
         }
         other => die(&format!("unknown workload {other:?}")),
     };

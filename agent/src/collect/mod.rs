@@ -2,3 +2,4 @@
 
 pub mod procstats;
 pub mod syscalls;
+pub mod window;

@@ -3,7 +3,7 @@
 //! `/healthz`, `/readyz` and `/api/v1/snapshot` from what the last collection left.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     sync::{
         Arc, RwLock,
         atomic::{AtomicBool, Ordering},
@@ -19,19 +19,16 @@ use axum::{
     response::IntoResponse,
     routing::get,
 };
-use copyscope_common::{limits, maps};
 use log::{error, info, warn};
 
 use crate::{
     calibrate,
     cli::RunArgs,
-    collect::syscalls::Collector,
+    collect::window::Sampler,
     loader::{self, LoadOptions},
     metrics::{Exporter, Options},
     workload,
 };
-
-use super::snapshot::window_snapshot;
 
 /// What the collection thread publishes for the HTTP side.
 #[derive(Default)]
@@ -178,11 +175,8 @@ fn collect_loop(
     } else {
         None
     };
-    let mut collector = Collector::new(loaded)?;
     let mut exporter = Exporter::new(opts, thresholds, calibration, &loaded.kernel, bpf_stats);
-    let mut containers: HashMap<u32, Option<String>> = HashMap::new();
-    let mut prev = collector.harvest()?;
-    let mut prev_stats = loader::program_stats(&loaded.ebpf);
+    let mut sampler = Sampler::new(loaded, calibration, thresholds)?;
     let mut started = Instant::now();
     while !stop.load(Ordering::SeqCst) {
         // Sleep in short steps so that a shutdown is prompt.
@@ -193,46 +187,26 @@ fn collect_loop(
         if stop.load(Ordering::SeqCst) {
             break;
         }
-        let t0 = Instant::now();
-        let mut after = collector.harvest()?;
-        let elapsed = started.elapsed().as_secs_f64();
         started = Instant::now();
-        let stats = loader::program_stats(&loaded.ebpf);
-        let missed: u64 = loader::program_stats_since(&prev_stats, stats.clone())
+        let t0 = Instant::now();
+        let sample = sampler.sample(loaded)?;
+        let snap = &sample.snapshot;
+        let containers: HashMap<u32, Option<String>> = snap
+            .processes
             .iter()
-            .map(|s| s.missed_runs)
-            .sum();
-        prev_stats = stats.clone();
-        let mut snap = window_snapshot(loaded, &prev, &after, elapsed, &|_| true, false, missed);
-        snap.calibration = Some(calibration);
-        // Container ids of the pids seen, looked up once per pid while it lives.
-        let mut container_of = |pid: u32| {
-            containers
-                .entry(pid)
-                .or_insert_with(|| {
-                    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-                        .ok()
-                        .and_then(|c| workload::container_id(&c))
-                })
-                .clone()
-        };
+            .map(|p| (p.pid, p.container_id.clone()))
+            .collect();
         // Workload findings are what /metrics shows; the snapshot keeps per-process ones.
-        exporter.observe(&snap, &mut container_of, &mut workload::open_file_sizes);
-        snap.advice = super::snapshot::advice(&snap, &calibration, &thresholds);
-        exporter.set_programs(&stats);
-        exporter.set_map_entries(map_entries(&after));
-        let gone = collector.forget_retired();
-        for pid in &gone {
-            containers.remove(pid);
-        }
-        after.forget(&gone);
-        prev = after;
-        if containers.len() > 65_536 {
-            containers.clear();
-        }
+        exporter.observe(
+            snap,
+            &mut |pid| containers.get(&pid).cloned().flatten(),
+            &mut workload::open_file_sizes,
+        );
+        exporter.set_programs(&sample.programs);
+        exporter.set_map_entries(sample.map_entries);
         exporter.set_collection_seconds(t0.elapsed().as_secs_f64());
         let text = exporter.render();
-        let json = serde_json::to_string(&snap)?;
+        let json = serde_json::to_string(snap)?;
         let mut s = shared.write().unwrap();
         s.metrics = text;
         s.snapshot = Some(json);
@@ -242,28 +216,6 @@ fn collect_loop(
         s.ready = true;
     }
     Ok(())
-}
-
-/// Entries in use (as of this harvest) and capacity of the per-process kernel maps.
-fn map_entries(c: &crate::model::Counts) -> BTreeMap<&'static str, (u64, u64)> {
-    BTreeMap::from([
-        (
-            maps::SYSCALL_STATS,
-            (c.rows.len() as u64, limits::SYSCALL_STATS_ENTRIES as u64),
-        ),
-        (
-            maps::SCHED_STATS,
-            (c.sched.len() as u64, limits::PROC_STATS_ENTRIES as u64),
-        ),
-        (
-            maps::CACHE_STATS,
-            (c.cache.len() as u64, limits::PROC_STATS_ENTRIES as u64),
-        ),
-        (
-            maps::COPY_STATS,
-            (c.copy.len() as u64, limits::PROC_STATS_ENTRIES as u64),
-        ),
-    ])
 }
 
 async fn metrics(State(s): State<SharedRef>) -> impl IntoResponse {

@@ -9,12 +9,15 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use crate::{
-    advisor, calibrate,
+    calibrate,
     cli::SnapshotArgs,
-    collect::syscalls::{Collector, proc_comm},
+    collect::{
+        syscalls::Collector,
+        window::{advice, window_snapshot},
+    },
     loader::{self, LoadOptions},
-    model::{self, CommandRun, ProbeRow, Snapshot},
-    report, signals, workload,
+    model::CommandRun,
+    report, signals,
 };
 
 pub fn run(args: &SnapshotArgs) -> Result<i32> {
@@ -111,97 +114,6 @@ pub fn run(args: &SnapshotArgs) -> Result<i32> {
     Ok(code)
 }
 
-/// The snapshot of one window between two harvests: per-process rows of the processes
-/// `keep` accepts (copyscope's own harvesting is never part of it), probes, drops.
-pub fn window_snapshot(
-    loaded: &loader::Loaded,
-    before: &model::Counts,
-    after: &model::Counts,
-    elapsed: f64,
-    keep: &dyn Fn(u32) -> bool,
-    include_sched_only: bool,
-    missed_runs: u64,
-) -> Snapshot {
-    let mut rows = model::delta(before, after);
-    let mut sched = model::delta_by_pid(&before.sched, &after.sched);
-    let mut cache = model::delta_by_pid(&before.cache, &after.cache);
-    let mut copy = model::delta_by_pid(&before.copy, &after.copy);
-    let own = std::process::id();
-    rows.retain(|k, _| k.tgid != own && keep(k.tgid));
-    sched.retain(|t, _| *t != own && keep(*t));
-    cache.retain(|t, _| *t != own && keep(*t));
-    copy.retain(|t, _| *t != own && keep(*t));
-    let (sources, cpu_copy_method) = copy_sources(&loaded.probes);
-    let window = model::Window {
-        rows: &rows,
-        sched: &sched,
-        cache: &cache,
-        copy: &copy,
-        exited: &after.exited,
-        sources,
-        include_sched_only,
-    };
-    Snapshot {
-        duration_seconds: elapsed,
-        kernel: loaded.kernel.clone(),
-        probes: loaded
-            .probes
-            .iter()
-            .map(|p| ProbeRow {
-                name: p.name.clone(),
-                family: p.family.to_string(),
-                hook: p.hook.to_string(),
-                method: p.method.map(str::to_string),
-                attached: p.attached,
-            })
-            .collect(),
-        processes: model::processes(&window, &proc_comm),
-        cpu_copy_method,
-        dropped: {
-            let mut d = model::dropped(before, after);
-            d.insert(model::MISSED_RUNS.to_string(), missed_runs);
-            d
-        },
-        bpf_stats: Vec::new(),
-        command: None,
-        calibration: None,
-        advice: Vec::new(),
-    }
-}
-
-/// The advisor's findings for every process of a snapshot, biggest saving first.
-pub fn advice(
-    s: &Snapshot,
-    cal: &advisor::Calibration,
-    th: &advisor::Thresholds,
-) -> Vec<model::ProcessAdvice> {
-    let mut out: Vec<_> = s
-        .processes
-        .iter()
-        .flat_map(|p| {
-            let sizes = if p.page_cache.misses > 0 && !p.exited {
-                workload::open_file_sizes(p.pid)
-            } else {
-                Vec::new()
-            };
-            advisor::advise(p, s.duration_seconds, &sizes, cal, th)
-                .into_iter()
-                .map(|f| model::ProcessAdvice {
-                    pid: Some(p.pid),
-                    comm: p.comm.clone(),
-                    container_id: None,
-                    finding: f,
-                })
-        })
-        .collect();
-    out.sort_by(|a, b| {
-        b.finding
-            .estimated_cpu_seconds_saved_per_second
-            .total_cmp(&a.finding.estimated_cpu_seconds_saved_per_second)
-    });
-    out
-}
-
 /// Start the command stopped until its pid is watched, so that not one of its syscalls is
 /// missed and none of copyscope's own are counted; wait for it and return its exit code
 /// (128 + signal if killed).
@@ -270,41 +182,4 @@ fn run_command(collector: &mut Collector, argv: &[String]) -> Result<(u32, i32)>
     } else {
         bail!("the command ended in an unknown way (status {status:#x})")
     }
-}
-
-/// Which copy figures the attached copies-family probes measure, and how each is measured.
-pub fn copy_sources(
-    probes: &[loader::ProbeStatus],
-) -> (
-    model::CopySources,
-    std::collections::BTreeMap<String, String>,
-) {
-    let method = |hook: &str| {
-        probes
-            .iter()
-            .find(|p| p.family == "copies" && p.hook == hook && p.attached)
-            .and_then(|p| p.method)
-    };
-    let mut methods = std::collections::BTreeMap::new();
-    for hook in [
-        "file_read",
-        "socket_recv",
-        "socket_send",
-        "pipe_read",
-        "pipe_write",
-    ] {
-        methods.insert(
-            hook.to_string(),
-            method(hook).unwrap_or("syscalls").to_string(),
-        );
-    }
-    let on = |hook: &str| method(hook).is_some();
-    let sources = model::CopySources {
-        file_read: on("file_read"),
-        socket_recv: on("socket_recv"),
-        socket_send: on("socket_send"),
-        pipe_read: on("pipe_read"),
-        pipe_write: on("pipe_write"),
-    };
-    (sources, methods)
 }

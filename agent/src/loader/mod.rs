@@ -83,17 +83,23 @@ fn check_privileges() -> Result<()> {
 
 /// Kernel-struct offsets the programs need, from BTF.
 fn struct_offsets(btf: &btf::Btf) -> Result<Vec<(&'static str, u64)>> {
-    let arch_args: [(&str, &str, u64); 3] = if cfg!(target_arch = "aarch64") {
+    // The first three argument registers, then the syscall number and the first argument
+    // as they stand at syscall exit (arch/*/include/asm/ptrace.h).
+    let arch_args: [(&str, &str, u64); 5] = if cfg!(target_arch = "aarch64") {
         [
             ("user_pt_regs", "regs", 0),
             ("user_pt_regs", "regs", 8),
             ("user_pt_regs", "regs", 16),
+            ("pt_regs", "syscallno", 0),
+            ("pt_regs", "orig_x0", 0),
         ]
     } else {
         [
             ("pt_regs", "di", 0),
             ("pt_regs", "si", 0),
             ("pt_regs", "dx", 0),
+            ("pt_regs", "orig_ax", 0),
+            ("pt_regs", "di", 0),
         ]
     };
     let mut out = vec![
@@ -135,6 +141,8 @@ fn struct_offsets(btf: &btf::Btf) -> Result<Vec<(&'static str, u64)>> {
         globals::OFF_REGS_ARG0,
         globals::OFF_REGS_ARG1,
         globals::OFF_REGS_ARG2,
+        globals::OFF_REGS_NR,
+        globals::OFF_REGS_EXIT_ARG0,
     ]
     .into_iter()
     .zip(arch_args)
@@ -158,7 +166,11 @@ fn record_offsets(root: &Path) -> Result<Vec<(&'static str, u64)>> {
     }
     if let Some(f) = tracefs::format(root, "syscalls", "sys_exit_read")? {
         let ret = f.get("ret").context("sys_exit_read has no ret field")?;
+        let nr = f
+            .get("__syscall_nr")
+            .context("sys_exit_read has no __syscall_nr field")?;
         out.push((globals::OFF_TP_RET, ret.offset));
+        out.push((globals::OFF_TP_EXIT_NR, nr.offset));
     }
     if let Some(f) = tracefs::format(root, "sched", "sched_switch")? {
         let st = f
@@ -581,7 +593,7 @@ pub fn require_all(statuses: &[ProbeStatus]) -> Result<()> {
 /// Run count and run time of one loaded program (kernel BPF stats; zero while they are
 /// off), and the runs the kernel skipped because the program was already running on that
 /// CPU (`recursion_misses`, always counted, from 5.12).
-#[derive(Debug, Clone, serde::Serialize, PartialEq)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
 pub struct ProgramStat {
     pub name: String,
     pub run_count: u64,

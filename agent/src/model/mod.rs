@@ -7,7 +7,7 @@ use copyscope_common::{
     CacheStats, CopyStats, Counter, FdKind, SchedStats, SyscallKey, SyscallStats,
     syscalls::{Flow, SYSCALLS},
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Cumulative counts since the programs were loaded: live processes from the kernel maps
 /// plus the final counts of processes that exited.
@@ -133,7 +133,7 @@ pub fn delta(before: &Counts, after: &Counts) -> HashMap<SyscallKey, SyscallStat
         .collect()
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ProbeRow {
     pub name: String,
     pub family: String,
@@ -142,7 +142,7 @@ pub struct ProbeRow {
     pub attached: bool,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SyscallRow {
     pub syscall: String,
     /// `file`, `file_direct`, `socket`, `pipe`, `other`, or `IN->OUT` for two-fd calls.
@@ -153,13 +153,13 @@ pub struct SyscallRow {
     pub seconds: f64,
 }
 
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct CpuCopy {
     pub to_user: u64,
     pub from_user: u64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ProcessRow {
     pub pid: u32,
     pub comm: String,
@@ -181,9 +181,12 @@ pub struct ProcessRow {
     pub syscall_seconds: f64,
     pub context_switches: SchedRow,
     pub page_cache: CacheRow,
+    /// The container the process runs in (from /proc/PID/cgroup), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SchedRow {
     pub voluntary: u64,
     pub involuntary: u64,
@@ -191,7 +194,7 @@ pub struct SchedRow {
     pub in_io: u64,
 }
 
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
 pub struct CacheRow {
     pub lookups: u64,
     /// lookups - misses, never negative.
@@ -217,9 +220,16 @@ impl CacheRow {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Snapshot {
+    /// The window's real length (not the nominal interval): rates divide by it.
     pub duration_seconds: f64,
+    /// When the window ended, in seconds since the Unix epoch.
+    #[serde(default)]
+    pub end_unix_seconds: f64,
+    /// The host name of the machine counted.
+    #[serde(default)]
+    pub host: String,
     pub kernel: String,
     pub probes: Vec<ProbeRow>,
     pub processes: Vec<ProcessRow>,
@@ -228,7 +238,7 @@ pub struct Snapshot {
     /// How each CPU-copy figure was measured: a copies-family method, or `syscalls`.
     pub cpu_copy_method: BTreeMap<String, String>,
     /// Per-program run count and time in this window (`--bpf-stats`).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bpf_stats: Vec<crate::loader::ProgramStat>,
     /// `snapshot -- COMMAND`: the command's pid and exit code.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -241,7 +251,7 @@ pub struct Snapshot {
 }
 
 /// One advisor finding for a process (snapshot) or a workload (`run`).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ProcessAdvice {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
@@ -252,7 +262,7 @@ pub struct ProcessAdvice {
     pub finding: crate::advisor::Finding,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CommandRun {
     pub pid: u32,
     pub exit_code: i32,
@@ -360,6 +370,7 @@ impl ProcessRow {
             syscall_seconds: 0.0,
             context_switches: SchedRow::default(),
             page_cache: CacheRow::default(),
+            container_id: None,
         }
     }
 }

@@ -72,10 +72,15 @@ pub mod globals {
     pub const OFF_REGS_ARG0: &str = "OFF_REGS_ARG0";
     pub const OFF_REGS_ARG1: &str = "OFF_REGS_ARG1";
     pub const OFF_REGS_ARG2: &str = "OFF_REGS_ARG2";
+    /// At syscall exit: the syscall number and the first argument (on arm64 `regs[0]`
+    /// holds the return value by then; the argument is kept in `orig_x0`).
+    pub const OFF_REGS_NR: &str = "OFF_REGS_NR";
+    pub const OFF_REGS_EXIT_ARG0: &str = "OFF_REGS_EXIT_ARG0";
     /// `syscalls:sys_enter_*` / `sys_exit_*` record layout (fallback method).
     pub const OFF_TP_NR: &str = "OFF_TP_NR";
     pub const OFF_TP_ARGS: &str = "OFF_TP_ARGS";
     pub const OFF_TP_RET: &str = "OFF_TP_RET";
+    pub const OFF_TP_EXIT_NR: &str = "OFF_TP_EXIT_NR";
     /// `sched:sched_process_exit` record layout.
     pub const OFF_EXIT_GROUP_DEAD: &str = "OFF_EXIT_GROUP_DEAD";
     /// `sched:sched_switch` record layout.
@@ -129,10 +134,16 @@ pub enum Counter {
     WatchedFull = 4,
     /// A process's sched, page-cache or copy counts could not be kept (map full).
     ProcStatsFull = 5,
+    /// A counted syscall whose enter run the kernel skipped: counted at its exit, with
+    /// its time unknown (0 ns).
+    TimeUnknown = 6,
+    /// A counted syscall whose exit run the kernel skipped: counted as a call, with its
+    /// bytes and time unknown (0).
+    BytesUnknown = 7,
 }
 
 impl Counter {
-    pub const COUNT: u32 = 6;
+    pub const COUNT: u32 = 8;
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::StatsFull,
         Counter::InflightSpilled,
@@ -140,6 +151,8 @@ impl Counter {
         Counter::ExitedFull,
         Counter::WatchedFull,
         Counter::ProcStatsFull,
+        Counter::TimeUnknown,
+        Counter::BytesUnknown,
     ];
     pub const fn name(self) -> &'static str {
         match self {
@@ -149,6 +162,8 @@ impl Counter {
             Counter::ExitedFull => "exited_full",
             Counter::WatchedFull => "watched_full",
             Counter::ProcStatsFull => "process_stats_full",
+            Counter::TimeUnknown => "syscall_time_unknown",
+            Counter::BytesUnknown => "syscall_bytes_unknown",
         }
     }
 }
@@ -285,7 +300,7 @@ pub struct CacheStats {
 
 /// Value of `COPY_STATS` (per-CPU, by tgid): bytes the CPU copied, at their source.
 #[repr(C)]
-#[cfg_attr(feature = "user", derive(serde::Serialize))]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CopyStats {
     /// Page cache -> user (filemap_read).

@@ -47,7 +47,13 @@ static OFF_REGS_ARG1: u64 = 0;
 #[unsafe(no_mangle)]
 static OFF_REGS_ARG2: u64 = 0;
 #[unsafe(no_mangle)]
+static OFF_REGS_NR: u64 = 0;
+#[unsafe(no_mangle)]
+static OFF_REGS_EXIT_ARG0: u64 = 0;
+#[unsafe(no_mangle)]
 static OFF_TP_NR: u64 = 0;
+#[unsafe(no_mangle)]
+static OFF_TP_EXIT_NR: u64 = 0;
 #[unsafe(no_mangle)]
 static OFF_TP_ARGS: u64 = 0;
 #[unsafe(no_mangle)]
@@ -88,10 +94,25 @@ pub fn syscalls_tpbtf(ctx: BtfTracePointContext) -> i32 {
 }
 
 // include/trace/events/syscalls.h: TRACE_EVENT_FN(sys_exit, TP_PROTO(struct pt_regs *regs, long ret))
+// The registers still hold the syscall number and its arguments, so a call whose enter
+// run the kernel skipped is still counted, with its fds classified here.
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn syscalls_exit(ctx: RawTracePointContext) -> i32 {
+    let regs: *const u8 = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
-    match try_exit(&ctx, ret) {
+    let nr =
+        unsafe { bpf_probe_read_kernel(regs.add(global(&OFF_REGS_NR) as usize) as *const u32) }
+            .map(|n| n as u64)
+            .unwrap_or(u64::MAX);
+    let arg = |i: u8| {
+        let off = if i == 0 {
+            global(&OFF_REGS_EXIT_ARG0)
+        } else {
+            reg_offset(i)
+        };
+        unsafe { bpf_probe_read_kernel(regs.add(off as usize) as *const u64) }.unwrap_or(u64::MAX)
+    };
+    match try_exit(&ctx, nr, ret, Some(arg)) {
         Ok(()) => 0,
         Err(e) => e,
     }
@@ -110,11 +131,14 @@ pub fn syscalls_tp_ent(ctx: TracePointContext) -> i32 {
     }
 }
 
-// kernel/trace/trace_syscalls.c: perf_syscall_exit (record: nr, ret)
+// kernel/trace/trace_syscalls.c: perf_syscall_exit (record: nr, ret). The record has no
+// arguments: a call whose enter run was skipped is not counted here (only in
+// `syscall_time_unknown`).
 #[tracepoint]
 pub fn syscalls_tp_ext(ctx: TracePointContext) -> i32 {
     let ret = unsafe { ctx.read_at::<i64>(global(&OFF_TP_RET) as usize) }.unwrap_or(0);
-    match try_exit(&ctx, ret) {
+    let nr = unsafe { ctx.read_at::<i32>(global(&OFF_TP_EXIT_NR) as usize) }.unwrap_or(-1);
+    match try_exit(&ctx, nr as u64, ret, None::<fn(u8) -> u64>) {
         Ok(()) => 0,
         Err(e) => e,
     }
@@ -146,42 +170,31 @@ fn try_enter_with(
     arg: impl Fn(u8) -> u64,
     classify: impl Fn(u64) -> Result<FdKind, i64>,
 ) -> Result<(), i32> {
-    let fd_kind = |fd: u64| classify(fd).unwrap_or(FdKind::Other);
-    if nr >= limits::SYSCALL_NR_MAX as u64 {
+    let Some((idx, fds)) = counted(nr) else {
         return Ok(());
-    }
-    let entry = match SYSCALL_INDEX.get(nr as u32) {
-        Some(&e) if e != NOT_COUNTED => e,
-        _ => return Ok(()),
     };
-    let idx = (entry as u8).wrapping_sub(1);
-    if idx as usize >= SYSCALLS.len() {
-        return Ok(());
-    }
-    let fds = (entry >> 8) as u8;
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
-    if global(&WATCH_ONLY) != 0 {
-        let tgid = (pid_tgid >> 32) as u32;
-        if unsafe { WATCHED.get(&tgid) }.is_none() {
-            return Ok(());
-        }
+    if !watched(pid_tgid) {
+        return Ok(());
     }
-    let fd_in = fd_kind(arg(fds & 0xf));
-    let fd_out = match fds >> 4 {
-        0 => FdKind::None,
-        a => fd_kind(arg(a - 1)),
-    };
+    let (fd_in, fd_out) = fd_kinds(fds, arg, classify);
     let rec = Inflight {
         tid,
         syscall: idx,
-        fd_in: fd_in as u8,
-        fd_out: fd_out as u8,
+        fd_in,
+        fd_out,
         _pad: 0,
         start_ns: unsafe { bpf_ktime_get_ns() },
     };
     let slot = INFLIGHT.get_ptr_mut(tid & SLOT_MASK).ok_or(1)?;
     let held = unsafe { (*slot).tid };
+    if held == tid {
+        // This thread's previous call never reached the exit program (its run was
+        // skipped): count it as a call whose bytes are unknown.
+        let stale = unsafe { *slot };
+        count_unfinished(&stale, (pid_tgid >> 32) as u32);
+    }
     if held == 0 || held == tid {
         unsafe { *slot = rec };
     } else {
@@ -194,36 +207,140 @@ fn try_enter_with(
     Ok(())
 }
 
+/// The table entry of a counted syscall number: its index into `SYSCALLS` and its fd
+/// argument positions (see `copyscope_common::syscalls::index_entry`).
 #[inline(always)]
-fn try_exit<C: EbpfContext>(ctx: &C, ret: i64) -> Result<(), i32> {
+fn counted(nr: u64) -> Option<(u8, u8)> {
+    if nr >= limits::SYSCALL_NR_MAX as u64 {
+        return None;
+    }
+    let entry = match SYSCALL_INDEX.get(nr as u32) {
+        Some(&e) if e != NOT_COUNTED => e,
+        _ => return None,
+    };
+    let idx = (entry as u8).wrapping_sub(1);
+    if idx as usize >= SYSCALLS.len() {
+        return None;
+    }
+    Some((idx, (entry >> 8) as u8))
+}
+
+/// Whether this process is counted (always, unless only watched processes are).
+#[inline(always)]
+fn watched(pid_tgid: u64) -> bool {
+    global(&WATCH_ONLY) == 0 || unsafe { WATCHED.get(&((pid_tgid >> 32) as u32)) }.is_some()
+}
+
+/// The kinds of a call's input and output fds.
+#[inline(always)]
+fn fd_kinds(
+    fds: u8,
+    arg: impl Fn(u8) -> u64,
+    classify: impl Fn(u64) -> Result<FdKind, i64>,
+) -> (u8, u8) {
+    let fd_kind = |fd: u64| classify(fd).unwrap_or(FdKind::Other) as u8;
+    let fd_in = fd_kind(arg(fds & 0xf));
+    let fd_out = match fds >> 4 {
+        0 => FdKind::None as u8,
+        a => fd_kind(arg(a - 1)),
+    };
+    (fd_in, fd_out)
+}
+
+/// Count a call recorded at enter whose exit run the kernel skipped.
+#[inline(always)]
+fn count_unfinished(rec: &Inflight, tgid: u32) {
+    count(Counter::BytesUnknown);
+    add_call(
+        SyscallKey {
+            tgid,
+            syscall: rec.syscall,
+            fd_in: rec.fd_in,
+            fd_out: rec.fd_out,
+            _pad: 0,
+        },
+        0,
+        0,
+        0,
+    );
+}
+
+#[inline(always)]
+fn try_exit<C: EbpfContext>(
+    ctx: &C,
+    nr: u64,
+    ret: i64,
+    regs: Option<impl Fn(u8) -> u64>,
+) -> Result<(), i32> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
+    let tgid = (pid_tgid >> 32) as u32;
     let slot = INFLIGHT.get_ptr_mut(tid & SLOT_MASK).ok_or(1)?;
-    let rec = if unsafe { (*slot).tid } == tid {
+    let mut rec = if unsafe { (*slot).tid } == tid {
         let rec = unsafe { *slot };
         unsafe { (*slot).tid = 0 };
-        rec
+        Some(rec)
     } else {
         // Rare: only when this thread's syscall was spilled.
         match unsafe { INFLIGHT_SPILL.get(&tid) } {
             Some(r) => {
                 let rec = *r;
                 let _ = INFLIGHT_SPILL.remove(&tid);
-                rec
+                Some(rec)
             }
-            None => return Ok(()),
+            None => None,
         }
     };
-    let now = unsafe { bpf_ktime_get_ns() };
+    let this = counted(nr);
+    if let Some(r) = rec
+        && this.is_none_or(|(idx, _)| idx != r.syscall)
+    {
+        // The record is an earlier call's, whose exit run was skipped.
+        count_unfinished(&r, tgid);
+        rec = None;
+    }
+    let Some((idx, fds)) = this else {
+        return Ok(());
+    };
+    let (fd_in, fd_out, nanos) = match rec {
+        Some(r) => {
+            let now = unsafe { bpf_ktime_get_ns() };
+            (r.fd_in, r.fd_out, now.saturating_sub(r.start_ns))
+        }
+        None => {
+            // The enter run was skipped (or the call began before copyscope attached).
+            let Some(arg) = regs else {
+                count(Counter::TimeUnknown);
+                return Ok(());
+            };
+            if !watched(pid_tgid) {
+                return Ok(());
+            }
+            count(Counter::TimeUnknown);
+            let (i, o) = fd_kinds(fds, arg, classify);
+            (i, o, 0)
+        }
+    };
     let key = SyscallKey {
-        tgid: (pid_tgid >> 32) as u32,
-        syscall: rec.syscall,
-        fd_in: rec.fd_in,
-        fd_out: rec.fd_out,
+        tgid,
+        syscall: idx,
+        fd_in,
+        fd_out,
         _pad: 0,
     };
     let (bytes, errors) = if ret < 0 { (0, 1) } else { (ret as u64, 0) };
-    let nanos = now.saturating_sub(rec.start_ns);
+    if !add_call(key, bytes, errors, nanos) && global(&DEBUG_LOG) != 0 {
+        debug!(
+            ctx,
+            "syscall stats map full: dropped a call of tgid {}", key.tgid
+        );
+    }
+    Ok(())
+}
+
+/// Add one call to its row; false when the row could not be created (map full, counted).
+#[inline(always)]
+fn add_call(key: SyscallKey, bytes: u64, errors: u64, nanos: u64) -> bool {
     match SYSCALL_STATS.get_ptr_mut(&key) {
         Some(v) => unsafe {
             bump(&raw mut (*v).calls, 1);
@@ -232,6 +349,7 @@ fn try_exit<C: EbpfContext>(ctx: &C, ret: i64) -> Result<(), i32> {
                 bump(&raw mut (*v).errors, errors);
             }
             bump(&raw mut (*v).nanos, nanos);
+            true
         },
         None => {
             let v = SyscallStats {
@@ -242,16 +360,11 @@ fn try_exit<C: EbpfContext>(ctx: &C, ret: i64) -> Result<(), i32> {
             };
             if SYSCALL_STATS.insert(&key, &v, 0).is_err() {
                 count(Counter::StatsFull);
-                if global(&DEBUG_LOG) != 0 {
-                    debug!(
-                        ctx,
-                        "syscall stats map full: dropped a call of tgid {}", key.tgid
-                    );
-                }
+                return false;
             }
+            true
         }
     }
-    Ok(())
 }
 
 /// Classify an fd of the current task: task->files->fdt->fd[fd]->f_inode->i_mode, f_flags.

@@ -1,0 +1,123 @@
+//! `copyscope top`: the top-like terminal view, local (probes attached here) or remote (a
+//! running agent's `/api/v1/snapshot`).
+
+pub mod app;
+pub mod draw;
+pub mod source;
+pub mod view;
+
+#[cfg(test)]
+mod fixtures;
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, Result};
+use ratatui::crossterm::event::{self, Event, KeyEventKind};
+
+use self::{
+    app::{App, Effect, Origin},
+    source::{Local, Remote, Source},
+    view::Column,
+};
+use crate::{cli::TopArgs, signals};
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+pub fn run(args: &TopArgs) -> Result<i32> {
+    let interval = Duration::from_secs_f64(args.interval);
+    // Everything that can fail for a reason the user must read happens before the
+    // terminal switches to the full-screen view.
+    let (mut source, origin): (Box<dyn Source>, Origin) = match &args.from {
+        Some(url) => (
+            Box::new(Remote::new(url, Duration::from_secs(3))?),
+            Origin::Remote(url.trim_end_matches('/').to_string()),
+        ),
+        None => (
+            Box::new(Local::start(args.advice.thresholds()?)?),
+            Origin::Local,
+        ),
+    };
+    let mut app = App::new(origin, interval);
+    if let Some(c) = &args.sort {
+        app.sort = *c;
+    }
+    app.filter = args.filter.clone().unwrap_or_default();
+    signals::install();
+    // Raw mode, alternate screen, and a panic hook that puts the terminal back first.
+    let mut terminal = ratatui::try_init().context("setting up the terminal")?;
+    let result = event_loop(&mut terminal, &mut app, source.as_mut());
+    ratatui::restore();
+    result.map(|()| 0)
+}
+
+fn event_loop(
+    terminal: &mut ratatui::DefaultTerminal,
+    app: &mut App,
+    source: &mut dyn Source,
+) -> Result<()> {
+    // A remote agent already has a window: fetch at once. Local probes need one interval.
+    let mut next = match app.origin {
+        Origin::Remote(_) => Instant::now(),
+        Origin::Local => Instant::now() + app.interval,
+    };
+    loop {
+        terminal.draw(|f| draw::draw(f, app, unix_now()))?;
+        if signals::stop_requested() {
+            return Ok(());
+        }
+        let wait = next
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_millis(250));
+        if event::poll(wait)? {
+            match event::read()? {
+                Event::Key(k) if k.kind != KeyEventKind::Release => match app.on_key(k) {
+                    Effect::Quit => return Ok(()),
+                    Effect::Reschedule => next = Instant::now() + app.interval,
+                    Effect::None => {}
+                },
+                // A resize is redrawn at the top of the loop.
+                _ => {}
+            }
+        }
+        if Instant::now() >= next {
+            match source.fetch() {
+                Ok(s) => app.update(s),
+                Err(e) => app.failed(format!("{e:#}"), unix_now()),
+            }
+            next = Instant::now() + app.interval;
+        }
+    }
+}
+
+/// Parse a sort column name for `--sort`.
+pub fn parse_column(s: &str) -> Result<Column, String> {
+    let want = s.to_lowercase();
+    let names = [
+        ("pid", Column::Pid),
+        ("comm", Column::Comm),
+        ("container", Column::Container),
+        ("syscalls", Column::Syscalls),
+        ("mode", Column::ModeSwitches),
+        ("switches", Column::Switches),
+        ("to-user", Column::CopyToUser),
+        ("from-user", Column::CopyFromUser),
+        ("zero-copy", Column::ZeroCopy),
+        ("direct", Column::DirectIo),
+        ("hit", Column::HitRatio),
+        ("advice", Column::Advice),
+    ];
+    names
+        .iter()
+        .find(|(n, _)| *n == want)
+        .map(|(_, c)| *c)
+        .ok_or_else(|| {
+            format!(
+                "unknown column {s:?}: one of {}",
+                names.map(|(n, _)| n).join(", ")
+            )
+        })
+}
