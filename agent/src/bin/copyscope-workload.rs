@@ -210,15 +210,31 @@ fn main() {
                 "pipe2",
             );
             let (r, w) = (fds[0], fds[1]);
+            let (tx, rx) = std::sync::mpsc::channel();
             let reader = thread::spawn(move || {
+                tx.send(unsafe { libc::gettid() }).unwrap();
                 let mut b = [0u8; 1];
                 for _ in 0..count {
                     check(unsafe { libc::read(r, b.as_mut_ptr().cast(), 1) }, "read");
                 }
             });
+            let tid = rx.recv().unwrap();
+            let stat = format!("/proc/self/task/{tid}/stat");
+            // The reader's state: the field after the parenthesised comm.
+            let asleep = || {
+                std::fs::read_to_string(&stat).is_ok_and(|s| {
+                    s.rsplit_once(')')
+                        .is_some_and(|(_, rest)| rest.trim_start().starts_with('S'))
+                })
+            };
             for _ in 0..count {
-                // Long enough for the reader to be asleep in read() each time.
-                thread::sleep(std::time::Duration::from_millis(3));
+                // Write only once the reader sleeps (in read(): it blocks nowhere else), so
+                // every read sleeps once, however busy the machine is.
+                let give_up = std::time::Instant::now() + std::time::Duration::from_secs(2);
+                thread::sleep(std::time::Duration::from_millis(1));
+                while !asleep() && std::time::Instant::now() < give_up {
+                    thread::sleep(std::time::Duration::from_millis(1));
+                }
                 check(unsafe { libc::write(w, [1u8].as_ptr().cast(), 1) }, "write");
             }
             reader.join().unwrap();
