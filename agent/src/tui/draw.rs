@@ -274,9 +274,7 @@ fn draw_table(f: &mut Frame, area: Rect, app: &mut App) {
     let header = Row::new(columns.iter().map(|c| {
         let mut t = c.title().to_string();
         if *c == app.sort {
-            // The default direction of numbers is biggest first.
-            let descending = !matches!(c, Column::Pid | Column::Comm | Column::Container);
-            t.push(if descending ^ app.reverse {
+            t.push(if c.descending_by_default() ^ app.reverse {
                 '▼'
             } else {
                 '▲'

@@ -147,6 +147,11 @@ impl Column {
         }
     }
 
+    /// Numbers sort biggest first by default, names A to Z.
+    pub fn descending_by_default(self) -> bool {
+        !matches!(self, Column::Pid | Column::Comm | Column::Container)
+    }
+
     /// Compare two lines by this column, ascending.
     pub fn cmp(self, a: &Line, b: &Line) -> std::cmp::Ordering {
         let f = |x: f64, y: f64| x.total_cmp(&y);
@@ -330,8 +335,7 @@ pub fn select(mut lines: Vec<Line>, filter: &str, sort: Column, reverse: bool) -
                 || l.pid.is_some_and(|p| p.to_string() == f)
         });
     }
-    // Numbers sort biggest first by default, names A to Z.
-    let descending = !matches!(sort, Column::Pid | Column::Comm | Column::Container);
+    let descending = sort.descending_by_default();
     lines.sort_by(|a, b| {
         let o = sort.cmp(a, b).then_with(|| a.key.cmp(&b.key));
         if descending ^ reverse { o.reverse() } else { o }

@@ -104,13 +104,9 @@ pub fn syscalls_exit(ctx: RawTracePointContext) -> i32 {
         unsafe { bpf_probe_read_kernel(regs.add(global(&OFF_REGS_NR) as usize) as *const u32) }
             .map(|n| n as u64)
             .unwrap_or(u64::MAX);
-    let arg = |i: u8| {
-        let off = if i == 0 {
-            global(&OFF_REGS_EXIT_ARG0)
-        } else {
-            reg_offset(i)
-        };
-        unsafe { bpf_probe_read_kernel(regs.add(off as usize) as *const u64) }.unwrap_or(u64::MAX)
+    let arg = |i: u8| match i {
+        0 => read_reg_at(regs, global(&OFF_REGS_EXIT_ARG0)),
+        _ => read_reg(regs, i),
     };
     match try_exit(&ctx, nr, ret, Some(arg)) {
         Ok(()) => 0,
@@ -155,8 +151,12 @@ fn reg_offset(i: u8) -> u64 {
 
 #[inline(always)]
 fn read_reg(regs: *const u8, i: u8) -> u64 {
-    unsafe { bpf_probe_read_kernel(regs.add(reg_offset(i) as usize) as *const u64) }
-        .unwrap_or(u64::MAX)
+    read_reg_at(regs, reg_offset(i))
+}
+
+#[inline(always)]
+fn read_reg_at(regs: *const u8, off: u64) -> u64 {
+    unsafe { bpf_probe_read_kernel(regs.add(off as usize) as *const u64) }.unwrap_or(u64::MAX)
 }
 
 #[inline(always)]
