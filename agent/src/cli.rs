@@ -89,7 +89,45 @@ pub struct RunArgs {
     pub bpf_stats: bool,
 
     #[command(flatten)]
+    pub kube: KubeArgs,
+
+    #[command(flatten)]
     pub advice: AdviceArgs,
+}
+
+/// Pod names for container ids, from the Kubernetes API (`copyscope_container_info`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct KubeArgs {
+    /// This node's name (in a pod: the downward API's spec.nodeName). Turns on a watch of
+    /// this node's pods in the Kubernetes API, for pod, namespace and container names.
+    #[arg(long, env = "COPYSCOPE_KUBE_NODE", value_name = "NODE")]
+    pub kube_node: Option<String>,
+
+    /// The Kubernetes API server [default in a pod:
+    /// https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT].
+    #[arg(long, env = "COPYSCOPE_KUBE_API", value_name = "URL")]
+    pub kube_api: Option<String>,
+
+    /// Bearer token for the API server (used when the file exists; read for every request).
+    #[arg(long, env = "COPYSCOPE_KUBE_TOKEN_FILE", value_name = "FILE",
+          default_value = crate::pods::SERVICE_ACCOUNT_TOKEN)]
+    pub kube_token_file: std::path::PathBuf,
+
+    /// CA certificates (PEM) an https API server must be signed by.
+    #[arg(long, env = "COPYSCOPE_KUBE_CA_FILE", value_name = "FILE",
+          default_value = crate::pods::SERVICE_ACCOUNT_CA)]
+    pub kube_ca_file: std::path::PathBuf,
+}
+
+impl KubeArgs {
+    pub fn config(&self) -> anyhow::Result<Option<crate::pods::Config>> {
+        crate::pods::Config::resolve(
+            self.kube_node.as_deref(),
+            self.kube_api.as_deref(),
+            &self.kube_token_file,
+            &self.kube_ca_file,
+        )
+    }
 }
 
 fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {

@@ -9,6 +9,7 @@ pub mod commands;
 pub mod loader;
 pub mod metrics;
 pub mod model;
+pub mod pods;
 pub mod report;
 pub mod signals;
 pub mod tui;

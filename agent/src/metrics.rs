@@ -13,6 +13,7 @@ use crate::{
     advisor::{self, Calibration, Thresholds},
     loader::ProgramStat,
     model::{ProcessAdvice, ProcessRow, Snapshot},
+    pods::ContainerMeta,
     workload::{self, OTHER, WorkloadKey},
 };
 
@@ -55,6 +56,10 @@ pub struct Exporter {
     bpf_stats: bool,
     map_entries: BTreeMap<&'static str, (u64, u64)>,
     last_collection_seconds: f64,
+    /// Container id -> pod, as the Kubernetes API last said.
+    pods: BTreeMap<String, ContainerMeta>,
+    /// Whether the API server answered; None without --kube-node.
+    kube_up: Option<bool>,
 }
 
 impl Exporter {
@@ -82,6 +87,8 @@ impl Exporter {
             bpf_stats,
             map_entries: BTreeMap::new(),
             last_collection_seconds: 0.0,
+            pods: BTreeMap::new(),
+            kube_up: None,
         }
     }
 
@@ -179,6 +186,25 @@ impl Exporter {
 
     pub fn set_collection_seconds(&mut self, s: f64) {
         self.last_collection_seconds = s;
+    }
+
+    /// The pods this node runs (container id -> pod), and whether the API server answered.
+    pub fn set_pods(&mut self, pods: BTreeMap<String, ContainerMeta>, up: bool) {
+        self.pods = pods;
+        self.kube_up = Some(up);
+    }
+
+    /// One `copyscope_container_info` per container id: those the workloads and the pods
+    /// name, and "" for the processes outside containers, so that joins keep those too.
+    fn container_info(&self) -> BTreeMap<String, ContainerMeta> {
+        let mut info: BTreeMap<String, ContainerMeta> = self
+            .workloads
+            .keys()
+            .map(|k| (k.container_id.clone(), ContainerMeta::default()))
+            .collect();
+        info.insert(String::new(), ContainerMeta::default());
+        info.extend(self.pods.iter().map(|(id, m)| (id.clone(), m.clone())));
+        info
     }
 
     /// The Prometheus text exposition.
@@ -308,6 +334,21 @@ impl Exporter {
             f.gauge(MAP_ENTRIES, vec![("map", map.to_string())], *used as f64);
             f.gauge(MAP_MAX_ENTRIES, vec![("map", map.to_string())], *max as f64);
         }
+        for (id, m) in self.container_info() {
+            f.gauge(
+                CONTAINER_INFO,
+                vec![
+                    ("container_id", id),
+                    ("pod", m.pod),
+                    ("namespace", m.namespace),
+                    ("container", m.container),
+                ],
+                1.0,
+            );
+        }
+        if let Some(up) = self.kube_up {
+            f.gauge(KUBE_UP, vec![], if up { 1.0 } else { 0.0 });
+        }
         f.counter(COLLECTIONS, vec![], self.windows as f64);
         f.gauge(COLLECTION_SECONDS, vec![], self.last_collection_seconds);
         f.gauge(WORKLOADS, vec![], self.tracked() as f64);
@@ -392,6 +433,14 @@ const ADVICE_INFO: Spec = (
 const ADVICE_SAVING: Spec = (
     "copyscope_advice_estimated_cpu_saved_ratio",
     "CPU seconds per second the finding estimates zero-copy would save, in the last window.",
+);
+const CONTAINER_INFO: Spec = (
+    "copyscope_container_info",
+    "The pod, namespace and container of a container id (value 1; names need --kube-node). container_id=\"\" stands for the processes outside containers.",
+);
+const KUBE_UP: Spec = (
+    "copyscope_kubernetes_api_up",
+    "Whether the Kubernetes API answered the last request for this node's pods (only with --kube-node).",
 );
 const BUILD_INFO: Spec = (
     "copyscope_build_info",
@@ -535,6 +584,8 @@ pub fn names() -> BTreeSet<&'static str> {
         ADVICE_INFO,
         ADVICE_SAVING,
         BUILD_INFO,
+        CONTAINER_INFO,
+        KUBE_UP,
         PROBE_ATTACHED,
         COPY_METHOD,
         KERNEL_DROPS,

@@ -5,122 +5,17 @@
 mod common;
 
 use std::{
-    io::{BufRead as _, BufReader, Read as _, Write as _},
     net::TcpStream,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use common::{COPYSCOPE, WORKLOAD, scratch, write_file};
+use common::{
+    WORKLOAD,
+    agent::{Guard, free_port, get, require_tool, start_agent, wait_for},
+    scratch, write_file,
+};
 use serde_json::Value;
-
-/// A child killed (and reaped) when the test ends, however it ends.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        // SIGTERM first: the agent detaches its programs and exits cleanly.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let end = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < end {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Start `copyscope run` on a free port of 127.0.0.1; returns it and its address once ready.
-fn start_agent(interval: &str) -> (Guard, String) {
-    let mut child = Command::new(COPYSCOPE)
-        .args(["run", "--listen", "127.0.0.1:0", "--interval", interval])
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting copyscope run");
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let mut addr = None;
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(rest) = line.strip_prefix("copyscope: serving http://") {
-            addr = rest.split('/').next().map(str::to_string);
-            break;
-        }
-        eprintln!("agent: {line}");
-    }
-    // Keep draining stderr so the agent never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    let guard = Guard(child);
-    let addr = addr.expect("copyscope run did not say where it serves");
-    wait_for(Duration::from_secs(30), "the agent to be ready", || {
-        get(&addr, "/readyz").ok().filter(|(s, _)| *s == 200)
-    });
-    (guard, addr)
-}
-
-/// A plain HTTP/1.0 GET: (status, body).
-fn get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or(String::new(), |(_, b)| b.to_string());
-    Ok((status, body))
-}
-
-fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < end, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {cmd}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// As root (COPYSCOPE_REQUIRE_KERNEL_TESTS) a missing program fails: setup installs it.
-fn require_tool(cmd: &str, package: &str) -> bool {
-    if have(cmd) {
-        return true;
-    }
-    let msg =
-        format!("{cmd} is not installed (Debian package {package}; cargo xtask setup installs it)");
-    assert!(
-        std::env::var_os("COPYSCOPE_REQUIRE_KERNEL_TESTS").is_none(),
-        "{msg}"
-    );
-    eprintln!("skipped: {msg}");
-    false
-}
 
 #[test]
 fn prometheus_scrapes_the_agent_and_sees_the_workload() {
@@ -129,7 +24,8 @@ fn prometheus_scrapes_the_agent_and_sees_the_workload() {
         return;
     }
     let d = scratch("prometheus");
-    let (_agent, addr) = start_agent("1");
+    let agent = start_agent(&["--interval", "1"]);
+    let addr = agent.addr.clone();
     let prom_port = free_port();
     let config = d.join("prometheus.yml");
     std::fs::write(
@@ -270,7 +166,8 @@ http {{\n  access_log off;\n  sendfile {sf};\n  client_body_temp_path {tmp};\n  
     wait_for(Duration::from_secs(20), "nginx to listen", || {
         TcpStream::connect(&naddr).ok()
     });
-    let (_agent, addr) = start_agent("2");
+    let agent = start_agent(&["--interval", "2"]);
+    let addr = agent.addr.clone();
     // Load for long enough that whole collection windows see it, then take a window
     // in which nginx served.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -404,16 +301,17 @@ fn nginx_with_sendfile_off_is_flagged_and_with_sendfile_on_is_not() {
 #[test]
 fn sigterm_stops_the_agent_cleanly() {
     require_kernel!();
-    let (mut agent, addr) = start_agent("1");
+    let mut agent = start_agent(&["--interval", "1"]);
+    let addr = agent.addr.clone();
     let (status, body) = get(&addr, "/healthz").unwrap();
     assert_eq!((status, body.as_str()), (200, "ok\n"));
     let (status, body) = get(&addr, "/metrics").unwrap();
     assert_eq!(status, 200);
     assert!(body.contains("# TYPE copyscope_syscalls_total counter"));
-    unsafe { libc::kill(agent.0.id() as i32, libc::SIGTERM) };
+    unsafe { libc::kill(agent.child.0.id() as i32, libc::SIGTERM) };
     let end = Instant::now() + Duration::from_secs(10);
     let code = loop {
-        if let Some(s) = agent.0.try_wait().unwrap() {
+        if let Some(s) = agent.child.0.try_wait().unwrap() {
             break s.code();
         }
         assert!(Instant::now() < end, "the agent did not stop on SIGTERM");
@@ -425,7 +323,7 @@ fn sigterm_stops_the_agent_cleanly() {
     let progs = Command::new("bpftool").args(["prog", "show"]).output();
     if let Ok(out) = progs {
         let text = String::from_utf8_lossy(&out.stdout);
-        let pid = agent.0.id().to_string();
+        let pid = agent.child.0.id().to_string();
         assert!(
             !text
                 .lines()

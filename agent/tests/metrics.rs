@@ -8,6 +8,7 @@ use copyscope::{
     advisor::{Calibration, Thresholds},
     metrics::{Exporter, Options},
     model::{ProbeRow, ProcessRow, SchedRow, Snapshot, SyscallRow},
+    pods::ContainerMeta,
 };
 
 const M: u64 = 1 << 20;
@@ -139,6 +140,21 @@ fn scenario(e: &mut Exporter) -> String {
         ],
     )]);
     e.observe(&second, &mut containers, &mut |_| vec![]);
+    // The Kubernetes API names the proxy's container; another pod's container has no
+    // workload yet but is exported too, ready for joins.
+    let pod = |pod: &str, container: &str| ContainerMeta {
+        pod: pod.into(),
+        namespace: "edge".into(),
+        container: container.into(),
+    };
+    e.set_pods(
+        [
+            (CID.to_string(), pod("proxy-7d9f", "proxy")),
+            ("a".repeat(64), pod("cache-0", "redis")),
+        ]
+        .into(),
+        true,
+    );
     e.render()
 }
 

@@ -27,6 +27,7 @@ use crate::{
     collect::window::Sampler,
     loader::{self, LoadOptions},
     metrics::{Exporter, Options},
+    pods::Pods,
     workload,
 };
 
@@ -44,6 +45,7 @@ type SharedRef = Arc<RwLock<Shared>>;
 
 pub fn run(args: &RunArgs) -> Result<i32> {
     let thresholds = args.advice.thresholds()?;
+    let kube = args.kube.config()?;
     if args.max_workloads == 0 {
         return Err(anyhow!("--max-workloads must be at least 1"));
     }
@@ -93,6 +95,7 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         idle_windows: (args.workload_ttl / args.interval).ceil().max(1.0) as u64,
     };
     let bpf_stats = args.bpf_stats;
+    let pods = kube.map(Pods::watch).transpose()?;
     let collector_thread = {
         let shared = shared.clone();
         let stop = stop.clone();
@@ -108,6 +111,7 @@ pub fn run(args: &RunArgs) -> Result<i32> {
                     thresholds,
                     calibration,
                     bpf_stats,
+                    pods.as_ref(),
                 );
                 if let Err(e) = &r {
                     error!("collection stopped: {e:#}");
@@ -169,6 +173,7 @@ fn collect_loop(
     thresholds: crate::advisor::Thresholds,
     calibration: crate::advisor::Calibration,
     bpf_stats: bool,
+    pods: Option<&Pods>,
 ) -> Result<()> {
     let _stats_fd = if bpf_stats {
         Some(loader::enable_bpf_stats()?)
@@ -204,6 +209,9 @@ fn collect_loop(
         );
         exporter.set_programs(&sample.programs);
         exporter.set_map_entries(sample.map_entries);
+        if let Some(p) = pods {
+            exporter.set_pods(p.containers(), p.up());
+        }
         exporter.set_collection_seconds(t0.elapsed().as_secs_f64());
         let text = exporter.render();
         let json = serde_json::to_string(snap)?;

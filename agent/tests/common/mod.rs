@@ -7,6 +7,9 @@ use std::{
     process::{Command, Output, Stdio},
 };
 
+pub mod agent;
+pub mod kube;
+
 use serde_json::Value;
 
 pub const COPYSCOPE: &str = env!("CARGO_BIN_EXE_copyscope");

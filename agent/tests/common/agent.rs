@@ -1,0 +1,148 @@
+//! Running `copyscope run` and the servers around it in a test: children that are stopped
+//! however the test ends, plain HTTP gets, and polling with a limit.
+
+use std::{
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::TcpStream,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use super::COPYSCOPE;
+
+/// A child stopped (SIGTERM, then SIGKILL after 5 s) and reaped when the test ends.
+pub struct Guard(pub Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        // SIGTERM first: the agent detaches its programs and exits cleanly.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A running `copyscope run`.
+pub struct Agent {
+    pub child: Guard,
+    /// host:port it serves on.
+    pub addr: String,
+    /// Its stderr so far, line by line.
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Agent {
+    pub fn metrics(&self) -> String {
+        get(&self.addr, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+/// `copyscope run --listen 127.0.0.1:0 ARGS`, once it is ready (/readyz).
+pub fn start_agent(args: &[&str]) -> Agent {
+    let mut child = Command::new(COPYSCOPE)
+        .args(["run", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting copyscope run");
+    let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let log = log.clone();
+        // Keeps draining stderr so the agent never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("copyscope: serving http://") {
+                    let _ = tx.send(rest.split('/').next().unwrap_or("").to_string());
+                }
+                eprintln!("agent: {line}");
+                log.lock().unwrap().push(line);
+            }
+        });
+    }
+    let child = Guard(child);
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("copyscope run did not say where it serves");
+    wait_for(Duration::from_secs(30), "the agent to be ready", || {
+        get(&addr, "/readyz").ok().filter(|(s, _)| *s == 200)
+    });
+    Agent { child, addr, log }
+}
+
+/// A plain HTTP/1.0 GET: (status, body).
+pub fn get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_string());
+    Ok((status, body))
+}
+
+/// Poll `f` every 200 ms until it gives a value; fail after `limit`.
+pub fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < end, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// As root (COPYSCOPE_REQUIRE_KERNEL_TESTS) a missing program fails: setup installs it.
+pub fn require_tool(cmd: &str, package: &str) -> bool {
+    if have(cmd) {
+        return true;
+    }
+    let msg =
+        format!("{cmd} is not installed (Debian package {package}; cargo xtask setup installs it)");
+    assert!(
+        std::env::var_os("COPYSCOPE_REQUIRE_KERNEL_TESTS").is_none(),
+        "{msg}"
+    );
+    eprintln!("skipped: {msg}");
+    false
+}
