@@ -12,8 +12,7 @@ use prometheus::{
 use crate::{
     advisor::{self, Calibration, Thresholds},
     loader::ProgramStat,
-    model::{ProcessAdvice, ProcessRow, Snapshot},
-    pods::ContainerMeta,
+    model::{PodRef, ProcessAdvice, ProcessRow, Snapshot},
     workload::{self, OTHER, WorkloadKey},
 };
 
@@ -57,7 +56,7 @@ pub struct Exporter {
     map_entries: BTreeMap<&'static str, (u64, u64)>,
     last_collection_seconds: f64,
     /// Container id -> pod, as the Kubernetes API last said.
-    pods: BTreeMap<String, ContainerMeta>,
+    pods: BTreeMap<String, PodRef>,
     /// Whether the API server answered; None without --kube-node.
     kube_up: Option<bool>,
 }
@@ -189,20 +188,20 @@ impl Exporter {
     }
 
     /// The pods this node runs (container id -> pod), and whether the API server answered.
-    pub fn set_pods(&mut self, pods: BTreeMap<String, ContainerMeta>, up: bool) {
+    pub fn set_pods(&mut self, pods: BTreeMap<String, PodRef>, up: bool) {
         self.pods = pods;
         self.kube_up = Some(up);
     }
 
     /// One `copyscope_container_info` per container id: those the workloads and the pods
     /// name, and "" for the processes outside containers, so that joins keep those too.
-    fn container_info(&self) -> BTreeMap<String, ContainerMeta> {
-        let mut info: BTreeMap<String, ContainerMeta> = self
+    fn container_info(&self) -> BTreeMap<String, PodRef> {
+        let mut info: BTreeMap<String, PodRef> = self
             .workloads
             .keys()
-            .map(|k| (k.container_id.clone(), ContainerMeta::default()))
+            .map(|k| (k.container_id.clone(), PodRef::default()))
             .collect();
-        info.insert(String::new(), ContainerMeta::default());
+        info.insert(String::new(), PodRef::default());
         info.extend(self.pods.iter().map(|(id, m)| (id.clone(), m.clone())));
         info
     }

@@ -18,6 +18,8 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use log::{info, warn};
 use serde_json::Value;
 
+pub use crate::model::PodRef;
+
 /// The service account's token and CA bundle, as Kubernetes mounts them in every pod.
 pub const SERVICE_ACCOUNT_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
 pub const SERVICE_ACCOUNT_CA: &str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt";
@@ -89,16 +91,8 @@ impl Config {
     }
 }
 
-/// One container's place in the cluster.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub struct ContainerMeta {
-    pub pod: String,
-    pub namespace: String,
-    pub container: String,
-}
-
 /// namespace/name -> the pod's started containers (id, meta).
-pub type PodMap = HashMap<String, Vec<(String, ContainerMeta)>>;
+pub type PodMap = HashMap<String, Vec<(String, PodRef)>>;
 
 #[derive(Default)]
 struct State {
@@ -129,7 +123,7 @@ impl Pods {
     }
 
     /// Container id -> pod, namespace and container name.
-    pub fn containers(&self) -> BTreeMap<String, ContainerMeta> {
+    pub fn containers(&self) -> BTreeMap<String, PodRef> {
         let s = self.0.lock().unwrap();
         s.pods.values().flatten().cloned().collect()
     }
@@ -368,7 +362,7 @@ pub fn apply_event(pods: &mut PodMap, ev: &Value) -> Result<Event> {
 
 /// namespace/name and the containers of a pod that have started (those have ids): regular,
 /// init and ephemeral.
-fn pod_entry(pod: &Value) -> Option<(String, Vec<(String, ContainerMeta)>)> {
+fn pod_entry(pod: &Value) -> Option<(String, Vec<(String, PodRef)>)> {
     let meta = &pod["metadata"];
     let (name, namespace) = (meta["name"].as_str()?, meta["namespace"].as_str()?);
     let mut containers = Vec::new();
@@ -383,7 +377,7 @@ fn pod_entry(pod: &Value) -> Option<(String, Vec<(String, ContainerMeta)>)> {
             };
             containers.push((
                 id,
-                ContainerMeta {
+                PodRef {
                     pod: name.to_string(),
                     namespace: namespace.to_string(),
                     container: c["name"].as_str().unwrap_or("").to_string(),
@@ -458,7 +452,7 @@ mod tests {
             web[0],
             (
                 A.to_string(),
-                ContainerMeta {
+                PodRef {
                     pod: "web-0".into(),
                     namespace: "shop".into(),
                     container: "nginx".into()

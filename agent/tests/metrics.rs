@@ -7,8 +7,7 @@ use std::{collections::BTreeMap, path::PathBuf, process::Command};
 use copyscope::{
     advisor::{Calibration, Thresholds},
     metrics::{Exporter, Options},
-    model::{ProbeRow, ProcessRow, SchedRow, Snapshot, SyscallRow},
-    pods::ContainerMeta,
+    model::{PodRef, ProbeRow, ProcessRow, SchedRow, Snapshot, SyscallRow},
 };
 
 const M: u64 = 1 << 20;
@@ -142,7 +141,7 @@ fn scenario(e: &mut Exporter) -> String {
     e.observe(&second, &mut containers, &mut |_| vec![]);
     // The Kubernetes API names the proxy's container; another pod's container has no
     // workload yet but is exported too, ready for joins.
-    let pod = |pod: &str, container: &str| ContainerMeta {
+    let pod = |pod: &str, container: &str| PodRef {
         pod: pod.into(),
         namespace: "edge".into(),
         container: container.into(),

@@ -118,6 +118,20 @@ fn pods_from_the_kubernetes_api_name_the_workloads_containers() {
         let m = agent.metrics();
         want.iter().all(|w| m.contains(w.as_str())).then_some(m)
     });
+    // The snapshot API (and `copyscope top --from`) names the pod too.
+    let pod = wait_for(WAIT, "the pod in /api/v1/snapshot", || {
+        let (_, body) = common::agent::get(&agent.addr, "/api/v1/snapshot").ok()?;
+        let snap: serde_json::Value = serde_json::from_str(&body).ok()?;
+        snap["processes"]
+            .as_array()?
+            .iter()
+            .find(|p| p["container_id"] == server.as_str() && p["pod"].is_object())
+            .map(|p| p["pod"].clone())
+    });
+    assert_eq!(
+        pod,
+        serde_json::json!({"pod": "web-0", "namespace": "shop", "container": "server"})
+    );
     // A container that has not started has no id, so no series.
     assert!(!text.contains("container=\"log-shipper\""), "{text}");
 

@@ -15,6 +15,7 @@ use crate::{
     collect::syscalls::{Collector, proc_comm},
     loader::{self, ProgramStat},
     model::{self, Counts, ProbeRow, Snapshot},
+    pods::Pods,
     workload,
 };
 
@@ -29,6 +30,8 @@ pub struct Sampler {
     containers: HashMap<u32, Option<String>>,
     calibration: Calibration,
     thresholds: Thresholds,
+    /// Pod names for container ids, when the Kubernetes API is watched.
+    pods: Option<Pods>,
 }
 
 /// One window and the state of the programs and maps at its end.
@@ -57,7 +60,13 @@ impl Sampler {
             containers: HashMap::new(),
             calibration,
             thresholds,
+            pods: None,
         })
+    }
+
+    /// Name the containers' pods in the snapshots, from this watch of the node's pods.
+    pub fn set_pods(&mut self, pods: Pods) {
+        self.pods = Some(pods);
     }
 
     /// The window since the previous sample.
@@ -91,6 +100,12 @@ impl Sampler {
                         .and_then(|c| workload::container_id(&c))
                 })
                 .clone();
+        }
+        if let Some(pods) = &self.pods {
+            let known = pods.containers();
+            for p in &mut snapshot.processes {
+                p.pod = p.container_id.as_ref().and_then(|c| known.get(c).cloned());
+            }
         }
         snapshot.advice = advice(&snapshot, &self.calibration, &self.thresholds);
         let map_entries = map_entries(&after);

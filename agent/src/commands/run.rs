@@ -182,6 +182,9 @@ fn collect_loop(
     };
     let mut exporter = Exporter::new(opts, thresholds, calibration, &loaded.kernel, bpf_stats);
     let mut sampler = Sampler::new(loaded, calibration, thresholds)?;
+    if let Some(p) = pods {
+        sampler.set_pods(p.clone());
+    }
     let mut started = Instant::now();
     while !stop.load(Ordering::SeqCst) {
         // Sleep in short steps so that a shutdown is prompt.

@@ -248,7 +248,14 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     loader.override_global(globals::DEBUG_LOG, &debug, true);
     let mut ebpf = loader.load(OBJECT).map_err(|e| {
         let text = format!("{e:#}");
-        if text.contains("EPERM") || text.contains("Operation not permitted") {
+        // Without CAP_BPF, map creation fails first, with an error that names no errno.
+        let missing = missing_capabilities();
+        if !missing.is_empty() {
+            anyhow!(
+                "the kernel refused to load copyscope's eBPF programs ({text}): {}",
+                eperm_cause(&missing)
+            )
+        } else if text.contains("EPERM") || text.contains("Operation not permitted") {
             anyhow!(
                 "the kernel refused to load copyscope's eBPF programs ({text}): run as root, \
                  and check kernel.unprivileged_bpf_disabled and lockdown"
@@ -446,8 +453,54 @@ fn attach_one(
     }
 }
 
+/// The capabilities loading and attaching need that this process lacks (from CapEff in
+/// /proc/self/status): CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN (all kernels before 5.8
+/// know). Empty when they are held or cannot be read.
+pub fn missing_capabilities() -> Vec<&'static str> {
+    let eff = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        });
+    missing_from(eff)
+}
+
+fn missing_from(eff: Option<u64>) -> Vec<&'static str> {
+    const SYS_ADMIN: u32 = 21;
+    const PERFMON: u32 = 38;
+    const BPF: u32 = 39;
+    let Some(eff) = eff else { return Vec::new() };
+    let has = |bit: u32| eff & (1 << bit) != 0;
+    if has(SYS_ADMIN) {
+        return Vec::new();
+    }
+    [(PERFMON, "CAP_PERFMON"), (BPF, "CAP_BPF")]
+        .into_iter()
+        .filter(|(bit, _)| !has(*bit))
+        .map(|(_, name)| name)
+        .collect()
+}
+
+/// An EPERM's likely cause: missing capabilities if any, else the kernel's own limits.
+fn eperm_cause(missing: &[&str]) -> String {
+    if missing.is_empty() {
+        "EPERM: no BPF trampoline for fentry/fexit on this kernel, or lockdown".into()
+    } else {
+        format!(
+            "EPERM: copyscope lacks {}; grant CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN before 5.8)",
+            missing.join(" and ")
+        )
+    }
+}
+
 /// The kernel's answer in words a user can act on; the raw error is kept when unknown.
 pub fn explain(err: &str) -> String {
+    explain_with(err, &missing_capabilities())
+}
+
+fn explain_with(err: &str, missing: &[&str]) -> String {
     if err.contains("devices/kprobe/type") {
         return "this kernel has no kprobes (CONFIG_KPROBES unset)".into();
     }
@@ -455,9 +508,11 @@ pub fn explain(err: &str) -> String {
         let name = rest.split('`').next().unwrap_or(rest);
         return format!("{name} is not in the kernel's BTF (not built in, or inlined)");
     }
+    if err.contains("Operation not permitted") && !missing.is_empty() {
+        return format!("the kernel refused ({})", eperm_cause(missing));
+    }
     if err.contains("BPF_PROG_LOAD") && err.contains("Operation not permitted") {
-        return "the kernel refused the program (EPERM: no BPF trampoline for fentry/fexit on this kernel, or lockdown)"
-            .into();
+        return format!("the kernel refused the program ({})", eperm_cause(missing));
     }
     let first = err.lines().next().unwrap_or(err);
     first.chars().take(300).collect()
@@ -676,7 +731,7 @@ pub fn enable_bpf_stats() -> Result<std::os::fd::OwnedFd> {
 
 #[cfg(test)]
 mod tests {
-    use super::explain;
+    use super::{explain, explain_with, missing_from};
 
     #[test]
     fn kernel_errors_are_explained() {
@@ -693,5 +748,22 @@ mod tests {
                 .contains("EPERM")
         );
         assert_eq!(explain("line one\nline two"), "line one");
+        let eperm = "the BPF_PROG_LOAD syscall returned Operation not permitted (os error 1)";
+        assert!(explain_with(eperm, &[]).contains("no BPF trampoline"));
+        let e = explain_with(eperm, &["CAP_PERFMON"]);
+        assert!(
+            e.contains("lacks CAP_PERFMON") && e.contains("grant CAP_BPF and CAP_PERFMON"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn missing_capabilities_from_the_effective_set() {
+        let bit = |b: u32| 1u64 << b;
+        assert_eq!(missing_from(Some(bit(38) | bit(39))), Vec::<&str>::new());
+        assert_eq!(missing_from(Some(bit(21))), Vec::<&str>::new());
+        assert_eq!(missing_from(Some(bit(39))), ["CAP_PERFMON"]);
+        assert_eq!(missing_from(Some(0)), ["CAP_PERFMON", "CAP_BPF"]);
+        assert_eq!(missing_from(None), Vec::<&str>::new());
     }
 }

@@ -184,6 +184,17 @@ pub struct ProcessRow {
     /// The container the process runs in (from /proc/PID/cgroup), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
+    /// The container's pod, when the Kubernetes API named it (`run --kube-node`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodRef>,
+}
+
+/// A container's place in a Kubernetes cluster.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
+pub struct PodRef {
+    pub pod: String,
+    pub namespace: String,
+    pub container: String,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -371,6 +382,7 @@ impl ProcessRow {
             context_switches: SchedRow::default(),
             page_cache: CacheRow::default(),
             container_id: None,
+            pod: None,
         }
     }
 }

@@ -248,10 +248,11 @@ fn cell(c: Column, l: &Line, grouping: Grouping) -> Cell<'static> {
                 l.comm.clone()
             }
         }
-        Column::Container => l
-            .container
-            .as_deref()
-            .map_or("-".into(), |c| c.chars().take(12).collect()),
+        Column::Container => match (&l.pod, &l.container) {
+            (Some(pod), _) => pod.clone(),
+            (None, Some(c)) => c.chars().take(12).collect(),
+            (None, None) => "-".into(),
+        },
         Column::Syscalls => count(r.syscalls),
         Column::ModeSwitches => count(r.mode_switches),
         Column::Switches => format!("{}/{}", count(r.voluntary), count(r.involuntary)),
@@ -447,9 +448,11 @@ fn process_title(p: &ProcessRow) -> String {
         " pid {} {}{}{} ",
         p.pid,
         p.comm,
-        p.container_id
-            .as_deref()
-            .map_or(String::new(), |c| format!(" container {c}")),
+        match (&p.pod, &p.container_id) {
+            (Some(r), _) => format!(" pod {}/{} container {}", r.namespace, r.pod, r.container),
+            (None, Some(c)) => format!(" container {c}"),
+            (None, None) => String::new(),
+        },
         if p.exited { " (exited)" } else { "" }
     )
 }

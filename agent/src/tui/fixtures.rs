@@ -169,6 +169,14 @@ pub fn snapshot() -> Snapshot {
     exited.exited = true;
     let mut processes = processes;
     processes.push(exited);
+    // The agent knows the proxy's pod (run --kube-node).
+    for p in processes.iter_mut().filter(|p| p.comm == "haproxy") {
+        p.pod = Some(crate::model::PodRef {
+            pod: "edge-7d9f".into(),
+            namespace: "ingress".into(),
+            container: "haproxy".into(),
+        });
+    }
     Snapshot {
         duration_seconds: 2.0,
         end_unix_seconds: END,

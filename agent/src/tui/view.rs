@@ -40,6 +40,8 @@ pub struct Line {
     pub processes: usize,
     pub comm: String,
     pub container: Option<String>,
+    /// namespace/pod, when the agent knows the container's pod.
+    pub pod: Option<String>,
     pub exited: bool,
     pub rates: Rates,
     pub hit_ratio: Option<f64>,
@@ -102,7 +104,7 @@ impl Column {
         match self {
             Column::Pid => "process id (processes in the group when grouped)",
             Column::Comm => "command name",
-            Column::Container => "container id (12 characters)",
+            Column::Container => "namespace/pod, or the container id (12 characters)",
             Column::Syscalls => "counted I/O syscalls per second",
             Column::ModeSwitches => "user/kernel mode switches per second (two per syscall)",
             Column::Switches => "context switches per second: voluntary / involuntary",
@@ -121,7 +123,7 @@ impl Column {
         match self {
             Column::Pid => 7,
             Column::Comm => 15,
-            Column::Container => 12,
+            Column::Container => 20,
             Column::Syscalls => 7,
             Column::ModeSwitches => 7,
             Column::Switches => 11,
@@ -158,7 +160,8 @@ impl Column {
         match self {
             Column::Pid => a.pid.cmp(&b.pid).then(a.processes.cmp(&b.processes)),
             Column::Comm => a.comm.cmp(&b.comm),
-            Column::Container => a.container.cmp(&b.container),
+            Column::Container => (a.pod.as_ref().or(a.container.as_ref()))
+                .cmp(&b.pod.as_ref().or(b.container.as_ref())),
             Column::Syscalls => f(a.rates.syscalls, b.rates.syscalls),
             Column::ModeSwitches => f(a.rates.mode_switches, b.rates.mode_switches),
             Column::Switches => f(
@@ -252,6 +255,7 @@ pub fn lines(s: &Snapshot, grouping: Grouping) -> Vec<Line> {
                 processes: 1,
                 comm: p.comm.clone(),
                 container: p.container_id.clone(),
+                pod: p.pod.as_ref().map(|r| format!("{}/{}", r.namespace, r.pod)),
                 exited: p.exited,
                 rates: rates(p, secs),
                 hit_ratio: (lookups > 0).then(|| p.page_cache.hits as f64 / lookups as f64),
@@ -271,6 +275,7 @@ pub fn lines(s: &Snapshot, grouping: Grouping) -> Vec<Line> {
                         processes: 0,
                         comm: l.comm.clone(),
                         container: l.container.clone(),
+                        pod: l.pod.clone(),
                         exited: true,
                         rates: Rates::default(),
                         hit_ratio: None,
@@ -332,6 +337,9 @@ pub fn select(mut lines: Vec<Line>, filter: &str, sort: Column, reverse: bool) -
         lines.retain(|l| {
             l.comm.to_lowercase().contains(&f)
                 || l.container.as_deref().is_some_and(|c| c.contains(&f))
+                || l.pod
+                    .as_deref()
+                    .is_some_and(|c| c.to_lowercase().contains(&f))
                 || l.pid.is_some_and(|p| p.to_string() == f)
         });
     }
@@ -396,6 +404,7 @@ mod tests {
             processes: 1,
             comm: comm.into(),
             container: None,
+            pod: None,
             exited: false,
             rates: Rates {
                 copy_to_user: to_user,

@@ -1,0 +1,199 @@
+//! The DaemonSet's capabilities are enough, and each is needed: the real agent runs with
+//! exactly the capabilities deploy/kubernetes/copyscope.yaml grants (uid 0, bounding set
+//! cut to them, as a container runtime does), attaches what full root attaches, and says
+//! which capability is missing when one is taken away.
+
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::{
+    COPYSCOPE,
+    agent::{Guard, get, require_tool, wait_for},
+};
+
+/// The `capabilities.add` list of the copyscope container in the rendered manifests.
+fn granted() -> Vec<String> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/kubernetes/copyscope.yaml"
+    );
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut lines = text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim_end())
+        .skip_while(|l| !l.trim_start().starts_with("capabilities:"));
+    lines.next().expect("the DaemonSet sets capabilities");
+    let mut caps = Vec::new();
+    let mut in_add = false;
+    for l in lines {
+        let t = l.trim_start();
+        if let Some(rest) = t.strip_prefix("add:") {
+            in_add = true;
+            // Flow style: add: ["BPF", "PERFMON"]
+            let rest = rest.trim().trim_start_matches('[').trim_end_matches(']');
+            caps.extend(
+                rest.split(',')
+                    .map(|c| c.trim().trim_matches('"').to_string())
+                    .filter(|c| !c.is_empty()),
+            );
+        } else if in_add && t.starts_with("- ") {
+            caps.push(t[2..].trim().trim_matches('"').to_string());
+        } else if t.is_empty() {
+            continue;
+        } else if in_add || !(t.starts_with("drop:") || t.starts_with("- ")) {
+            break;
+        }
+    }
+    assert!(!caps.is_empty(), "no capabilities.add in {path}");
+    caps
+}
+
+/// setpriv's spelling: "BPF" -> "+bpf".
+fn bounding(caps: &[String]) -> String {
+    let mut s = "-all".to_string();
+    for c in caps {
+        s.push_str(&format!(",+{}", c.to_ascii_lowercase()));
+    }
+    s
+}
+
+fn probes(bounding_set: Option<&str>) -> (bool, String) {
+    let mut c = match bounding_set {
+        Some(b) => {
+            let mut c = Command::new("setpriv");
+            c.args(["--bounding-set", b, "--", COPYSCOPE]);
+            c
+        }
+        None => Command::new(COPYSCOPE),
+    };
+    let out = c.arg("probes").output().expect("running copyscope probes");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn the_daemonsets_capabilities_attach_everything_root_attaches() {
+    require_kernel!();
+    if !require_tool("setpriv", "util-linux") {
+        return;
+    }
+    let caps = granted();
+    for needed in ["BPF", "PERFMON"] {
+        assert!(caps.iter().any(|c| c == needed), "{needed} in {caps:?}");
+    }
+    let (ok_root, as_root) = probes(None);
+    let (ok, limited) = probes(Some(&bounding(&caps)));
+    assert!(ok_root && ok, "{limited}");
+    assert_eq!(
+        limited, as_root,
+        "the same probes attach with {caps:?} as with full root"
+    );
+
+    // The agent itself, under the same limits, serves its metrics.
+    let mut child = Command::new("setpriv");
+    child
+        .args(["--bounding-set", &bounding(&caps), "--", COPYSCOPE])
+        .args(["run", "--listen", "127.0.0.1:0", "--interval", "1"])
+        .stderr(Stdio::piped());
+    let mut child = child.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let _agent = Guard(child);
+    let addr = std::io::BufRead::lines(std::io::BufReader::new(stderr))
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.strip_prefix("copyscope: serving http://")
+                .map(|r| r.split('/').next().unwrap().to_string())
+        })
+        .expect("the agent says where it serves");
+    wait_for(
+        std::time::Duration::from_secs(30),
+        "the limited agent's metrics",
+        || {
+            get(&addr, "/metrics")
+                .ok()
+                .filter(|(s, b)| *s == 200 && b.contains("copyscope_syscalls_total{"))
+        },
+    );
+}
+
+#[test]
+fn without_bpf_or_perfmon_the_agent_names_the_missing_capability() {
+    require_kernel!();
+    if !require_tool("setpriv", "util-linux") {
+        return;
+    }
+    let caps = granted();
+    for dropped in ["BPF", "PERFMON"] {
+        let rest: Vec<String> = caps.iter().filter(|c| *c != dropped).cloned().collect();
+        let (ok, out) = probes(Some(&bounding(&rest)));
+        assert!(!ok, "probes attached without {dropped}:\n{out}");
+        assert!(
+            out.contains(&format!("lacks CAP_{dropped}")),
+            "the error names CAP_{dropped}:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn reading_another_users_open_files_needs_the_granted_ptrace_and_dac_capabilities() {
+    require_kernel!();
+    if !require_tool("setpriv", "util-linux") {
+        return;
+    }
+    let caps = granted();
+    let d = common::scratch("caps-fd");
+    let file = d.join("f");
+    std::fs::write(&file, vec![7u8; 12345]).unwrap();
+    // A process of another user holding the file open on fd 5.
+    let holder = Command::new("setpriv")
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+        ])
+        .arg(format!("exec 5<'{}'; exec sleep 60", file.display()))
+        .spawn()
+        .unwrap();
+    let pid = holder.id();
+    let _holder = Guard(holder);
+    let fd = format!("/proc/{pid}/fd/5");
+    wait_for(std::time::Duration::from_secs(5), "the fd to open", || {
+        std::fs::metadata(&fd).ok()
+    });
+    let size_with = |caps: &[String]| {
+        let out = Command::new("setpriv")
+            .args([
+                "--bounding-set",
+                &bounding(caps),
+                "--",
+                "stat",
+                "-L",
+                "-c",
+                "%s",
+                &fd,
+            ])
+            .output()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    assert_eq!(size_with(&caps).as_deref(), Some("12345"));
+    for needed in ["SYS_PTRACE", "DAC_READ_SEARCH"] {
+        if caps.iter().any(|c| c == needed) {
+            let rest: Vec<String> = caps.iter().filter(|c| *c != needed).cloned().collect();
+            assert_eq!(size_with(&rest), None, "{needed} is needed");
+        }
+    }
+}
