@@ -103,13 +103,19 @@ struct State {
 
 /// The pods on this node as the watcher last saw them (shared with its thread).
 #[derive(Clone, Default)]
-pub struct Pods(Arc<Mutex<State>>);
+pub struct Pods {
+    state: Arc<Mutex<State>>,
+    node: Arc<str>,
+}
 
 impl Pods {
     /// Start watching in a background thread; returns at once.
     pub fn watch(cfg: Config) -> Result<Pods> {
         let agent = http_agent(&cfg)?;
-        let pods = Pods::default();
+        let pods = Pods {
+            state: Arc::default(),
+            node: cfg.node.as_str().into(),
+        };
         let state = pods.clone();
         info!(
             "watching the pods of node {} at {} for container names",
@@ -122,19 +128,24 @@ impl Pods {
         Ok(pods)
     }
 
+    /// The node whose pods these are.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
     /// Container id -> pod, namespace and container name.
     pub fn containers(&self) -> BTreeMap<String, PodRef> {
-        let s = self.0.lock().unwrap();
+        let s = self.state.lock().unwrap();
         s.pods.values().flatten().cloned().collect()
     }
 
     /// Whether the API server answered the last request.
     pub fn up(&self) -> bool {
-        self.0.lock().unwrap().up
+        self.state.lock().unwrap().up
     }
 
     fn set_up(&self, up: bool) {
-        self.0.lock().unwrap().up = up;
+        self.state.lock().unwrap().up = up;
     }
 
     /// List, then watch from the list's resource version; relist when the watch says
@@ -186,7 +197,7 @@ impl Pods {
             .context("reading the pod list")?;
         let list: Value = serde_json::from_str(&body).context("the pod list is not JSON")?;
         let (rv, pods) = parse_pod_list(&list)?;
-        let mut s = self.0.lock().unwrap();
+        let mut s = self.state.lock().unwrap();
         s.pods = pods;
         s.up = true;
         Ok(rv)
@@ -219,7 +230,7 @@ impl Pods {
                 }
                 let ev: Value = serde_json::from_str(&line).context("a watch event is not JSON")?;
                 events += 1;
-                match apply_event(&mut self.0.lock().unwrap().pods, &ev)? {
+                match apply_event(&mut self.state.lock().unwrap().pods, &ev)? {
                     Event::Applied(v) | Event::Bookmark(v) => rv = v,
                     Event::Expired => return Ok(()),
                 }

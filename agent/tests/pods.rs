@@ -122,6 +122,10 @@ fn pods_from_the_kubernetes_api_name_the_workloads_containers() {
     let pod = wait_for(WAIT, "the pod in /api/v1/snapshot", || {
         let (_, body) = common::agent::get(&agent.addr, "/api/v1/snapshot").ok()?;
         let snap: serde_json::Value = serde_json::from_str(&body).ok()?;
+        assert_eq!(
+            snap["host"], NODE,
+            "the node's name, not the pod's host name"
+        );
         snap["processes"]
             .as_array()?
             .iter()

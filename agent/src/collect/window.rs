@@ -102,6 +102,8 @@ impl Sampler {
                 .clone();
         }
         if let Some(pods) = &self.pods {
+            // In a pod the host name is the pod's: the node's name says more.
+            snapshot.host = pods.node().to_string();
             let known = pods.containers();
             for p in &mut snapshot.processes {
                 p.pod = p.container_id.as_ref().and_then(|c| known.get(c).cloned());
@@ -279,8 +281,8 @@ fn map_entries(c: &Counts) -> BTreeMap<&'static str, (u64, u64)> {
     ])
 }
 
-/// This machine's host name (the node's, in a DaemonSet pod with hostNetwork; else the
-/// pod's).
+/// This machine's host name (in a pod without hostNetwork, the pod's: the sampler uses
+/// the node's name when it knows it).
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
