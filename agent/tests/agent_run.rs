@@ -13,6 +13,7 @@ use std::{
 use common::{
     WORKLOAD,
     agent::{Guard, free_port, get, require_tool, start_agent, wait_for},
+    prometheus::Prometheus,
     scratch, write_file,
 };
 use serde_json::Value;
@@ -26,43 +27,13 @@ fn prometheus_scrapes_the_agent_and_sees_the_workload() {
     let d = scratch("prometheus");
     let agent = start_agent(&["--interval", "1"]);
     let addr = agent.addr.clone();
-    let prom_port = free_port();
-    let config = d.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
+    let prom = Prometheus::start(
+        &d,
+        &format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: copyscope\n    static_configs:\n      - targets: ['{addr}']\n"
         ),
-    )
-    .unwrap();
-    let prom = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", d.join("data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(d.join("prometheus.log")).unwrap())
-        .spawn()
-        .expect("starting prometheus");
-    let _prom = Guard(prom);
-    let paddr = format!("127.0.0.1:{prom_port}");
-    let query = |q: &str| -> Option<Vec<Value>> {
-        let enc: String = q
-            .bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"_-.".contains(&b) {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect();
-        let (status, body) = get(&paddr, &format!("/api/v1/query?query={enc}")).ok()?;
-        if status != 200 {
-            return None;
-        }
-        let v: Value = serde_json::from_str(&body).ok()?;
-        v["data"]["result"].as_array().cloned()
-    };
+    );
+    let query = |q: &str| prom.query(q);
     // Prometheus is up and scraping the agent.
     wait_for(
         Duration::from_secs(60),

@@ -1,6 +1,9 @@
 //! copyscope's orchestration: set-up, build, run, test, benchmarks. No product logic here.
 
 mod bench;
+mod dashboards;
+mod deploy;
+mod image;
 mod setup;
 mod test;
 mod util;
@@ -40,6 +43,16 @@ enum Cmd {
     },
     /// Boot Debian kernels under QEMU and run the kernel tests and `copyscope probes` in each.
     Vm(vm::VmArgs),
+    /// Build the container image (static musl binary, FROM scratch, buildah) and check it.
+    Image,
+    /// Set up, then write the plain Kubernetes manifests (deploy/kubernetes) from the Helm
+    /// chart (deploy/helm/copyscope).
+    Manifests {
+        /// Write nothing; check the chart (lint, values schema, rendered objects validated
+        /// offline) and that the manifests are up to date, as `cargo xtask test` does.
+        #[arg(long)]
+        check: bool,
+    },
     /// Benchmarks (report ratios measured in one run; never timed tests).
     Bench {
         #[command(subcommand)]
@@ -82,6 +95,16 @@ fn main() {
         Cmd::Vm(args) => setup::setup()
             .and_then(|_| vm::vm(args))
             .and_then(|r| vm::check(&r))
+            .map(|_| 0),
+        Cmd::Image => setup::setup().and_then(|_| image::image()).map(|_| 0),
+        Cmd::Manifests { check } => setup::setup()
+            .and_then(|_| {
+                if check {
+                    deploy::check()
+                } else {
+                    deploy::manifests()
+                }
+            })
             .map(|_| 0),
         Cmd::Bench { which } => setup::setup()
             .and_then(|_| build_release())

@@ -30,6 +30,15 @@ const PACKAGES: &[(&str, &str)] = &[
     ("curl", "curl"),
     // `copyscope top` end to end: the real binary in a real terminal.
     ("tmux", "tmux"),
+    // The dashboards' type check against Grafana's schema (tsc from npm).
+    ("nodejs", "node"),
+    ("npm", "npm"),
+    // The container image: a static binary (ring's C parts need musl-gcc), built by buildah.
+    ("musl-tools", "musl-gcc"),
+    ("binutils", "strip"),
+    ("buildah", "buildah"),
+    // The fake Kubernetes API server's certificate in the pod-label tests.
+    ("openssl", "openssl"),
 ];
 
 pub struct Toolchain {

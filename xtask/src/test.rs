@@ -25,6 +25,9 @@ pub fn test(lint: bool, matrix: bool) -> Result<()> {
             "warnings",
         ]))?;
     }
+    crate::dashboards::check()?;
+    // The Helm chart and the manifests made from it, validated offline.
+    crate::deploy::check()?;
     // Unit, CLI and kernel tests. As root the kernel tests must really run: a skip for a
     // reason other than a missing kernel feature (no eBPF object, no privileges) fails.
     let mut t = cargo(&["test", "--", "--test-threads=2"]);
@@ -32,6 +35,14 @@ pub fn test(lint: bool, matrix: bool) -> Result<()> {
         t.env("COPYSCOPE_REQUIRE_KERNEL_TESTS", "1");
     }
     let (mut passed, mut failed) = run_counting(&mut t)?;
+    // The container image: built, sized and its binary run (buildah needs root).
+    if failed == 0 {
+        if is_root() {
+            crate::image::image()?;
+        } else {
+            eprintln!("xtask: skipping the image check: buildah's vfs storage needs root");
+        }
+    }
     let mut matrix_error = None;
     if matrix && failed == 0 {
         if is_root() {

@@ -9,6 +9,7 @@ use std::{
 
 pub mod agent;
 pub mod kube;
+pub mod prometheus;
 
 use serde_json::Value;
 
