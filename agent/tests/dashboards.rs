@@ -20,7 +20,7 @@ use std::{
 
 use common::{
     WORKLOAD,
-    agent::{Guard, require_tool, start_agent, wait_for},
+    agent::{Guard, require_tool, wait_for},
     kube::{FakeApi, FakeContainer, Reply, fixture},
     probes_json,
     prometheus::{Prometheus, urlencode},
@@ -490,18 +490,7 @@ fn every_dashboard_query_and_rule_works_on_a_real_agent() {
     let api = FakeApi::start(&d, vec![Reply::Json(200, list)], vec![]);
     let token = d.join("token");
     std::fs::write(&token, "dashboards-test").unwrap();
-    let agent = start_agent(&[
-        "--interval",
-        "1",
-        "--kube-node",
-        NODE,
-        "--kube-api",
-        &api.url,
-        "--kube-token-file",
-        token.to_str().unwrap(),
-        "--kube-ca-file",
-        api.ca_file.to_str().unwrap(),
-    ]);
+    let agent = api.start_agent(NODE, &token);
     let rules = repo().join("deploy/prometheus/rules.yml");
     let prom = Prometheus::start(
         &d,

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 
 use common::{
     COPYSCOPE, WORKLOAD,
-    agent::{Agent, Guard, start_agent, wait_for},
+    agent::{Guard, wait_for},
     kube::{FakeApi, FakeContainer, Gate, Reply, WAIT, events, fixture, status},
     scratch, write_file,
 };
@@ -26,22 +26,6 @@ fn id(tag: u8) -> String {
         .unwrap()
         .as_nanos() as u64;
     format!("{tag:02x}{pid:016x}{nanos:016x}{:030x}", tag as u64)
-}
-
-/// `copyscope run` pointed at the fake API.
-fn start(api: &FakeApi, token: &std::path::Path) -> Agent {
-    start_agent(&[
-        "--interval",
-        "1",
-        "--kube-node",
-        NODE,
-        "--kube-api",
-        &api.url,
-        "--kube-token-file",
-        token.to_str().unwrap(),
-        "--kube-ca-file",
-        api.ca_file.to_str().unwrap(),
-    ])
 }
 
 fn info_line(id: &str, pod: &str, ns: &str, container: &str) -> String {
@@ -100,7 +84,7 @@ fn pods_from_the_kubernetes_api_name_the_workloads_containers() {
             Reply::Watch(expired, Gate::opened()),
         ],
     );
-    let agent = start(&api, &token);
+    let agent = api.start_agent(NODE, &token);
     let container = FakeContainer::new("6b1d2f4e-8c3a-4e7b-9f21-0a5c7d3e9b11", &server);
     let _workload = workload_in(&container, &d);
 
@@ -190,7 +174,7 @@ fn a_refused_api_leaves_container_ids_without_pod_names() {
         "pods is forbidden: User \"system:serviceaccount:copyscope:copyscope\" cannot list resource \"pods\" in API group \"\" at the cluster scope",
     );
     let api = FakeApi::start(&d, vec![Reply::Json(403, forbidden)], vec![]);
-    let agent = start(&api, &token);
+    let agent = api.start_agent(NODE, &token);
     let server = id(4);
     let container = FakeContainer::new("0a1b2c3d-0000-4000-8000-000000000004", &server);
     let _workload = workload_in(&container, &d);

@@ -119,6 +119,23 @@ impl FakeApi {
         }
     }
 
+    /// `copyscope run --interval 1` following this server's pods of `node`, with the
+    /// bearer token in the file `token`.
+    pub fn start_agent(&self, node: &str, token: &Path) -> super::agent::Agent {
+        super::agent::start_agent(&[
+            "--interval",
+            "1",
+            "--kube-node",
+            node,
+            "--kube-api",
+            &self.url,
+            "--kube-token-file",
+            token.to_str().unwrap(),
+            "--kube-ca-file",
+            self.ca_file.to_str().unwrap(),
+        ])
+    }
+
     /// The requests so far.
     pub fn seen(&self) -> Vec<Seen> {
         self.script.lock().unwrap().seen.clone()
