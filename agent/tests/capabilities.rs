@@ -151,7 +151,8 @@ fn reading_another_users_open_files_needs_the_granted_ptrace_and_dac_capabilitie
     let d = common::scratch("caps-fd");
     let file = d.join("f");
     std::fs::write(&file, vec![7u8; 12345]).unwrap();
-    // A process of another user holding the file open on fd 5.
+    // A process of another user holding the file open on its stdin (opened here, as root:
+    // the scratch directory need not be open to that user).
     let holder = Command::new("setpriv")
         .args([
             "--reuid",
@@ -159,18 +160,26 @@ fn reading_another_users_open_files_needs_the_granted_ptrace_and_dac_capabilitie
             "--regid",
             "65534",
             "--clear-groups",
-            "sh",
-            "-c",
+            "sleep",
+            "60",
         ])
-        .arg(format!("exec 5<'{}'; exec sleep 60", file.display()))
+        .stdin(std::fs::File::open(&file).unwrap())
         .spawn()
         .unwrap();
     let pid = holder.id();
     let _holder = Guard(holder);
-    let fd = format!("/proc/{pid}/fd/5");
-    wait_for(std::time::Duration::from_secs(5), "the fd to open", || {
-        std::fs::metadata(&fd).ok()
-    });
+    let fd = format!("/proc/{pid}/fd/0");
+    // Once setpriv has become the other user and run sleep.
+    wait_for(
+        std::time::Duration::from_secs(5),
+        "the holder to run as nobody",
+        || {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            (comm.trim() == "sleep" && status.lines().any(|l| l.starts_with("Uid:\t65534")))
+                .then_some(())
+        },
+    );
     let size_with = |caps: &[String]| {
         let out = Command::new("setpriv")
             .args([
