@@ -157,13 +157,17 @@ fn top_shows_the_hot_process_with_its_advice_and_quits_cleanly() {
     });
     assert!(screen.contains("local probes"), "{screen}");
     assert!(screen.contains("CPU copy"), "{screen}");
-    // Sorted by advice: the flagged process is the first line under the column titles.
+    // Sorted by advice: a flagged process is the first line under the column titles (the
+    // remote test's server, running at the same time, may tie with this one).
     let first = screen
         .lines()
         .skip_while(|l| !l.starts_with("PID"))
         .nth(1)
         .unwrap_or("");
-    assert!(first.contains(&pid.to_string()), "{screen}");
+    assert!(
+        first.contains("copyscope-work") && first.contains("sendfile"),
+        "{screen}"
+    );
 
     // Filter to it, open its detail: the finding with its evidence and saving.
     t.keys(&["/"]);
