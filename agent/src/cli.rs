@@ -34,6 +34,100 @@ pub enum Command {
     /// The live view: which processes copy bytes through the CPU, switch modes and miss
     /// the page cache, and what to do about it. `?` lists the keys.
     Top(TopArgs),
+    /// Transfer a file with each copy method (read+write, mmap+write, sendfile, splice,
+    /// O_DIRECT with io_uring, copy_file_range) and compare throughput, CPU time and
+    /// copyscope's own counts of copies and switches.
+    Bench(BenchArgs),
+    /// One transfer of `copyscope bench`, in its own process so that its counts are its own.
+    #[command(hide = true)]
+    BenchSend(BenchSendArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Bytes to transfer (suffixes K, M, G: powers of 1024).
+    #[arg(long, default_value = "256M", value_parser = parse_size)]
+    pub size: u64,
+
+    /// Transfers per method and cache state; the table shows the median.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub runs: u32,
+
+    /// Page-cache state of the file before each transfer: cold (only the test file is
+    /// dropped from the cache), warm (read once before), or both.
+    #[arg(long, value_enum, default_value_t = crate::bench::Cache::Both)]
+    pub cache: crate::bench::Cache,
+
+    /// Where the bytes go: a receiver over loopback TCP, /dev/null, or a second file.
+    #[arg(long, value_enum, default_value_t = crate::bench::Sink::Tcp)]
+    pub to: crate::bench::Sink,
+
+    /// Methods to run, comma-separated [default: every method the destination allows]:
+    /// read-write, mmap-write, sendfile, splice, direct-uring, copy-file-range.
+    #[arg(long, value_delimiter = ',', value_parser = crate::bench::Method::parse)]
+    pub methods: Vec<crate::bench::Method>,
+
+    /// Buffer of read()+write() and mmap()+write(), and the O_DIRECT read size.
+    #[arg(long, default_value = "128K", value_parser = parse_size)]
+    pub buffer: u64,
+
+    /// Directory for the test file (a disk-backed file system: tmpfs has no O_DIRECT
+    /// and no page cache to miss).
+    #[arg(long, default_value = ".")]
+    pub dir: std::path::PathBuf,
+
+    /// One JSON document on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Also draw throughput and CPU per method to this file (.svg or .png).
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BenchSendArgs {
+    #[arg(long, value_parser = crate::bench::Method::parse)]
+    pub method: crate::bench::Method,
+    #[arg(long)]
+    pub file: std::path::PathBuf,
+    /// tcp:HOST:PORT, null, or file:PATH.
+    #[arg(long)]
+    pub to: String,
+    #[arg(long)]
+    pub buffer: u64,
+}
+
+/// `256M` -> 268435456; plain numbers are bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_uppercase() {
+                'K' => 1u64 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => {
+                    return Err(format!(
+                        "{s:?}: unknown size suffix {c:?} (use K, M, G or T)"
+                    ));
+                }
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size: give bytes, e.g. 1048576, 64K, 256M or 2G"))?;
+    let v = n
+        .checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))?;
+    if v == 0 {
+        return Err("the size must be more than 0 bytes".into());
+    }
+    Ok(v)
 }
 
 #[derive(Debug, clap::Args)]
@@ -235,6 +329,18 @@ fn parse_duration(s: &str) -> Result<f64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_take_binary_suffixes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_size("256m"), Ok(256 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert!(parse_size("0").unwrap_err().contains("more than 0"));
+        assert!(parse_size("1.5G").unwrap_err().contains("not a size"));
+        assert!(parse_size("3X").unwrap_err().contains("suffix"));
+        assert!(parse_size("99999999999T").unwrap_err().contains("too large"));
+    }
 
     #[test]
     fn parses_command_mode() {

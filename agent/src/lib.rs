@@ -2,6 +2,7 @@
 //! space, the bytes moved zero-copy, and the mode switches that go with them.
 
 pub mod advisor;
+pub mod bench;
 pub mod calibrate;
 pub mod cli;
 pub mod collect;
@@ -24,5 +25,7 @@ pub fn run(cli: cli::Cli) -> Result<i32> {
         cli::Command::Snapshot(args) => commands::snapshot::run(&args),
         cli::Command::Run(args) => commands::run::run(&args),
         cli::Command::Top(args) => tui::run(&args),
+        cli::Command::Bench(args) => bench::run(&args),
+        cli::Command::BenchSend(args) => bench::send::run(&args),
     }
 }

@@ -18,7 +18,8 @@ use crate::util::{is_root, output, run, succeeds};
 /// The bpf-linker release line copyscope builds with.
 const BPF_LINKER_VERSION: &str = "0.13";
 
-/// Debian packages the test tiers and benchmarks use, with the command that shows each is there.
+/// Debian packages the test tiers and benchmarks use, with the command (or file) that shows
+/// each is there.
 const PACKAGES: &[(&str, &str)] = &[
     ("bpftrace", "bpftrace"),
     ("util-linux", "setpriv"),
@@ -39,6 +40,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("buildah", "buildah"),
     // The fake Kubernetes API server's certificate in the pod-label tests.
     ("openssl", "openssl"),
+    // The font `copyscope bench --plot` draws its text with.
+    ("fonts-dejavu-core", "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"),
 ];
 
 pub struct Toolchain {
@@ -191,7 +194,12 @@ fn ensure_packages() -> Result<()> {
     let missing: Vec<&str> = PACKAGES
         .iter()
         .filter(|(_, probe)| {
-            !succeeds(Command::new("sh").args(["-c", &format!("command -v {probe}")]))
+            // A path is a file the package installs; anything else a command.
+            if probe.starts_with('/') {
+                !Path::new(probe).exists()
+            } else {
+                !succeeds(Command::new("sh").args(["-c", &format!("command -v {probe}")]))
+            }
         })
         .map(|(pkg, _)| *pkg)
         .collect();

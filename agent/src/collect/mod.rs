@@ -1,5 +1,6 @@
 //! Harvesting the kernel maps into plain [`Counts`](crate::model::Counts).
 
+pub mod follow;
 pub mod procstats;
 pub mod syscalls;
 pub mod window;

@@ -1,17 +1,17 @@
 //! `copyscope snapshot`: count for a duration, or while a command runs, then report.
 
 use std::{
-    ffi::CString,
     io::Write as _,
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 
 use crate::{
     calibrate,
     cli::SnapshotArgs,
     collect::{
+        follow,
         syscalls::Collector,
         window::{advice, window_snapshot},
     },
@@ -51,7 +51,8 @@ pub fn run(args: &SnapshotArgs) -> Result<i32> {
     let started = Instant::now();
     let mut command = None;
     let code = if watch {
-        let (pid, code) = run_command(&mut collector, &args.command)?;
+        let exit = follow::run_held(Some(&mut collector), &args.command, None)?;
+        let (pid, code) = (exit.pid, exit.code);
         command = Some(CommandRun {
             pid,
             exit_code: code,
@@ -112,74 +113,4 @@ pub fn run(args: &SnapshotArgs) -> Result<i32> {
         write!(out, "{}", report::table(&snapshot))?;
     }
     Ok(code)
-}
-
-/// Start the command stopped until its pid is watched, so that not one of its syscalls is
-/// missed and none of copyscope's own are counted; wait for it and return its exit code
-/// (128 + signal if killed).
-///
-/// fork + SIGSTOP + execvp by hand: `std::process::Command::spawn` waits for the exec,
-/// which the held child cannot reach until it is watched.
-fn run_command(collector: &mut Collector, argv: &[String]) -> Result<(u32, i32)> {
-    let cargs: Vec<CString> = argv
-        .iter()
-        .map(|a| {
-            CString::new(a.as_bytes())
-                .with_context(|| format!("argument {a:?} contains a NUL byte"))
-        })
-        .collect::<Result<_>>()?;
-    let mut ptrs: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
-    ptrs.push(std::ptr::null());
-    // SAFETY: the child only calls async-signal-safe functions (raise, execvp, write, _exit).
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(std::io::Error::last_os_error()).context("fork");
-    }
-    if pid == 0 {
-        unsafe {
-            libc::raise(libc::SIGSTOP);
-            libc::execvp(ptrs[0], ptrs.as_ptr());
-            let msg = b"copyscope: cannot run the command\n";
-            libc::write(2, msg.as_ptr().cast(), msg.len());
-            libc::_exit(127);
-        }
-    }
-    let mut status = 0;
-    // SAFETY: waitpid on our own child with a valid status pointer.
-    let r = unsafe { libc::waitpid(pid, &mut status, libc::WUNTRACED) };
-    if r != pid || !libc::WIFSTOPPED(status) {
-        bail!("the command did not start (status {status:#x})");
-    }
-    let watched = collector.watch(pid as u32);
-    // SAFETY: signalling our own stopped child.
-    unsafe {
-        libc::kill(
-            pid,
-            if watched.is_ok() {
-                libc::SIGCONT
-            } else {
-                libc::SIGKILL
-            },
-        )
-    };
-    watched?;
-    let mut status = 0;
-    loop {
-        // SAFETY: waitpid on our own child with a valid status pointer.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r == pid {
-            break;
-        }
-        let err = std::io::Error::last_os_error();
-        if err.kind() != std::io::ErrorKind::Interrupted {
-            return Err(err).context("waiting for the command");
-        }
-    }
-    if libc::WIFEXITED(status) {
-        Ok((pid as u32, libc::WEXITSTATUS(status)))
-    } else if libc::WIFSIGNALED(status) {
-        Ok((pid as u32, 128 + libc::WTERMSIG(status)))
-    } else {
-        bail!("the command ended in an unknown way (status {status:#x})")
-    }
 }
