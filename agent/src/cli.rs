@@ -339,7 +339,11 @@ mod tests {
         assert!(parse_size("0").unwrap_err().contains("more than 0"));
         assert!(parse_size("1.5G").unwrap_err().contains("not a size"));
         assert!(parse_size("3X").unwrap_err().contains("suffix"));
-        assert!(parse_size("99999999999T").unwrap_err().contains("too large"));
+        assert!(
+            parse_size("99999999999T")
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 
     #[test]

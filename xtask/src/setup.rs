@@ -41,7 +41,10 @@ const PACKAGES: &[(&str, &str)] = &[
     // The fake Kubernetes API server's certificate in the pod-label tests.
     ("openssl", "openssl"),
     // The font `copyscope bench --plot` draws its text with.
-    ("fonts-dejavu-core", "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"),
+    (
+        "fonts-dejavu-core",
+        "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    ),
 ];
 
 pub struct Toolchain {

@@ -297,6 +297,34 @@ fn count(v: u64) -> String {
     }
 }
 
+/// A claim measured once per cache state: held when every measure reaches `held`, partly
+/// when one reaches `partly`.
+fn graded(
+    claim: &'static str,
+    measures: &[f64],
+    (held, partly): (f64, f64),
+    parts: Vec<String>,
+    missing: &str,
+) -> Claim {
+    Claim {
+        claim,
+        verdict: if measures.is_empty() {
+            Verdict::NotMeasured
+        } else if measures.iter().all(|m| *m >= held) {
+            Verdict::Held
+        } else if measures.iter().any(|m| *m >= partly) {
+            Verdict::Partly
+        } else {
+            Verdict::NotHeld
+        },
+        evidence: if parts.is_empty() {
+            missing.into()
+        } else {
+            parts.join("; ")
+        },
+    }
+}
+
 fn claims(setup: &Setup, lines: &[Line]) -> Vec<Claim> {
     let line = |cache: &str, m: Method| lines.iter().find(|l| l.cache == cache && l.method == m);
     let caches: Vec<&str> = ["cold", "warm"]
@@ -322,23 +350,13 @@ fn claims(setup: &Setup, lines: &[Line]) -> Vec<Claim> {
             ));
         }
     }
-    out.push(Claim {
-        claim: "zero-copy at least doubles file-transfer throughput",
-        verdict: if ratios.is_empty() {
-            Verdict::NotMeasured
-        } else if ratios.iter().all(|r| *r >= 2.0) {
-            Verdict::Held
-        } else if ratios.iter().any(|r| *r >= 1.2) {
-            Verdict::Partly
-        } else {
-            Verdict::NotHeld
-        },
-        evidence: if parts.is_empty() {
-            "needs read-write and sendfile or splice".into()
-        } else {
-            parts.join("; ")
-        },
-    });
+    out.push(graded(
+        "zero-copy at least doubles file-transfer throughput",
+        &ratios,
+        (2.0, 1.2),
+        parts,
+        "needs read-write and sendfile or splice",
+    ));
 
     // 2. "transferTo (sendfile) cut transfer time by about 65%."
     let mut parts = Vec::new();
@@ -356,23 +374,13 @@ fn claims(setup: &Setup, lines: &[Line]) -> Vec<Claim> {
             ));
         }
     }
-    out.push(Claim {
-        claim: "sendfile (Java's transferTo) cuts transfer time by about 65%",
-        verdict: if cuts.is_empty() {
-            Verdict::NotMeasured
-        } else if cuts.iter().all(|c| *c >= 0.55) {
-            Verdict::Held
-        } else if cuts.iter().any(|c| *c >= 0.2) {
-            Verdict::Partly
-        } else {
-            Verdict::NotHeld
-        },
-        evidence: if parts.is_empty() {
-            "needs read-write and sendfile".into()
-        } else {
-            parts.join("; ")
-        },
-    });
+    out.push(graded(
+        "sendfile (Java's transferTo) cuts transfer time by about 65%",
+        &cuts,
+        (0.55, 0.2),
+        parts,
+        "needs read-write and sendfile",
+    ));
 
     // 3. "Huge files: bypass the page cache with O_DIRECT + async I/O."
     let (rw, d) = (
