@@ -11,6 +11,7 @@ pub mod loader;
 pub mod metrics;
 pub mod model;
 pub mod pods;
+pub mod privileges;
 pub mod report;
 pub mod signals;
 pub mod tui;

@@ -206,3 +206,98 @@ fn reading_another_users_open_files_needs_the_granted_ptrace_and_dac_capabilitie
         }
     }
 }
+
+/// CapEff and CapPrm of every thread of a process.
+fn thread_caps(pid: u32) -> Vec<(u64, u64)> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .map(|t| {
+            let status = std::fs::read_to_string(t.path().join("status")).unwrap();
+            let field = |name: &str| {
+                let v = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .unwrap_or_else(|| panic!("{name} in {status}"));
+                u64::from_str_radix(v.trim(), 16).unwrap()
+            };
+            (field("CapEff:"), field("CapPrm:"))
+        })
+        .collect()
+}
+
+#[test]
+fn once_attached_the_agent_keeps_only_what_collecting_needs_and_still_counts() {
+    require_kernel!();
+    // CAP_BPF (39), CAP_SYS_PTRACE (19), CAP_DAC_READ_SEARCH (2).
+    const KEPT: u64 = 1 << 39 | 1 << 19 | 1 << 2;
+    let agent = common::agent::start_agent(&["--interval", "1"]);
+    let pid = agent.child.0.id();
+    let caps = thread_caps(pid);
+    assert!(caps.len() > 2, "the agent's threads: {caps:?}");
+    for (eff, prm) in &caps {
+        assert_eq!((*eff, *prm), (KEPT, KEPT), "every thread: {caps:x?}");
+    }
+    let log = agent.log();
+    assert!(
+        log.contains("keeping CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE, CAP_BPF and dropping")
+            && log.contains("(bounding set too)"),
+        "it says what it kept:\n{log}"
+    );
+    // Collection goes on with what is left: an exact count of a workload's calls.
+    let d = common::scratch("caps-after");
+    let file = d.join("f");
+    std::fs::write(&file, [1u8; 64]).unwrap();
+    let out = Command::new(common::WORKLOAD)
+        .args(["pread", file.to_str().unwrap(), "3000", "8"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    // 3000 of its own, and the dynamic loader's few.
+    let series = "copyscope_syscalls_total{comm=\"copyscope-workl\",container_id=\"\",syscall=\"pread64\",fd_kind=\"file\"} ";
+    let calls = wait_for(
+        std::time::Duration::from_secs(20),
+        "the workload's count",
+        || {
+            agent.metrics().lines().find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .filter(|v| *v >= 3000)
+            })
+        },
+    );
+    assert!(calls <= 3004, "{calls}");
+}
+
+#[test]
+fn under_the_daemonsets_capabilities_the_agent_drops_perfmon_once_attached() {
+    require_kernel!();
+    if !require_tool("setpriv", "util-linux") {
+        return;
+    }
+    let caps = granted();
+    let mut child = Command::new("setpriv")
+        .args(["--bounding-set", &bounding(&caps), "--", COPYSCOPE])
+        .args(["run", "--listen", "127.0.0.1:0", "--interval", "1"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let pid = child.id();
+    let _agent = Guard(child);
+    let lines: Vec<String> = std::io::BufRead::lines(std::io::BufReader::new(stderr))
+        .map_while(Result::ok)
+        .take_while(|l| !l.starts_with("copyscope: serving"))
+        .collect();
+    let said = lines.join("\n");
+    assert!(
+        said.contains(
+            "keeping CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE, CAP_BPF and dropping 1 other capabilities"
+        ) && !said.contains("bounding set"),
+        "{said}"
+    );
+    for (eff, _) in thread_caps(pid) {
+        assert_eq!(eff & (1 << 38), 0, "CAP_PERFMON is gone");
+        assert_ne!(eff & (1 << 39), 0, "CAP_BPF stays");
+    }
+}

@@ -28,7 +28,7 @@ use crate::{
     loader::{self, LoadOptions},
     metrics::{Exporter, Options},
     pods::Pods,
-    workload,
+    privileges, workload,
 };
 
 /// What the collection thread publishes for the HTTP side.
@@ -49,14 +49,8 @@ pub fn run(args: &RunArgs) -> Result<i32> {
     if args.max_workloads == 0 {
         return Err(anyhow!("--max-workloads must be at least 1"));
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
     // Bind first: a port in use is reported before the probes are loaded.
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind(args.listen))
+    let listener = std::net::TcpListener::bind(args.listen)
         .map_err(|e| {
             let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
                 " (another copyscope, or another exporter, is using it: pick one with --listen or COPYSCOPE_LISTEN)"
@@ -86,6 +80,42 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         }
     }
 
+    // Turned on before the capabilities are dropped (it needs more than reading does).
+    let stats_fd = if args.bpf_stats {
+        Some(loader::enable_bpf_stats()?)
+    } else {
+        None
+    };
+    // Attached: keep what collecting still needs, drop the rest, before any thread starts
+    // (threads inherit the reduced sets).
+    match privileges::keep_only(&privileges::RUN_KEEPS) {
+        Ok(d) => eprintln!(
+            "copyscope: attached; keeping {} and dropping {} other capabilities{}",
+            if d.kept.is_empty() {
+                "no capabilities".to_string()
+            } else {
+                d.kept.join(", ")
+            },
+            d.dropped.len(),
+            if d.bounding {
+                " (bounding set too)"
+            } else {
+                ""
+            }
+        ),
+        Err(e) => warn!("could not drop capabilities: {e:#}"),
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    listener.set_nonblocking(true)?;
+    let listener = {
+        let _guard = runtime.enter();
+        tokio::net::TcpListener::from_std(listener)?
+    };
+
     let shared: SharedRef = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let interval = Duration::from_secs_f64(args.interval);
@@ -94,7 +124,7 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         pid_labels: args.pid_labels,
         idle_windows: (args.workload_ttl / args.interval).ceil().max(1.0) as u64,
     };
-    let bpf_stats = args.bpf_stats;
+    let bpf_stats = stats_fd.is_some();
     let pods = kube.map(Pods::watch).transpose()?;
     let collector_thread = {
         let shared = shared.clone();
@@ -150,6 +180,7 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         .map_err(|_| anyhow!("the collection thread panicked"))?;
     served.context("serving HTTP")?;
     collected?;
+    drop(stats_fd);
     Ok(0)
 }
 
@@ -175,11 +206,6 @@ fn collect_loop(
     bpf_stats: bool,
     pods: Option<&Pods>,
 ) -> Result<()> {
-    let _stats_fd = if bpf_stats {
-        Some(loader::enable_bpf_stats()?)
-    } else {
-        None
-    };
     let mut exporter = Exporter::new(opts, thresholds, calibration, &loaded.kernel, bpf_stats);
     let mut sampler = Sampler::new(loaded, calibration, thresholds)?;
     if let Some(p) = pods {
