@@ -14,6 +14,8 @@ pub type Cap = (u32, &'static str);
 pub const CAP_DAC_READ_SEARCH: Cap = (2, "CAP_DAC_READ_SEARCH");
 pub const CAP_SETPCAP: Cap = (8, "CAP_SETPCAP");
 pub const CAP_SYS_PTRACE: Cap = (19, "CAP_SYS_PTRACE");
+pub const CAP_SYS_ADMIN: Cap = (21, "CAP_SYS_ADMIN");
+pub const CAP_PERFMON: Cap = (38, "CAP_PERFMON");
 pub const CAP_BPF: Cap = (39, "CAP_BPF");
 
 /// What the collection still needs once attached: CAP_BPF for every bpf() call on the maps
@@ -58,6 +60,11 @@ fn get() -> Result<(u64, u64, u64)> {
         join(d[0].permitted, d[1].permitted),
         join(d[0].inheritable, d[1].inheritable),
     ))
+}
+
+/// This thread's effective capabilities; None if the kernel will not say.
+pub fn effective() -> Option<u64> {
+    get().ok().map(|(eff, _, _)| eff)
 }
 
 fn set(effective: u64, permitted: u64, inheritable: u64) -> Result<()> {

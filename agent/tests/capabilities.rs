@@ -5,11 +5,11 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::{
     COPYSCOPE,
-    agent::{Guard, get, require_tool, wait_for},
+    agent::{Guard, require_tool, start_agent, start_agent_under, wait_for},
 };
 
 /// The `capabilities.add` list of the copyscope container in the rendered manifests.
@@ -97,28 +97,18 @@ fn the_daemonsets_capabilities_attach_everything_root_attaches() {
     );
 
     // The agent itself, under the same limits, serves its metrics.
-    let mut child = Command::new("setpriv");
-    child
-        .args(["--bounding-set", &bounding(&caps), "--", COPYSCOPE])
-        .args(["run", "--listen", "127.0.0.1:0", "--interval", "1"])
-        .stderr(Stdio::piped());
-    let mut child = child.spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let _agent = Guard(child);
-    let addr = std::io::BufRead::lines(std::io::BufReader::new(stderr))
-        .map_while(Result::ok)
-        .find_map(|l| {
-            l.strip_prefix("copyscope: serving http://")
-                .map(|r| r.split('/').next().unwrap().to_string())
-        })
-        .expect("the agent says where it serves");
+    let agent = start_agent_under(
+        &["setpriv", "--bounding-set", &bounding(&caps), "--"],
+        &["--interval", "1"],
+    );
     wait_for(
         std::time::Duration::from_secs(30),
         "the limited agent's metrics",
         || {
-            get(&addr, "/metrics")
-                .ok()
-                .filter(|(s, b)| *s == 200 && b.contains("copyscope_syscalls_total{"))
+            agent
+                .metrics()
+                .contains("copyscope_syscalls_total{")
+                .then_some(())
         },
     );
 }
@@ -231,7 +221,7 @@ fn once_attached_the_agent_keeps_only_what_collecting_needs_and_still_counts() {
     require_kernel!();
     // CAP_BPF (39), CAP_SYS_PTRACE (19), CAP_DAC_READ_SEARCH (2).
     const KEPT: u64 = 1 << 39 | 1 << 19 | 1 << 2;
-    let agent = common::agent::start_agent(&["--interval", "1"]);
+    let agent = start_agent(&["--interval", "1"]);
     let pid = agent.child.0.id();
     let caps = thread_caps(pid);
     assert!(caps.len() > 2, "the agent's threads: {caps:?}");
@@ -276,26 +266,18 @@ fn under_the_daemonsets_capabilities_the_agent_drops_perfmon_once_attached() {
         return;
     }
     let caps = granted();
-    let mut child = Command::new("setpriv")
-        .args(["--bounding-set", &bounding(&caps), "--", COPYSCOPE])
-        .args(["run", "--listen", "127.0.0.1:0", "--interval", "1"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let pid = child.id();
-    let _agent = Guard(child);
-    let lines: Vec<String> = std::io::BufRead::lines(std::io::BufReader::new(stderr))
-        .map_while(Result::ok)
-        .take_while(|l| !l.starts_with("copyscope: serving"))
-        .collect();
-    let said = lines.join("\n");
+    let agent = start_agent_under(
+        &["setpriv", "--bounding-set", &bounding(&caps), "--"],
+        &["--interval", "1"],
+    );
+    let said = agent.log();
     assert!(
         said.contains(
             "keeping CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE, CAP_BPF and dropping 1 other capabilities"
         ) && !said.contains("bounding set"),
         "{said}"
     );
+    let pid = agent.child.0.id();
     for (eff, _) in thread_caps(pid) {
         assert_eq!(eff & (1 << 38), 0, "CAP_PERFMON is gone");
         assert_ne!(eff & (1 << 39), 0, "CAP_BPF stays");

@@ -390,7 +390,7 @@ fn transfer(
     method: Method,
     cache: &str,
     run: u32,
-    collector: Option<&mut Collector>,
+    mut collector: Option<&mut Collector>,
     loaded: Option<&loader::Loaded>,
     progress: &indicatif::ProgressBar,
 ) -> Result<Run> {
@@ -428,22 +428,16 @@ fn transfer(
         let _ = std::fs::File::from(r).read_to_string(&mut s);
         s
     });
-    let mut collector = collector;
-    let before = match collector.as_deref_mut() {
-        Some(c) => Some(c.harvest()?),
-        None => None,
-    };
+    let before = collector
+        .as_deref_mut()
+        .map(Collector::harvest)
+        .transpose()?;
     let started = Instant::now();
-    let (exit, after, collector) = {
-        let exit = follow::run_held(collector.as_deref_mut(), &argv, Some(w.as_raw_fd()));
-        drop(w);
-        let exit = exit?;
-        let after = match collector.as_deref_mut() {
-            Some(c) => Some(c.harvest()?),
-            None => None,
-        };
-        (exit, after, collector)
-    };
+    let exit = follow::run_held(collector.as_deref_mut(), &argv, Some(w.as_raw_fd()));
+    // Our copy of the pipe's write end closes, so the reader sees the sender's end.
+    drop(w);
+    let exit = exit?;
+    let after = collector.map(Collector::harvest).transpose()?;
     let elapsed = started.elapsed().as_secs_f64();
     let line = reader
         .join()
@@ -483,16 +477,15 @@ fn transfer(
             None
         }
     };
-    let counts = match (before, after, loaded, collector) {
-        (Some(before), Some(after), Some(loaded), Some(c)) => {
+    let counts = match (before, after, loaded) {
+        (Some(before), Some(after), Some(loaded)) => {
             let pid = exit.pid;
-            let watched = c.watched();
             let snap = window_snapshot(
                 loaded,
                 &before,
                 &after,
                 elapsed,
-                &|tgid| tgid == pid && watched.contains(&tgid),
+                &|tgid| tgid == pid,
                 true,
                 0,
             );

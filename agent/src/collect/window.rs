@@ -15,7 +15,7 @@ use crate::{
     collect::syscalls::{Collector, proc_comm},
     loader::{self, ProgramStat},
     model::{self, Counts, ProbeRow, Snapshot},
-    pods::Pods,
+    pods::{PodRef, Pods},
     workload,
 };
 
@@ -41,6 +41,9 @@ pub struct Sample {
     pub programs: Vec<ProgramStat>,
     /// Entries in use and capacity of the per-process kernel maps.
     pub map_entries: BTreeMap<&'static str, (u64, u64)>,
+    /// With a watch of the node's pods: container id -> pod, as the window used them, and
+    /// whether the API server answered.
+    pub pods: Option<(BTreeMap<String, PodRef>, bool)>,
 }
 
 impl Sampler {
@@ -101,14 +104,15 @@ impl Sampler {
                 })
                 .clone();
         }
-        if let Some(pods) = &self.pods {
+        let pods = self.pods.as_ref().map(|pods| {
             // In a pod the host name is the pod's: the node's name says more.
             snapshot.host = pods.node().to_string();
             let known = pods.containers();
             for p in &mut snapshot.processes {
                 p.pod = p.container_id.as_ref().and_then(|c| known.get(c).cloned());
             }
-        }
+            (known, pods.up())
+        });
         snapshot.advice = advice(&snapshot, &self.calibration, &self.thresholds);
         let map_entries = map_entries(&after);
         let gone = self.collector.forget_retired();
@@ -124,6 +128,7 @@ impl Sampler {
             snapshot,
             programs,
             map_entries,
+            pods,
         })
     }
 }

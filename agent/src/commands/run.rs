@@ -141,7 +141,7 @@ pub fn run(args: &RunArgs) -> Result<i32> {
                     thresholds,
                     calibration,
                     bpf_stats,
-                    pods.as_ref(),
+                    pods,
                 );
                 if let Err(e) = &r {
                     error!("collection stopped: {e:#}");
@@ -204,12 +204,12 @@ fn collect_loop(
     thresholds: crate::advisor::Thresholds,
     calibration: crate::advisor::Calibration,
     bpf_stats: bool,
-    pods: Option<&Pods>,
+    pods: Option<Pods>,
 ) -> Result<()> {
     let mut exporter = Exporter::new(opts, thresholds, calibration, &loaded.kernel, bpf_stats);
     let mut sampler = Sampler::new(loaded, calibration, thresholds)?;
     if let Some(p) = pods {
-        sampler.set_pods(p.clone());
+        sampler.set_pods(p);
     }
     let mut started = Instant::now();
     while !stop.load(Ordering::SeqCst) {
@@ -238,8 +238,8 @@ fn collect_loop(
         );
         exporter.set_programs(&sample.programs);
         exporter.set_map_entries(sample.map_entries);
-        if let Some(p) = pods {
-            exporter.set_pods(p.containers(), p.up());
+        if let Some((known, up)) = sample.pods {
+            exporter.set_pods(known, up);
         }
         exporter.set_collection_seconds(t0.elapsed().as_secs_f64());
         let text = exporter.render();

@@ -19,6 +19,7 @@ use copyscope_common::{
 };
 
 use self::probes::{Method, PROBES, ProbeSpec, Target};
+use crate::privileges;
 
 /// The kernel programs, built by build.rs (empty when built without the BPF toolchain).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/copyscope"));
@@ -453,32 +454,23 @@ fn attach_one(
     }
 }
 
-/// The capabilities loading and attaching need that this process lacks (from CapEff in
-/// /proc/self/status): CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN (all kernels before 5.8
-/// know). Empty when they are held or cannot be read.
+/// The capabilities loading and attaching need that this process lacks (its effective
+/// set): CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN (all kernels before 5.8 know). Empty
+/// when they are held or cannot be read.
 pub fn missing_capabilities() -> Vec<&'static str> {
-    let eff = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        });
-    missing_from(eff)
+    missing_from(privileges::effective())
 }
 
 fn missing_from(eff: Option<u64>) -> Vec<&'static str> {
-    const SYS_ADMIN: u32 = 21;
-    const PERFMON: u32 = 38;
-    const BPF: u32 = 39;
+    use privileges::{CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN};
     let Some(eff) = eff else { return Vec::new() };
-    let has = |bit: u32| eff & (1 << bit) != 0;
-    if has(SYS_ADMIN) {
+    let has = |(bit, _): privileges::Cap| eff & (1 << bit) != 0;
+    if has(CAP_SYS_ADMIN) {
         return Vec::new();
     }
-    [(PERFMON, "CAP_PERFMON"), (BPF, "CAP_BPF")]
+    [CAP_PERFMON, CAP_BPF]
         .into_iter()
-        .filter(|(bit, _)| !has(*bit))
+        .filter(|c| !has(*c))
         .map(|(_, name)| name)
         .collect()
 }

@@ -53,7 +53,21 @@ impl Agent {
 
 /// `copyscope run --listen 127.0.0.1:0 ARGS`, once it is ready (/readyz).
 pub fn start_agent(args: &[&str]) -> Agent {
-    let mut child = Command::new(COPYSCOPE)
+    start_agent_under(&[], args)
+}
+
+/// The same, started through `wrapper` (a program and its arguments that then runs
+/// copyscope in the same process, e.g. `setpriv --bounding-set ... --`).
+pub fn start_agent_under(wrapper: &[&str], args: &[&str]) -> Agent {
+    let mut cmd = match wrapper.split_first() {
+        Some((program, rest)) => {
+            let mut c = Command::new(program);
+            c.args(rest).arg(COPYSCOPE);
+            c
+        }
+        None => Command::new(COPYSCOPE),
+    };
+    let mut child = cmd
         .args(["run", "--listen", "127.0.0.1:0"])
         .args(args)
         .stderr(Stdio::piped())
