@@ -165,8 +165,6 @@ fn check(b: &Built) -> Result<()> {
         eprintln!("xtask: the image's copyscope runs: {v}; `copyscope probes` attaches");
         Ok(())
     })();
-    let _ = Command::new("buildah")
-        .args(["--storage-driver", "vfs", "rm", &ctr])
-        .output();
+    let _ = buildah().args(["rm", &ctr]).output();
     r
 }
