@@ -38,6 +38,13 @@ pub enum Command {
     /// O_DIRECT with io_uring, copy_file_range) and compare throughput, CPU time and
     /// copyscope's own counts of copies and switches.
     Bench(BenchArgs),
+    /// Remove what `copyscope run` pinned under bpffs: its programs detach and its maps
+    /// and totals are freed (once no agent holds them).
+    Unpin {
+        /// The pin directory.
+        #[arg(long, env = "COPYSCOPE_PIN_PATH", value_name = "DIR", default_value = crate::pin::DEFAULT_PATH)]
+        pin_path: std::path::PathBuf,
+    },
     /// One transfer of `copyscope bench`, in its own process so that its counts are its own.
     #[command(hide = true)]
     BenchSend(BenchSendArgs),
@@ -182,11 +189,54 @@ pub struct RunArgs {
     #[arg(long, env = "COPYSCOPE_BPF_STATS")]
     pub bpf_stats: bool,
 
+    /// TLS, client certificates and basic auth for the HTTP server, in the Prometheus
+    /// exporter-toolkit's web configuration format (tls_server_config,
+    /// basic_auth_users, http_server_config.headers); relative paths in it are from its
+    /// directory.
+    #[arg(long, env = "COPYSCOPE_WEB_CONFIG", value_name = "FILE")]
+    pub web_config: Option<std::path::PathBuf>,
+
+    /// Once the probes are attached, become this user (and group), names or numeric ids,
+    /// keeping only the capabilities collecting needs. Needs CAP_SETUID and CAP_SETGID
+    /// at start; without GROUP, the user's group in /etc/passwd.
+    #[arg(long, env = "COPYSCOPE_USER", value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
+
+    #[command(flatten)]
+    pub pin: PinArgs,
+
     #[command(flatten)]
     pub kube: KubeArgs,
 
     #[command(flatten)]
     pub advice: AdviceArgs,
+}
+
+/// Where `copyscope run` keeps its programs, maps and totals between restarts.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PinArgs {
+    /// Pin the programs, maps and links in this directory of a BPF file system, and
+    /// continue from what is pinned there: the programs keep counting while no agent
+    /// runs, and a restarted agent's counters go on from where they were [default:
+    /// /sys/fs/bpf/copyscope when /sys/fs/bpf is a BPF file system; otherwise copyscope
+    /// runs unpinned and says so].
+    #[arg(
+        long,
+        env = "COPYSCOPE_PIN_PATH",
+        value_name = "DIR",
+        conflicts_with = "no_pin"
+    )]
+    pub pin_path: Option<std::path::PathBuf>,
+
+    /// Do not pin: the programs detach when copyscope exits, and counts start from zero
+    /// with each agent.
+    #[arg(long, env = "COPYSCOPE_NO_PIN")]
+    pub no_pin: bool,
+
+    /// Discard a pin of another layout version, or a damaged one, and start from zero,
+    /// instead of failing.
+    #[arg(long, env = "COPYSCOPE_REPIN")]
+    pub repin: bool,
 }
 
 /// Pod names for container ids, from the Kubernetes API (`copyscope_container_info`).

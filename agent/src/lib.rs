@@ -7,14 +7,18 @@ pub mod calibrate;
 pub mod cli;
 pub mod collect;
 pub mod commands;
+pub mod http;
 pub mod loader;
 pub mod metrics;
 pub mod model;
+pub mod pin;
 pub mod pods;
 pub mod privileges;
+pub mod procfs;
 pub mod report;
 pub mod signals;
 pub mod tui;
+pub mod webconfig;
 pub mod workload;
 
 use anyhow::Result;
@@ -25,6 +29,7 @@ pub fn run(cli: cli::Cli) -> Result<i32> {
         cli::Command::Probes { json } => commands::probes::run(json),
         cli::Command::Snapshot(args) => commands::snapshot::run(&args),
         cli::Command::Run(args) => commands::run::run(&args),
+        cli::Command::Unpin { pin_path } => commands::unpin::run(&pin_path),
         cli::Command::Top(args) => tui::run(&args),
         cli::Command::Bench(args) => bench::run(&args),
         cli::Command::BenchSend(args) => bench::send::run(&args),

@@ -29,12 +29,24 @@ pub struct Options {
 }
 
 /// One workload's counts since copyscope started.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Totals {
     row: ProcessRow,
     /// Estimated CPU seconds zero-copy would have saved, by pattern.
     saved: BTreeMap<String, f64>,
     last_active: u64,
+}
+
+/// The exporter's cumulative figures, saved with a pin so that a restarted agent's
+/// counters continue instead of starting from zero.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct ExporterSaved {
+    workloads: Vec<(WorkloadKey, Totals)>,
+    windows: u64,
+    folded: u64,
+    #[serde(default)]
+    evicted_idle: u64,
+    drops: BTreeMap<String, u64>,
 }
 
 /// Everything `/metrics` shows.
@@ -47,6 +59,8 @@ pub struct Exporter {
     workloads: BTreeMap<WorkloadKey, Totals>,
     windows: u64,
     folded: u64,
+    /// Workloads whose series were dropped after --workload-ttl idle.
+    evicted_idle: u64,
     advice: Vec<ProcessAdvice>,
     probes: Vec<crate::model::ProbeRow>,
     copy_methods: BTreeMap<String, String>,
@@ -54,6 +68,10 @@ pub struct Exporter {
     programs: BTreeMap<String, ProgramStat>,
     bpf_stats: bool,
     map_entries: BTreeMap<&'static str, (u64, u64)>,
+    /// Kernel memory of each map, in bytes.
+    map_memory: BTreeMap<String, u64>,
+    /// copyscope's own resident set, in bytes.
+    resident_bytes: Option<u64>,
     last_collection_seconds: f64,
     /// Container id -> pod, as the Kubernetes API last said.
     pods: BTreeMap<String, PodRef>,
@@ -78,6 +96,7 @@ impl Exporter {
             workloads: BTreeMap::new(),
             windows: 0,
             folded: 0,
+            evicted_idle: 0,
             advice: Vec::new(),
             probes: Vec::new(),
             copy_methods: BTreeMap::new(),
@@ -85,6 +104,8 @@ impl Exporter {
             programs: BTreeMap::new(),
             bpf_stats,
             map_entries: BTreeMap::new(),
+            map_memory: BTreeMap::new(),
+            resident_bytes: None,
             last_collection_seconds: 0.0,
             pods: BTreeMap::new(),
             kube_up: None,
@@ -159,14 +180,40 @@ impl Exporter {
         }
         let now = self.windows;
         let idle = self.opts.idle_windows;
+        let before = self.workloads.len();
         self.workloads
             .retain(|_, t| now.saturating_sub(t.last_active) <= idle);
+        self.evicted_idle += (before - self.workloads.len()) as u64;
         advice.sort_by(|a, b| {
             b.finding
                 .estimated_cpu_seconds_saved_per_second
                 .total_cmp(&a.finding.estimated_cpu_seconds_saved_per_second)
         });
         self.advice = advice;
+    }
+
+    /// What [`Exporter::restore`] needs.
+    pub fn save(&self) -> ExporterSaved {
+        ExporterSaved {
+            workloads: self
+                .workloads
+                .iter()
+                .map(|(k, t)| (k.clone(), t.clone()))
+                .collect(),
+            windows: self.windows,
+            folded: self.folded,
+            evicted_idle: self.evicted_idle,
+            drops: self.drops.clone(),
+        }
+    }
+
+    /// Continue an earlier agent's counters.
+    pub fn restore(&mut self, s: ExporterSaved) {
+        self.workloads = s.workloads.into_iter().collect();
+        self.windows = s.windows;
+        self.folded = s.folded;
+        self.evicted_idle = s.evicted_idle;
+        self.drops = s.drops;
     }
 
     fn tracked(&self) -> usize {
@@ -181,6 +228,12 @@ impl Exporter {
     /// Entries in use and capacity of the kernel maps, as of the last collection.
     pub fn set_map_entries(&mut self, entries: BTreeMap<&'static str, (u64, u64)>) {
         self.map_entries = entries;
+    }
+
+    /// Kernel memory of each map (bytes, by map name) and copyscope's resident set.
+    pub fn set_memory(&mut self, maps: BTreeMap<String, u64>, resident_bytes: Option<u64>) {
+        self.map_memory = maps;
+        self.resident_bytes = resident_bytes;
     }
 
     pub fn set_collection_seconds(&mut self, s: f64) {
@@ -333,6 +386,12 @@ impl Exporter {
             f.gauge(MAP_ENTRIES, vec![("map", map.to_string())], *used as f64);
             f.gauge(MAP_MAX_ENTRIES, vec![("map", map.to_string())], *max as f64);
         }
+        for (map, bytes) in &self.map_memory {
+            f.gauge(MAP_MEMORY, vec![("map", map.clone())], *bytes as f64);
+        }
+        if let Some(b) = self.resident_bytes {
+            f.gauge(RESIDENT, vec![], b as f64);
+        }
         for (id, m) in self.container_info() {
             f.gauge(
                 CONTAINER_INFO,
@@ -353,6 +412,11 @@ impl Exporter {
         f.gauge(WORKLOADS, vec![], self.tracked() as f64);
         f.gauge(MAX_WORKLOADS, vec![], self.opts.max_workloads as f64);
         f.counter(FOLDED, vec![], self.folded as f64);
+        f.counter(
+            EVICTED,
+            vec![("reason", "idle".into())],
+            self.evicted_idle as f64,
+        );
         f.gauge(CAL_MEMCPY, vec![], self.calibration.memcpy_bytes_per_second);
         f.gauge(CAL_SYSCALL, vec![], self.calibration.syscall_seconds);
         f.finish()
@@ -474,6 +538,14 @@ const MAP_ENTRIES: Spec = (
     "Entries in use in each kernel map at the last collection.",
 );
 const MAP_MAX_ENTRIES: Spec = ("copyscope_map_max_entries", "Capacity of each kernel map.");
+const MAP_MEMORY: Spec = (
+    "copyscope_map_memory_bytes",
+    "Kernel memory each map holds (memlock in the map's fdinfo; memory in use since Linux 6.5).",
+);
+const RESIDENT: Spec = (
+    "copyscope_agent_resident_memory_bytes",
+    "copyscope's own resident memory (VmRSS), at the last collection.",
+);
 const COLLECTIONS: Spec = (
     "copyscope_collections_total",
     "Collection windows completed.",
@@ -490,6 +562,10 @@ const MAX_WORKLOADS: Spec = (
 const FOLDED: Spec = (
     "copyscope_workloads_folded_total",
     "Workload windows summed under comm=\"other\" because the cap was reached.",
+);
+const EVICTED: Spec = (
+    "copyscope_workloads_evicted_total",
+    "Workloads whose series were dropped, by reason: idle (no activity for --workload-ttl). Windows summed under comm=\"other\" by the cap are copyscope_workloads_folded_total.",
 );
 const CAL_MEMCPY: Spec = (
     "copyscope_calibration_memcpy_bytes_per_second",
@@ -593,11 +669,14 @@ pub fn names() -> BTreeSet<&'static str> {
         PROGRAM_SECONDS,
         MAP_ENTRIES,
         MAP_MAX_ENTRIES,
+        MAP_MEMORY,
+        RESIDENT,
         COLLECTIONS,
         COLLECTION_SECONDS,
         WORKLOADS,
         MAX_WORKLOADS,
         FOLDED,
+        EVICTED,
         CAL_MEMCPY,
         CAL_SYSCALL,
     ]

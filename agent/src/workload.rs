@@ -44,7 +44,9 @@ pub fn open_file_sizes(pid: u32) -> Vec<u64> {
 }
 
 /// A workload's labels. `pid` is set only when pid labels are asked for.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct WorkloadKey {
     pub comm: String,
     pub container_id: String,

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use common::{
     COPYSCOPE,
-    agent::{Guard, require_tool, start_agent, start_agent_under, wait_for},
+    agent::{Agent, Guard, require_tool, start_agent, start_agent_under, wait_for},
 };
 
 /// The `capabilities.add` list of the copyscope container in the rendered manifests.
@@ -234,23 +234,37 @@ fn once_attached_the_agent_keeps_only_what_collecting_needs_and_still_counts() {
             && log.contains("(bounding set too)"),
         "it says what it kept:\n{log}"
     );
-    // Collection goes on with what is left: an exact count of a workload's calls.
-    let d = common::scratch("caps-after");
+    counts_a_workload(&agent, "caps-after");
+}
+
+/// Collection goes on with what is left: an exact count of a workload's calls. The
+/// workload runs as a copy named `name` (a command name of its own: the agents of tests
+/// running at the same time count every process).
+fn counts_a_workload(agent: &Agent, name: &str) {
+    assert!(
+        name.len() <= 15,
+        "{name}: the kernel cuts command names at 15"
+    );
+    let d = common::scratch(name);
     let file = d.join("f");
     std::fs::write(&file, [1u8; 64]).unwrap();
-    let out = Command::new(common::WORKLOAD)
+    let workload = d.join(name);
+    std::fs::copy(common::WORKLOAD, &workload).unwrap();
+    let out = Command::new(&workload)
         .args(["pread", file.to_str().unwrap(), "3000", "8"])
         .output()
         .unwrap();
     assert!(out.status.success());
     // 3000 of its own, and the dynamic loader's few.
-    let series = "copyscope_syscalls_total{comm=\"copyscope-workl\",container_id=\"\",syscall=\"pread64\",fd_kind=\"file\"} ";
+    let series = format!(
+        "copyscope_syscalls_total{{comm=\"{name}\",container_id=\"\",syscall=\"pread64\",fd_kind=\"file\"}} "
+    );
     let calls = wait_for(
         std::time::Duration::from_secs(20),
         "the workload's count",
         || {
             agent.metrics().lines().find_map(|l| {
-                l.strip_prefix(series)
+                l.strip_prefix(&series)
                     .and_then(|v| v.parse::<u64>().ok())
                     .filter(|v| *v >= 3000)
             })
@@ -282,4 +296,116 @@ fn under_the_daemonsets_capabilities_the_agent_drops_perfmon_once_attached() {
         assert_eq!(eff & (1 << 38), 0, "CAP_PERFMON is gone");
         assert_ne!(eff & (1 << 39), 0, "CAP_BPF stays");
     }
+}
+
+/// nobody's uid and gid in /etc/passwd.
+fn nobody() -> (u32, u32) {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    let f: Vec<&str> = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f[0] == "nobody")
+        .expect("nobody in /etc/passwd");
+    (f[2].parse().unwrap(), f[3].parse().unwrap())
+}
+
+/// The Uid:, Gid: and Groups: lines of every thread of a process.
+fn thread_ids(pid: u32) -> Vec<[String; 3]> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .map(|t| {
+            let status = std::fs::read_to_string(t.path().join("status")).unwrap();
+            ["Uid:", "Gid:", "Groups:"].map(|name| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .unwrap_or_else(|| panic!("{name} in {status}"))
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn as_user_nobody_every_thread_is_nobody_keeps_the_capabilities_and_still_counts() {
+    require_kernel!();
+    const KEPT: u64 = 1 << 39 | 1 << 19 | 1 << 2;
+    let (uid, gid) = nobody();
+    let agent = start_agent(&["--interval", "1", "--user", "nobody"]);
+    let pid = agent.child.0.id();
+    let ids = thread_ids(pid);
+    assert!(ids.len() > 2, "the agent's threads: {ids:?}");
+    for t in &ids {
+        assert_eq!(
+            t,
+            &[
+                format!("{uid} {uid} {uid} {uid}"),
+                format!("{gid} {gid} {gid} {gid}"),
+                format!("{gid}"),
+            ],
+            "every thread: real, effective, saved and file system ids, one group: {ids:?}"
+        );
+    }
+    for (eff, prm) in thread_caps(pid) {
+        assert_eq!((eff, prm), (KEPT, KEPT), "{eff:x} {prm:x}");
+    }
+    let log = agent.log();
+    let said = log
+        .lines()
+        .find(|l| l.starts_with("copyscope: switched to user "))
+        .unwrap_or_else(|| panic!("it says whom it became:\n{log}"));
+    assert!(
+        said.starts_with(&format!(
+            "copyscope: switched to user nobody (uid {uid}) and group "
+        )) && said.ends_with(&format!(
+            "(gid {gid}), keeping CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE, CAP_BPF"
+        )),
+        "{said}"
+    );
+    counts_a_workload(&agent, "caps-nobody");
+}
+
+#[test]
+fn an_unknown_user_is_refused_before_the_probes_load() {
+    let out = Command::new(COPYSCOPE)
+        .args([
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--user",
+            "no-such-user-copyscope",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(
+        err.trim(),
+        "copyscope: --user \"no-such-user-copyscope\": no user \"no-such-user-copyscope\" in \
+/etc/passwd (in an image without one, give numeric ids: UID:GID)"
+    );
+}
+
+#[test]
+fn switching_user_without_setuid_and_setgid_is_refused_before_the_probes_load() {
+    require_kernel!();
+    if !require_tool("setpriv", "util-linux") {
+        return;
+    }
+    // The DaemonSet's capabilities, which do not include SETUID and SETGID.
+    let caps = granted();
+    let out = Command::new("setpriv")
+        .args(["--bounding-set", &bounding(&caps), "--", COPYSCOPE])
+        .args(["run", "--listen", "127.0.0.1:0", "--user", "nobody"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("needs CAP_SETUID and CAP_SETGID") && !err.contains("attached"),
+        "{err}"
+    );
 }

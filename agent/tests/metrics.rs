@@ -232,8 +232,18 @@ fn counters_never_fall_and_idle_workloads_expire() {
         e.observe(&window(vec![]), &mut containers, &mut |_| vec![]);
         assert_eq!(value(&e.render(), s), Some(before));
     }
+    let evicted = "copyscope_workloads_evicted_total{reason=\"idle\"}";
+    let last = e.render();
+    let (workloads, before) = (
+        value(&last, "copyscope_workloads ").unwrap(),
+        value(&last, evicted).unwrap(),
+    );
     e.observe(&window(vec![]), &mut containers, &mut |_| vec![]);
-    assert_eq!(value(&e.render(), s), None);
+    let text = e.render();
+    assert_eq!(value(&text, s), None);
+    // Every workload went at once, and each is counted.
+    assert_eq!(value(&text, "copyscope_workloads "), Some(0.0));
+    assert_eq!(value(&text, evicted), Some(before + workloads));
 }
 
 #[test]

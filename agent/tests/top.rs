@@ -216,6 +216,7 @@ fn top_from_a_remote_agent_shows_its_windows_and_survives_the_agent_going_away()
     let mut agent = Command::new(COPYSCOPE)
         .args([
             "run",
+            "--no-pin",
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--interval",
@@ -243,6 +244,47 @@ fn top_from_a_remote_agent_shows_its_windows_and_survives_the_agent_going_away()
         s.contains("agent unreachable")
     });
     assert!(server_line(&gone, pid).is_some(), "{gone}");
+    t.keys(&["q"]);
+    let end = t.wait_for("top to exit", 15, |s| s.contains("TOP-EXITED-"));
+    assert!(end.contains("TOP-EXITED-0"), "{end}");
+}
+
+#[test]
+fn top_from_an_endpoint_that_is_not_an_agent_says_so_and_keeps_running() {
+    if let Some(why) = tmux_missing() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    // A server that answers every request with JSON that is not a snapshot.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    thread::spawn(move || {
+        for mut c in l.incoming().map_while(Result::ok) {
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf);
+            let body = r#"{"status":"ok","processes":"many"}"#;
+            let _ = std::io::Write::write_all(
+                &mut c,
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    let t = Tmux::start(
+        "copyscope-top-malformed",
+        &format!("{COPYSCOPE} top --from {url} --interval 1"),
+    );
+    let screen = t.wait_for("the malformed answer in the header", 30, |s| {
+        s.contains("is not a copyscope snapshot")
+    });
+    assert!(
+        screen.contains("bad answer from the agent: http://"),
+        "{screen}"
+    );
+    assert!(screen.contains("waiting for the first window"), "{screen}");
     t.keys(&["q"]);
     let end = t.wait_for("top to exit", 15, |s| s.contains("TOP-EXITED-"));
     assert!(end.contains("TOP-EXITED-0"), "{end}");

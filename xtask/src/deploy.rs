@@ -97,6 +97,13 @@ const BAD_VALUES: &[&str] = &[
     "security.legacyMemlock=yes",
     "updateStrategy.maxUnavailable=0",
     "serviceMonitor.interval=5 minutes",
+    "webConfig.secret=Web_Config",
+    "webConfig.tls=yes",
+    "security.runAsUser=0",
+    "security.runAsUser=nobody",
+    "security.runAsGroup=-1",
+    "pin.path=relative/dir",
+    "pin.enabled=sometimes",
 ];
 
 /// A set of chart values the checks render, lint and validate.
@@ -111,6 +118,8 @@ struct Variant {
     seccomp: &'static str,
     escalation: bool,
     apparmor_unconfined: bool,
+    /// Pinning under bpffs (the bpffs mount read-write).
+    pin: bool,
 }
 
 const VARIANTS: &[Variant] = &[
@@ -130,6 +139,7 @@ const VARIANTS: &[Variant] = &[
         seccomp: "RuntimeDefault",
         escalation: false,
         apparmor_unconfined: false,
+        pin: true,
     },
     Variant {
         name: "every option",
@@ -153,6 +163,19 @@ const VARIANTS: &[Variant] = &[
             "podExtraLabels.team=observability",
             "service.annotations.team=observability",
             "serviceAccount.annotations.team=observability",
+            "webConfig.secret=copyscope-web",
+            "webConfig.tls=true",
+            "serviceMonitor.tlsConfig.ca.secret.name=copyscope-web",
+            "serviceMonitor.tlsConfig.ca.secret.key=ca.crt",
+            "serviceMonitor.tlsConfig.serverName=copyscope",
+            "serviceMonitor.basicAuth.username.name=copyscope-scrape",
+            "serviceMonitor.basicAuth.username.key=username",
+            "serviceMonitor.basicAuth.password.name=copyscope-scrape",
+            "serviceMonitor.basicAuth.password.key=password",
+            "security.runAsUser=65534",
+            "security.runAsGroup=65534",
+            "pin.path=/sys/fs/bpf/copyscope-a",
+            "pin.repin=false",
         ],
         set_string: &[
             "agent.extraEnv[0].value=4194304",
@@ -176,11 +199,14 @@ const VARIANTS: &[Variant] = &[
             "DAC_READ_SEARCH",
             "SYS_RESOURCE",
             "SYS_ADMIN",
+            "SETUID",
+            "SETGID",
         ],
         pod_labels: true,
         seccomp: "Unconfined",
         escalation: true,
         apparmor_unconfined: true,
+        pin: true,
     },
     Variant {
         name: "no pod names",
@@ -189,14 +215,27 @@ const VARIANTS: &[Variant] = &[
             "scrapeAnnotations=false",
             "serviceAccount.create=false",
             "serviceAccount.name=default",
+            "webConfig.secret=copyscope-web",
+            "webConfig.tls=true",
+            "webConfig.clientCertificates=true",
+            "security.runAsUser=65534",
+            "pin.enabled=false",
         ],
         set_string: &[],
         kinds: &["Service", "DaemonSet"],
-        caps: &["BPF", "PERFMON", "SYS_PTRACE", "DAC_READ_SEARCH"],
+        caps: &[
+            "BPF",
+            "PERFMON",
+            "SYS_PTRACE",
+            "DAC_READ_SEARCH",
+            "SETUID",
+            "SETGID",
+        ],
         pod_labels: false,
         seccomp: "RuntimeDefault",
         escalation: false,
         apparmor_unconfined: false,
+        pin: false,
     },
 ];
 
@@ -320,6 +359,7 @@ fn case_expectations(v: &Variant) -> Value {
         "seccomp": v.seccomp,
         "escalation": v.escalation,
         "apparmor_unconfined": v.apparmor_unconfined,
+        "pin": v.pin,
     })
 }
 

@@ -3,6 +3,7 @@
 mod bench;
 mod dashboards;
 mod deploy;
+mod fuzz;
 mod image;
 mod setup;
 mod test;
@@ -41,6 +42,8 @@ enum Cmd {
         #[arg(long)]
         no_vm: bool,
     },
+    /// Fuzz the parsers of system and network text (agent/fuzz; cargo-fuzz, nightly).
+    Fuzz(fuzz::FuzzArgs),
     /// Boot Debian kernels under QEMU and run the kernel tests and `copyscope probes` in each.
     Vm(vm::VmArgs),
     /// Build the container image (static musl binary, FROM scratch, buildah) and check it.
@@ -92,6 +95,7 @@ fn main() {
         Cmd::Test { no_lint, no_vm } => setup::setup()
             .and_then(|_| test::test(!no_lint, !no_vm))
             .map(|_| 0),
+        Cmd::Fuzz(args) => fuzz::fuzz(&args).map(|_| 0),
         Cmd::Vm(args) => setup::setup()
             .and_then(|_| vm::vm(args))
             .and_then(|r| vm::check(&r))

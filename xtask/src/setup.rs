@@ -18,6 +18,9 @@ use crate::util::{is_root, output, run, succeeds};
 /// The bpf-linker release line copyscope builds with.
 const BPF_LINKER_VERSION: &str = "0.13";
 
+/// The cargo-fuzz release `cargo xtask fuzz` runs (it builds with the nightly toolchain).
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
 /// Debian packages the test tiers and benchmarks use, with the command (or file) that shows
 /// each is there.
 const PACKAGES: &[(&str, &str)] = &[
@@ -40,6 +43,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("buildah", "buildah"),
     // The fake Kubernetes API server's certificate in the pod-label tests.
     ("openssl", "openssl"),
+    // The restart tests damage a pin on purpose (a map of another layout).
+    ("bpftool", "bpftool"),
     // The font `copyscope bench --plot` draws its text with.
     (
         "fonts-dejavu-core",
@@ -189,6 +194,29 @@ fn ensure_bpf_linker(tc: &Toolchain) -> Result<()> {
         .env("LLVM_PREFIX", &prefix))?;
     if !bpf_linker_ok() {
         bail!("bpf-linker was installed but does not run: is ~/.cargo/bin on PATH?");
+    }
+    Ok(())
+}
+
+fn cargo_fuzz_ok() -> bool {
+    // `cargo-fuzz 0.13.2`
+    output(Command::new("cargo").args(["fuzz", "--version"]))
+        .is_ok_and(|v| v.split_whitespace().nth(1) == Some(CARGO_FUZZ_VERSION))
+}
+
+pub fn ensure_cargo_fuzz() -> Result<()> {
+    if cargo_fuzz_ok() {
+        return Ok(());
+    }
+    run(Command::new("cargo").args([
+        "install",
+        "--locked",
+        "cargo-fuzz",
+        "--version",
+        &format!("={CARGO_FUZZ_VERSION}"),
+    ]))?;
+    if !cargo_fuzz_ok() {
+        bail!("cargo-fuzz was installed but `cargo fuzz` does not run: is ~/.cargo/bin on PATH?");
     }
     Ok(())
 }

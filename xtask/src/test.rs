@@ -35,6 +35,10 @@ pub fn test(lint: bool, matrix: bool) -> Result<()> {
         t.env("COPYSCOPE_REQUIRE_KERNEL_TESTS", "1");
     }
     let (mut passed, mut failed) = run_counting(&mut t)?;
+    // The parsers' fuzz targets (agent/fuzz), a few seconds each.
+    if failed == 0 {
+        crate::fuzz::tier()?;
+    }
     // The container image: built, sized and its binary run (buildah needs root).
     if failed == 0 {
         if is_root() {

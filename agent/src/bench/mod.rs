@@ -186,6 +186,7 @@ pub fn run(args: &BenchArgs) -> Result<i32> {
     let mut loaded = match loader::load(&LoadOptions {
         watch_only: true,
         debug_log: false,
+        pin: None,
     })
     .and_then(|l| loader::require_all(&l.probes).map(|_| l))
     {

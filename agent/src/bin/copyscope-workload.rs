@@ -19,7 +19,19 @@
 //!   copyscope-workload spin MILLIS                  two threads share CPU 0, spinning MILLIS ms
 //!   copyscope-workload serve FILE ADDR SECONDS      read() FILE and write() it to a TCP socket
 //!                                                   connected to ADDR, over and over, SECONDS s
+//!   copyscope-workload pwrite FILE COUNT SIZE       COUNT pwrite(SIZE) at offset 0 (the dynamic
+//!                                                   loader and the runtime make none)
+//!   copyscope-workload pwritev2 FILE COUNT SIZE     the same with pwritev2 (hardly any program
+//!                                                   makes one)
+//!   copyscope-workload pwrite-on-cpus FILE COUNT CPUS  one thread per CPU of the list (0,1),
+//!                                                   pinned to it, COUNT pwrite(1) each
+//!   copyscope-workload steady FILE SECONDS RATE [SIZE]  RATE pwrite(SIZE, default 1) a second,
+//!                                                   for SECONDS s
+//!   copyscope-workload spawn PROCS PARALLEL ARGS... PROCS runs of `copyscope-workload ARGS...`,
+//!                                                   PARALLEL at a time (fork + exec each)
 //!
+//! Before the workload, `--comm NAME` renames the process (what copyscope groups it by) and
+//! `--cpu N` pins it to CPU N; the result then says which CPU it ended on.
 //! The result goes to stdout, or to the file named by COPYSCOPE_WORKLOAD_OUT.
 use std::{
     ffi::CString,
@@ -84,8 +96,80 @@ fn tcp_pair() -> (TcpStream, thread::JoinHandle<u64>) {
     (tx, rx)
 }
 
+/// `--comm NAME` and `--cpu N` before the workload: applied, and taken off `args`.
+fn options(args: &mut Vec<String>) -> Option<usize> {
+    let mut cpu = None;
+    while let Some(opt) = args.first().filter(|a| a.starts_with("--")).cloned() {
+        let value = args
+            .get(1)
+            .cloned()
+            .unwrap_or_else(|| die(&format!("{opt} needs a value")));
+        args.drain(..2);
+        match opt.as_str() {
+            "--comm" => {
+                let c = CString::new(value).unwrap_or_else(|_| die("--comm contains NUL"));
+                // SAFETY: PR_SET_NAME with a NUL-terminated string (the kernel keeps 15 bytes).
+                check(
+                    unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr()) } as isize,
+                    "prctl(PR_SET_NAME)",
+                );
+            }
+            "--cpu" => {
+                let n = num(Some(&value), "--cpu") as usize;
+                pin(n);
+                cpu = Some(n);
+            }
+            other => die(&format!("unknown option {other}")),
+        }
+    }
+    cpu
+}
+
+/// Pin the calling thread to `cpu`.
+fn pin(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t with one CPU set, for the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        check(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) as isize,
+            "sched_setaffinity",
+        );
+    }
+}
+
+/// `count` pwrite(size) at offset 0 of `fd`: the bytes written.
+fn pwrites(fd: RawFd, count: u64, size: usize) -> u64 {
+    let buf = vec![5u8; size];
+    let mut bytes = 0;
+    for _ in 0..count {
+        // SAFETY: write from our buffer.
+        bytes += check(
+            unsafe { libc::pwrite(fd, buf.as_ptr().cast(), size, 0) },
+            "pwrite",
+        ) as u64;
+    }
+    bytes
+}
+
+/// The same with pwritev2 (one iovec, no flags).
+fn pwritev2s(fd: RawFd, count: u64, size: usize) -> u64 {
+    let buf = vec![5u8; size];
+    let iov = libc::iovec {
+        iov_base: buf.as_ptr() as *mut libc::c_void,
+        iov_len: size,
+    };
+    let mut bytes = 0;
+    for _ in 0..count {
+        // SAFETY: write from our buffer, described by one iovec.
+        bytes += check(unsafe { libc::pwritev2(fd, &iov, 1, 0, 0) }, "pwritev2") as u64;
+    }
+    bytes
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let pinned = options(&mut args);
     let op = args
         .first()
         .map(String::as_str)
@@ -514,7 +598,122 @@ fn main() {
             }
             format!(r#"{{"bytes":{bytes}}}"#)
         }
+        "pwrite" | "pwritev2" => {
+            let fd = open(
+                a(1).unwrap_or_else(|| die("pwrite|pwritev2 FILE COUNT SIZE")),
+                libc::O_WRONLY | libc::O_CREAT,
+            );
+            let (count, size) = (num(a(2), "COUNT"), num(a(3), "SIZE") as usize);
+            let bytes = if op == "pwrite" {
+                pwrites(fd, count, size)
+            } else {
+                pwritev2s(fd, count, size)
+            };
+            format!(r#"{{"calls":{count},"bytes":{bytes}}}"#)
+        }
+        "pwrite-on-cpus" => {
+            let usage = "pwrite-on-cpus FILE COUNT CPUS";
+            let fd = open(
+                a(1).unwrap_or_else(|| die(usage)),
+                libc::O_WRONLY | libc::O_CREAT,
+            );
+            let count = num(a(2), "COUNT");
+            let cpus: Vec<usize> = a(3)
+                .unwrap_or_else(|| die(usage))
+                .split(',')
+                .map(|c| num(Some(&c.to_string()), "CPUS") as usize)
+                .collect();
+            let hs: Vec<_> = cpus
+                .iter()
+                .map(|&cpu| {
+                    thread::spawn(move || {
+                        pin(cpu);
+                        pwrites(fd, count, 1);
+                        // SAFETY: sched_getcpu has no preconditions.
+                        unsafe { libc::sched_getcpu() }
+                    })
+                })
+                .collect();
+            let ended: Vec<String> = hs
+                .into_iter()
+                .map(|h| h.join().unwrap().to_string())
+                .collect();
+            format!(
+                r#"{{"calls":{},"cpus":[{}]}}"#,
+                count * cpus.len() as u64,
+                ended.join(",")
+            )
+        }
+        "steady" => {
+            let fd = open(
+                a(1).unwrap_or_else(|| die("steady FILE SECONDS RATE [SIZE]")),
+                libc::O_WRONLY | libc::O_CREAT,
+            );
+            let (secs, rate) = (num(a(2), "SECONDS"), num(a(3), "RATE"));
+            let size = a(4).map_or(1, |s| num(Some(s), "SIZE") as usize);
+            // Ticks of 10 ms, each with its share of the calls due by then.
+            let start = std::time::Instant::now();
+            let end = std::time::Duration::from_secs(secs);
+            let (mut calls, mut bytes) = (0u64, 0u64);
+            while start.elapsed() < end {
+                let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+                let n = due.saturating_sub(calls);
+                bytes += pwrites(fd, n, size);
+                calls += n;
+                thread::sleep(std::time::Duration::from_millis(10));
+            }
+            format!(r#"{{"calls":{calls},"bytes":{bytes}}}"#)
+        }
+        "spawn" => {
+            let (procs, parallel) = (num(a(1), "PROCS"), num(a(2), "PARALLEL").max(1));
+            let child_args = args.get(3..).unwrap_or_default();
+            if child_args.is_empty() {
+                die("spawn PROCS PARALLEL ARGS...");
+            }
+            let exe = std::env::current_exe().unwrap_or_else(|e| die(&format!("own path: {e}")));
+            let mut running = std::collections::VecDeque::new();
+            let mut failed = 0u64;
+            let mut wait = |c: std::process::Child| {
+                let out = c
+                    .wait_with_output()
+                    .unwrap_or_else(|e| die(&format!("wait: {e}")));
+                if !out.status.success() {
+                    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+                    failed += 1;
+                }
+            };
+            for _ in 0..procs {
+                if running.len() as u64 >= parallel {
+                    wait(running.pop_front().unwrap());
+                }
+                running.push_back(
+                    std::process::Command::new(&exe)
+                        .args(child_args)
+                        .env_remove("COPYSCOPE_WORKLOAD_OUT")
+                        .stdin(std::process::Stdio::null())
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::piped())
+                        .spawn()
+                        .unwrap_or_else(|e| die(&format!("spawning {exe:?}: {e}"))),
+                );
+            }
+            running.into_iter().for_each(&mut wait);
+            if failed > 0 {
+                die(&format!("{failed} of {procs} processes failed"));
+            }
+            format!(r#"{{"processes":{procs}}}"#)
+        }
         other => die(&format!("unknown workload {other:?}")),
+    };
+    // Where the workload ended, when it was pinned.
+    let out = match pinned {
+        // SAFETY: sched_getcpu has no preconditions.
+        Some(_) => format!(
+            r#"{},"cpu":{}}}"#,
+            out.strip_suffix('}').unwrap_or(&out),
+            unsafe { libc::sched_getcpu() }
+        ),
+        None => out,
     };
     // With COPYSCOPE_WORKLOAD_OUT the result goes to that file, so the workload's own
     // output does not mix with the pipe and socket traffic it measures.

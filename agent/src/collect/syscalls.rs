@@ -152,5 +152,5 @@ impl Collector {
 pub fn proc_comm(pid: u32) -> Option<String> {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .ok()
-        .map(|s| s.trim_end().to_string())
+        .map(|s| crate::procfs::parse_comm(&s))
 }

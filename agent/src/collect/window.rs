@@ -3,7 +3,7 @@
 //! sample with it; `snapshot` builds its one window with the same functions.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     time::Instant,
 };
 
@@ -12,7 +12,10 @@ use copyscope_common::{limits, maps};
 
 use crate::{
     advisor::{self, Calibration, Thresholds},
-    collect::syscalls::{Collector, proc_comm},
+    collect::{
+        footprint::MapMemory,
+        syscalls::{Collector, proc_comm},
+    },
     loader::{self, ProgramStat},
     model::{self, Counts, ProbeRow, Snapshot},
     pods::{PodRef, Pods},
@@ -23,6 +26,10 @@ use crate::{
 /// the previous one (measured, not nominal).
 pub struct Sampler {
     collector: Collector,
+    /// Every map's fd, for its kernel memory.
+    map_memory: MapMemory,
+    /// Processes whose counts the last window deferred because they could not be named.
+    unnamed: HashSet<u32>,
     prev: Counts,
     prev_stats: Vec<ProgramStat>,
     started: Instant,
@@ -32,6 +39,20 @@ pub struct Sampler {
     thresholds: Thresholds,
     /// Pod names for container ids, when the Kubernetes API is watched.
     pods: Option<Pods>,
+    /// Earlier agents that counted into the same pinned maps: their own harvesting is not
+    /// part of any window either.
+    earlier_agents: HashSet<u32>,
+}
+
+/// What a [`Sampler`] carries from one window to the next, saved with a pin so that the
+/// next agent's first window starts where this one's last ended.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct SamplerSaved {
+    pub prev: model::CountsSaved,
+    pub containers: Vec<(u32, Option<String>)>,
+    pub prev_stats: Vec<ProgramStat>,
+    /// This agent's pid and the earlier agents' (the last few).
+    pub agents: Vec<u32>,
 }
 
 /// One window and the state of the programs and maps at its end.
@@ -41,6 +62,8 @@ pub struct Sample {
     pub programs: Vec<ProgramStat>,
     /// Entries in use and capacity of the per-process kernel maps.
     pub map_entries: BTreeMap<&'static str, (u64, u64)>,
+    /// Kernel memory of every map, in bytes, by map name.
+    pub map_memory: BTreeMap<String, u64>,
     /// With a watch of the node's pods: container id -> pod, as the window used them, and
     /// whether the API server answered.
     pub pods: Option<(BTreeMap<String, PodRef>, bool)>,
@@ -53,18 +76,52 @@ impl Sampler {
         calibration: Calibration,
         thresholds: Thresholds,
     ) -> Result<Sampler> {
+        let map_memory = MapMemory::new(&loaded.ebpf);
         let mut collector = Collector::new(loaded)?;
         let prev = collector.harvest()?;
         Ok(Sampler {
             collector,
+            map_memory,
+            unnamed: HashSet::new(),
             prev,
-            prev_stats: loader::program_stats(&loaded.ebpf),
+            prev_stats: loader::program_stats(loaded),
             started: Instant::now(),
             containers: HashMap::new(),
             calibration,
             thresholds,
             pods: None,
+            earlier_agents: HashSet::new(),
         })
+    }
+
+    /// Continue from an earlier agent's last window (a pinned restart): counts since then,
+    /// including the time no agent ran, go into the next window.
+    pub fn restore(&mut self, saved: SamplerSaved) {
+        self.prev = saved.prev.into();
+        self.containers = saved.containers.into_iter().collect();
+        self.prev_stats = saved.prev_stats;
+        self.earlier_agents = saved.agents.into_iter().collect();
+        self.earlier_agents.remove(&std::process::id());
+    }
+
+    /// What [`Sampler::restore`] needs, as of the last sample.
+    pub fn save(&self) -> SamplerSaved {
+        let mut agents: Vec<u32> = self.earlier_agents.iter().copied().collect();
+        agents.sort_unstable();
+        // The last few are enough: an earlier agent's rows go once it has exited.
+        let keep = agents.len().saturating_sub(7);
+        let mut agents = agents.split_off(keep);
+        agents.push(std::process::id());
+        SamplerSaved {
+            prev: (&self.prev).into(),
+            containers: self
+                .containers
+                .iter()
+                .map(|(p, c)| (*p, c.clone()))
+                .collect(),
+            prev_stats: self.prev_stats.clone(),
+            agents,
+        }
     }
 
     /// Name the containers' pods in the snapshots, from this watch of the node's pods.
@@ -77,21 +134,23 @@ impl Sampler {
         let mut after = self.collector.harvest()?;
         let elapsed = self.started.elapsed().as_secs_f64();
         self.started = Instant::now();
-        let programs = loader::program_stats(&loaded.ebpf);
+        let programs = loader::program_stats(loaded);
         let missed: u64 = loader::program_stats_since(&self.prev_stats, programs.clone())
             .iter()
             .map(|s| s.missed_runs)
             .sum();
         self.prev_stats = programs.clone();
+        let earlier = &self.earlier_agents;
         let mut snapshot = window_snapshot(
             loaded,
             &self.prev,
             &after,
             elapsed,
-            &|_| true,
+            &|t| !earlier.contains(&t),
             false,
             missed,
         );
+        self.unnamed = defer_unnamed(&mut snapshot, &self.prev, &mut after, &self.unnamed);
         snapshot.calibration = Some(self.calibration);
         for p in &mut snapshot.processes {
             p.container_id = self
@@ -115,6 +174,7 @@ impl Sampler {
         });
         snapshot.advice = advice(&snapshot, &self.calibration, &self.thresholds);
         let map_entries = map_entries(&after);
+        let map_memory = self.map_memory.read();
         let gone = self.collector.forget_retired();
         for pid in &gone {
             self.containers.remove(pid);
@@ -128,6 +188,7 @@ impl Sampler {
             snapshot,
             programs,
             map_entries,
+            map_memory,
             pods,
         })
     }
@@ -264,6 +325,57 @@ pub fn copy_sources(
     };
     (sources, methods)
 }
+/// A process the harvest saw alive but that was gone before it could be named (a
+/// short-lived one, under churn) would count under comm "?". Its counts wait a window
+/// instead: `after` keeps its previous counts, and the next harvest names it from its exit
+/// record. Returns the processes deferred; one deferred already (`last`) is reported as it
+/// is, so that nothing waits forever.
+fn defer_unnamed(
+    snapshot: &mut Snapshot,
+    prev: &Counts,
+    after: &mut Counts,
+    last: &HashSet<u32>,
+) -> HashSet<u32> {
+    let defer: HashSet<u32> = snapshot
+        .processes
+        .iter()
+        .filter(|p| p.comm == "?" && !p.exited && !last.contains(&p.pid))
+        .map(|p| p.pid)
+        .collect();
+    if defer.is_empty() {
+        return defer;
+    }
+    snapshot.processes.retain(|p| !defer.contains(&p.pid));
+    let keys: Vec<_> = after
+        .rows
+        .keys()
+        .filter(|k| defer.contains(&k.tgid))
+        .copied()
+        .collect();
+    for k in keys {
+        match prev.rows.get(&k) {
+            Some(v) => after.rows.insert(k, *v),
+            None => after.rows.remove(&k),
+        };
+    }
+    fn keep_prev<V: Copy>(
+        after: &mut HashMap<u32, V>,
+        prev: &HashMap<u32, V>,
+        pids: &HashSet<u32>,
+    ) {
+        for pid in pids {
+            match prev.get(pid) {
+                Some(v) => after.insert(*pid, *v),
+                None => after.remove(pid),
+            };
+        }
+    }
+    keep_prev(&mut after.sched, &prev.sched, &defer);
+    keep_prev(&mut after.cache, &prev.cache, &defer);
+    keep_prev(&mut after.copy, &prev.copy, &defer);
+    defer
+}
+
 /// Entries in use (as of this harvest) and capacity of the per-process kernel maps.
 fn map_entries(c: &Counts) -> BTreeMap<&'static str, (u64, u64)> {
     BTreeMap::from([
@@ -292,4 +404,81 @@ pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use copyscope_common::{SyscallKey, SyscallStats};
+
+    use super::*;
+    use crate::model::ProcessRow;
+
+    fn window(processes: Vec<ProcessRow>) -> Snapshot {
+        Snapshot {
+            duration_seconds: 1.0,
+            end_unix_seconds: 0.0,
+            host: String::new(),
+            kernel: String::new(),
+            probes: vec![],
+            processes,
+            dropped: BTreeMap::new(),
+            cpu_copy_method: BTreeMap::new(),
+            bpf_stats: vec![],
+            command: None,
+            calibration: None,
+            advice: vec![],
+        }
+    }
+
+    fn counts(rows: &[(u32, u64)]) -> Counts {
+        let mut c = Counts::default();
+        for &(tgid, calls) in rows {
+            let key = SyscallKey {
+                tgid,
+                syscall: 3,
+                fd_in: 1,
+                fd_out: 0,
+                _pad: 0,
+            };
+            let v = SyscallStats {
+                calls,
+                ..Default::default()
+            };
+            c.rows.insert(key, v);
+        }
+        c
+    }
+
+    #[test]
+    fn a_process_gone_before_it_is_named_waits_one_window() {
+        // pid 7 was seen before; pid 8 is new; both vanished before they were named.
+        let prev = counts(&[(7, 10)]);
+        let mut after = counts(&[(7, 25), (8, 4), (9, 1)]);
+        let mut snap = window(vec![
+            ProcessRow::empty(7, "?".into(), false),
+            ProcessRow::empty(8, "?".into(), false),
+            ProcessRow::empty(9, "named".into(), false),
+        ]);
+        let deferred = defer_unnamed(&mut snap, &prev, &mut after, &HashSet::new());
+        assert_eq!(deferred, HashSet::from([7, 8]));
+        let pids: Vec<u32> = snap.processes.iter().map(|p| p.pid).collect();
+        assert_eq!(pids, [9]);
+        // Their counts stay where the previous window left them: the next window has all.
+        let calls = |c: &Counts, t: u32| {
+            c.rows
+                .iter()
+                .find(|(k, _)| k.tgid == t)
+                .map(|(_, v)| v.calls)
+        };
+        assert_eq!(calls(&after, 7), Some(10));
+        assert_eq!(calls(&after, 8), None);
+        assert_eq!(calls(&after, 9), Some(1));
+
+        // Deferred once already: reported as "?" rather than held forever.
+        let mut snap = window(vec![ProcessRow::empty(7, "?".into(), false)]);
+        let mut again = counts(&[(7, 30)]);
+        assert!(defer_unnamed(&mut snap, &after, &mut again, &deferred).is_empty());
+        assert_eq!(snap.processes.len(), 1);
+        assert_eq!(calls(&again, 7), Some(30));
+    }
 }

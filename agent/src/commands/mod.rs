@@ -1,3 +1,4 @@
 pub mod probes;
 pub mod run;
 pub mod snapshot;
+pub mod unpin;

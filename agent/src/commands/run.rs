@@ -1,6 +1,7 @@
 //! `copyscope run`: the long-running agent. A collection thread owns the kernel programs
-//! and harvests them every interval; an HTTP server (tokio + axum) serves `/metrics`,
-//! `/healthz`, `/readyz` and `/api/v1/snapshot` from what the last collection left.
+//! and harvests them every interval; an HTTP server (crate::http: hyper connections with
+//! limits, TLS and basic auth, under axum's router) serves `/metrics`, `/healthz`,
+//! `/readyz` and `/api/v1/snapshot` from what the last collection left.
 
 use std::{
     collections::HashMap,
@@ -25,10 +26,11 @@ use crate::{
     calibrate,
     cli::RunArgs,
     collect::window::Sampler,
+    http,
     loader::{self, LoadOptions},
     metrics::{Exporter, Options},
     pods::Pods,
-    privileges, workload,
+    privileges, webconfig, workload,
 };
 
 /// What the collection thread publishes for the HTTP side.
@@ -49,6 +51,22 @@ pub fn run(args: &RunArgs) -> Result<i32> {
     if args.max_workloads == 0 {
         return Err(anyhow!("--max-workloads must be at least 1"));
     }
+    // The web configuration's files and the user to become are checked before the
+    // probes load.
+    let web = args
+        .web_config
+        .as_deref()
+        .map(webconfig::load)
+        .transpose()?;
+    let server = http::Server::new(web)?;
+    let user = args
+        .user
+        .as_deref()
+        .map(privileges::User::resolve)
+        .transpose()?;
+    if let Some(u) = &user {
+        u.check_switch()?;
+    }
     // Bind first: a port in use is reported before the probes are loaded.
     let listener = std::net::TcpListener::bind(args.listen)
         .map_err(|e| {
@@ -62,17 +80,37 @@ pub fn run(args: &RunArgs) -> Result<i32> {
     let addr = listener.local_addr()?;
 
     // Before the probes attach: the costs an application pays without copyscope.
-    let calibration = calibrate::calibrate();
+    let mut calibration = calibrate::calibrate();
+    let mut loaded = loader::load(&LoadOptions {
+        watch_only: false,
+        debug_log: false,
+        pin: pin_request(&args.pin),
+    })?;
+    loader::require_all(&loaded.probes)?;
+    // A pinned restart: the programs were attached while calibrating, so the first
+    // agent's figures stand, and so do its totals.
+    let resumed = loaded
+        .pinned
+        .as_ref()
+        .and_then(|p| p.saved.as_ref()?.agent.clone())
+        .and_then(|v| match serde_json::from_value::<AgentSaved>(v) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                warn!("the saved totals cannot be read ({e}): counters start from zero");
+                None
+            }
+        });
+    if let Some(a) = &resumed {
+        calibration = a.calibration;
+    }
     info!(
         "calibrated: memory copy {:.2} GB/s, system call {:.0} ns",
         calibration.memcpy_bytes_per_second / 1e9,
         calibration.syscall_seconds * 1e9
     );
-    let mut loaded = loader::load(&LoadOptions {
-        watch_only: false,
-        debug_log: false,
-    })?;
-    loader::require_all(&loaded.probes)?;
+    if let Some(p) = &loaded.pinned {
+        eprintln!("copyscope: {}", pin_report(p, resumed.is_some()));
+    }
     for p in &loaded.probes {
         match p.method {
             Some(m) => info!("probe {}/{}: {m} ({})", p.family, p.hook, p.detail),
@@ -87,22 +125,29 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         None
     };
     // Attached: keep what collecting still needs, drop the rest, before any thread starts
-    // (threads inherit the reduced sets).
-    match privileges::keep_only(&privileges::RUN_KEEPS) {
-        Ok(d) => eprintln!(
-            "copyscope: attached; keeping {} and dropping {} other capabilities{}",
-            if d.kept.is_empty() {
+    // (threads inherit the reduced sets); then become --user.
+    match privileges::keep_only_as(&privileges::RUN_KEEPS, user.as_ref()) {
+        Ok(d) => {
+            let kept = if d.kept.is_empty() {
                 "no capabilities".to_string()
             } else {
                 d.kept.join(", ")
-            },
-            d.dropped.len(),
-            if d.bounding {
-                " (bounding set too)"
-            } else {
-                ""
+            };
+            eprintln!(
+                "copyscope: attached; keeping {kept} and dropping {} other capabilities{}",
+                d.dropped.len(),
+                if d.bounding {
+                    " (bounding set too)"
+                } else {
+                    ""
+                }
+            );
+            if let Some(u) = &d.user {
+                eprintln!("copyscope: switched to user {u}, keeping {kept}");
             }
-        ),
+        }
+        // Never go on as root when asked not to.
+        Err(e) if user.is_some() => return Err(e),
         Err(e) => warn!("could not drop capabilities: {e:#}"),
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -142,12 +187,13 @@ pub fn run(args: &RunArgs) -> Result<i32> {
                     calibration,
                     bpf_stats,
                     pods,
+                    resumed,
                 );
                 if let Err(e) = &r {
                     error!("collection stopped: {e:#}");
                     shared.write().unwrap().failed = Some(format!("{e:#}"));
                 }
-                // Dropping `loaded` detaches every program.
+                // Dropping `loaded` detaches the programs that are not pinned.
                 drop(loaded);
                 r
             })?
@@ -161,13 +207,15 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         .route("/", get(index))
         .with_state(shared.clone());
     eprintln!(
-        "copyscope: serving http://{addr}/metrics (collecting every {} s)",
-        args.interval
+        "copyscope: serving {}://{addr}/metrics (collecting every {} s{})",
+        server.scheme(),
+        args.interval,
+        server.describe()
     );
     let served = runtime.block_on(async {
         let stop_http = stop.clone();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
+        server
+            .serve(listener, app, async move {
                 shutdown_signal().await;
                 info!("shutting down");
                 stop_http.store(true, Ordering::SeqCst);
@@ -205,9 +253,15 @@ fn collect_loop(
     calibration: crate::advisor::Calibration,
     bpf_stats: bool,
     pods: Option<Pods>,
+    resumed: Option<AgentSaved>,
 ) -> Result<()> {
     let mut exporter = Exporter::new(opts, thresholds, calibration, &loaded.kernel, bpf_stats);
     let mut sampler = Sampler::new(loaded, calibration, thresholds)?;
+    if let Some(a) = resumed {
+        sampler.restore(a.sampler);
+        exporter.restore(a.exporter);
+    }
+    let mut save_failed = false;
     if let Some(p) = pods {
         sampler.set_pods(p);
     }
@@ -238,8 +292,31 @@ fn collect_loop(
         );
         exporter.set_programs(&sample.programs);
         exporter.set_map_entries(sample.map_entries);
+        exporter.set_memory(
+            sample.map_memory,
+            crate::collect::footprint::resident_bytes(),
+        );
         if let Some((known, up)) = sample.pods {
             exporter.set_pods(known, up);
+        }
+        // Saved before it is published: what /metrics shows, a restart continues from.
+        if let Some(p) = loaded.pinned.as_mut() {
+            let state = AgentSaved {
+                calibration,
+                sampler: sampler.save(),
+                exporter: exporter.save(),
+            };
+            match serde_json::to_value(&state)
+                .map_err(anyhow::Error::from)
+                .and_then(|v| loaded_save(p, &loaded.probes, v))
+            {
+                Ok(_) => save_failed = false,
+                Err(e) if !save_failed => {
+                    warn!("saving the totals in the pin failed: {e:#}");
+                    save_failed = true;
+                }
+                Err(_) => {}
+            }
         }
         exporter.set_collection_seconds(t0.elapsed().as_secs_f64());
         let text = exporter.render();
@@ -253,6 +330,83 @@ fn collect_loop(
         s.ready = true;
     }
     Ok(())
+}
+
+/// The agent's totals, saved in the pin after every collection.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct AgentSaved {
+    calibration: crate::advisor::Calibration,
+    sampler: crate::collect::window::SamplerSaved,
+    exporter: crate::metrics::ExporterSaved,
+}
+
+fn loaded_save(
+    p: &mut loader::Pinned,
+    probes: &[loader::ProbeStatus],
+    agent: serde_json::Value,
+) -> Result<usize> {
+    p.store.write(&crate::pin::Saved {
+        probes: probes.iter().map(loader::save_probe).collect(),
+        agent: Some(agent),
+    })
+}
+
+/// Where to pin: the path asked for, else the default when /sys/fs/bpf is a BPF file
+/// system, else nowhere (said once).
+fn pin_request(args: &crate::cli::PinArgs) -> Option<loader::PinRequest> {
+    if args.no_pin {
+        return None;
+    }
+    let path = match &args.pin_path {
+        Some(p) => p.clone(),
+        None => {
+            let p = std::path::PathBuf::from(crate::pin::DEFAULT_PATH);
+            if !crate::pin::on_bpffs(&p) {
+                eprintln!(
+                    "copyscope: not pinning: /sys/fs/bpf is not a BPF file system (mount one \
+                     with `mount -t bpf bpf /sys/fs/bpf`); the programs detach when copyscope \
+                     stops and counts restart from zero"
+                );
+                return None;
+            }
+            p
+        }
+    };
+    Some(loader::PinRequest {
+        path,
+        repin: args.repin,
+    })
+}
+
+/// One line on what pinning did.
+fn pin_report(p: &loader::Pinned, resumed: bool) -> String {
+    let at = p.dir.path().display();
+    let mut line = match p.how {
+        loader::PinHow::New => format!(
+            "pinned the programs, maps and links at {at} (generation {})",
+            p.generation
+        ),
+        loader::PinHow::Adopted => format!(
+            "adopted the programs pinned at {at} (generation {}): they never stopped counting",
+            p.generation
+        ),
+        loader::PinHow::Replaced { gap_seconds } => format!(
+            "replaced the programs pinned at {at} (another build's) with this build's \
+             (generation {}); no program was attached for {gap_seconds:.3} s",
+            p.generation
+        ),
+    };
+    if resumed {
+        line.push_str("; totals continue from the last agent's");
+    }
+    if !p.unpinnable.is_empty() {
+        line.push_str(&format!(
+            "; the links of {} cannot be pinned on this kernel (BPF perf links need 5.15): \
+             they stop counting while no agent runs",
+            p.unpinnable.join(", ")
+        ));
+    }
+    line
 }
 
 async fn metrics(State(s): State<SharedRef>) -> impl IntoResponse {

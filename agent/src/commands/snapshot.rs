@@ -28,6 +28,7 @@ pub fn run(args: &SnapshotArgs) -> Result<i32> {
     let mut loaded = loader::load(&LoadOptions {
         watch_only: watch,
         debug_log: args.debug_bpf,
+        pin: None,
     })?;
     loader::require_all(&loaded.probes)?;
     let mut logger = if args.debug_bpf {
@@ -46,7 +47,7 @@ pub fn run(args: &SnapshotArgs) -> Result<i32> {
     } else {
         None
     };
-    let stats_before = loader::program_stats(&loaded.ebpf);
+    let stats_before = loader::program_stats(&loaded);
     let before = collector.harvest()?;
     let started = Instant::now();
     let mut command = None;
@@ -82,7 +83,7 @@ pub fn run(args: &SnapshotArgs) -> Result<i32> {
     };
     let after = collector.harvest()?;
     let elapsed = started.elapsed().as_secs_f64();
-    let stats = loader::program_stats_since(&stats_before, loader::program_stats(&loaded.ebpf));
+    let stats = loader::program_stats_since(&stats_before, loader::program_stats(&loaded));
     let missed_runs: u64 = stats.iter().map(|s| s.missed_runs).sum();
     let bpf_stats = if args.bpf_stats { stats } else { Vec::new() };
     if let Some(l) = logger.as_mut() {

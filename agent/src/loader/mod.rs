@@ -2,6 +2,7 @@
 //! tracefs handed to the programs as globals, and the probe table walked best method first.
 
 pub mod btf;
+pub mod pinning;
 pub mod probes;
 pub mod tracefs;
 
@@ -18,6 +19,8 @@ use copyscope_common::{
     syscalls::{SYSCALLS, index_entry},
 };
 
+use self::pinning::HeldLink;
+pub use self::pinning::{PinHow, PinRequest, Pinned, save_probe};
 use self::probes::{Method, PROBES, ProbeSpec, Target};
 use crate::privileges;
 
@@ -44,12 +47,19 @@ pub struct LoadOptions {
     pub watch_only: bool,
     /// Kernel-side diagnostics through aya-log.
     pub debug_log: bool,
+    /// Pin maps, programs and links here (bpffs), and continue from what is pinned.
+    pub pin: Option<PinRequest>,
 }
 
 pub struct Loaded {
     pub ebpf: Ebpf,
     pub probes: Vec<ProbeStatus>,
     pub kernel: String,
+    /// The links this process holds: dropping them detaches the programs (pinned links
+    /// stay attached).
+    #[expect(dead_code, reason = "held only to keep the programs attached")]
+    links: Vec<HeldLink>,
+    pub pinned: Option<Pinned>,
 }
 
 pub fn kernel_release() -> String {
@@ -59,6 +69,41 @@ pub fn kernel_release() -> String {
 }
 
 /// Whether this process may load BPF programs: root, CAP_SYS_ADMIN, or CAP_BPF + CAP_PERFMON.
+/// The oldest kernel copyscope runs on: BTF in /sys/kernel/btf/vmlinux (5.4), BTF
+/// tracepoints and bpf_probe_read_kernel (5.5).
+const MIN_KERNEL: (u32, u32) = (5, 5);
+
+/// This kernel's release as uname(2) reports it (a process's personality can change it).
+fn uname_release() -> String {
+    // SAFETY: a zeroed utsname is valid; uname fills it.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: u is a live utsname.
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return kernel_release();
+    }
+    // SAFETY: the kernel NUL-terminates release.
+    unsafe { std::ffi::CStr::from_ptr(u.release.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Refuse kernels older than [`MIN_KERNEL`]; a release that does not parse is left to the
+/// loading to judge.
+pub fn check_kernel(release: &str) -> Result<()> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next().and_then(|p| p.parse::<u32>().ok());
+    let minor = parts.next().and_then(|p| p.parse::<u32>().ok());
+    match (major, minor) {
+        (Some(a), Some(b)) if (a, b) < MIN_KERNEL => bail!(
+            "this kernel ({release}) is too old: copyscope needs Linux {}.{} or later (BTF, \
+             BTF tracepoints, bpf_probe_read_kernel)",
+            MIN_KERNEL.0,
+            MIN_KERNEL.1
+        ),
+        _ => Ok(()),
+    }
+}
+
 fn check_privileges() -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
@@ -222,6 +267,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
              build time): run `cargo xtask setup`, then rebuild"
         );
     }
+    check_kernel(&uname_release())?;
     check_privileges()?;
     let btf_path =
         std::env::var_os("COPYSCOPE_BTF").unwrap_or_else(|| "/sys/kernel/btf/vmlinux".into());
@@ -247,6 +293,13 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     }
     loader.override_global(globals::WATCH_ONLY, &watch, true);
     loader.override_global(globals::DEBUG_LOG, &debug, true);
+    let build = pinning::build_hash(offsets.iter().chain(records.iter()), watch, debug);
+    // Pinning: lock and check the pin, and point every shared map at it.
+    let pin_plan = opts
+        .pin
+        .as_ref()
+        .map(|req| pinning::prepare(req, &mut loader))
+        .transpose()?;
     let mut ebpf = loader.load(OBJECT).map_err(|e| {
         let text = format!("{e:#}");
         // Without CAP_BPF, map creation fails first, with an error that names no errno.
@@ -271,15 +324,33 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
         path: btf_path.into(),
         parsed: Default::default(),
     };
-    let mut statuses = Vec::new();
-    for spec in PROBES {
-        statuses.push(attach_probe(&mut ebpf, spec, &root, &kernel_btf));
-    }
-    Ok(Loaded {
-        ebpf,
-        probes: statuses,
-        kernel: kernel_release(),
+    let mut links = Vec::new();
+    let Some(plan) = pin_plan else {
+        let probes = attach_all(&mut ebpf, &root, &kernel_btf, &mut links);
+        return Ok(Loaded {
+            ebpf,
+            probes,
+            kernel: kernel_release(),
+            links,
+            pinned: None,
+        });
+    };
+    pinning::attach(ebpf, plan, build, links, |ebpf, links| {
+        attach_all(ebpf, &root, &kernel_btf, links)
     })
+}
+
+/// Walk the probe table, best method first.
+fn attach_all(
+    ebpf: &mut Ebpf,
+    root: &Path,
+    kernel_btf: &KernelBtf,
+    links: &mut Vec<HeldLink>,
+) -> Vec<ProbeStatus> {
+    PROBES
+        .iter()
+        .map(|spec| attach_probe(ebpf, spec, root, kernel_btf, links))
+        .collect()
 }
 
 fn raise_memlock() {
@@ -329,6 +400,7 @@ fn attach_probe(
     spec: &ProbeSpec,
     root: &Path,
     kernel_btf: &KernelBtf,
+    links: &mut Vec<HeldLink>,
 ) -> ProbeStatus {
     let mut reasons = Vec::new();
     let disabled = disabled_methods();
@@ -340,8 +412,19 @@ fn attach_probe(
             ));
             continue;
         }
-        match attach_one(ebpf, m.method, m.program, m.target, root, kernel_btf) {
+        // A method that fails part way detaches what it attached (its links drop).
+        let mut attempt = Vec::new();
+        match attach_one(
+            ebpf,
+            m.method,
+            m.program,
+            m.target,
+            root,
+            kernel_btf,
+            &mut attempt,
+        ) {
             Ok(mut detail) => {
+                links.append(&mut attempt);
                 if !reasons.is_empty() {
                     detail = format!("{detail} (better methods refused: {})", reasons.join("; "));
                 }
@@ -384,10 +467,12 @@ fn attach_one(
     target: Target,
     root: &Path,
     kernel_btf: &KernelBtf,
+    links: &mut Vec<HeldLink>,
 ) -> Result<String> {
     if let Target::EveryFunction(pairs) = target {
-        return attach_every_function(ebpf, method, pairs, kernel_btf);
+        return attach_every_function(ebpf, method, pairs, kernel_btf, links);
     }
+    let name = program.to_string();
     let prog = ebpf
         .program_mut(program)
         .with_context(|| format!("program {program} missing from the object"))?;
@@ -395,19 +480,23 @@ fn attach_one(
         (Method::TpBtf, Target::Raw(tp)) => {
             let p: &mut BtfTracePoint = prog.try_into()?;
             p.load(tp, kernel_btf.get()?)?;
-            p.attach()
+            let id = p
+                .attach()
                 .with_context(|| format!("attaching to BTF tracepoint {tp}"))?;
+            links.push(HeldLink::Fd(name, p.take_link(id)?.into()));
             Ok(tp.to_string())
         }
         (
             Method::FEntry | Method::FExit | Method::KProbe | Method::KRetProbe,
             Target::Function(names),
-        ) => attach_function(prog, method, names, kernel_btf),
+        ) => attach_function(prog, &name, method, names, kernel_btf, links),
         (Method::RawTracepoint, Target::Raw(tp)) => {
             let p: &mut RawTracePoint = prog.try_into()?;
             p.load()?;
-            p.attach(tp)
+            let id = p
+                .attach(tp)
                 .with_context(|| format!("attaching to raw tracepoint {tp}"))?;
+            links.push(HeldLink::Fd(name, p.take_link(id)?.into()));
             Ok(tp.to_string())
         }
         (Method::Tracepoint, Target::Tracepoint(cat, name)) => {
@@ -416,8 +505,10 @@ fn attach_one(
             }
             let p: &mut TracePoint = prog.try_into()?;
             p.load()?;
-            p.attach(cat, name)
+            let id = p
+                .attach(cat, name)
                 .with_context(|| format!("attaching to {cat}:{name}"))?;
+            links.push(HeldLink::tracepoint(program, p.take_link(id)?)?);
             Ok(format!("{cat}:{name}"))
         }
         (Method::Tracepoint, Target::EachSyscall(prefix)) => {
@@ -432,8 +523,10 @@ fn attach_one(
             let p: &mut TracePoint = prog.try_into()?;
             p.load()?;
             for n in &present {
-                p.attach("syscalls", n)
+                let id = p
+                    .attach("syscalls", n)
                     .with_context(|| format!("attaching to syscalls:{n}"))?;
+                links.push(HeldLink::tracepoint(program, p.take_link(id)?)?);
             }
             let missing: Vec<_> = names
                 .iter()
@@ -513,9 +606,11 @@ fn explain_with(err: &str, missing: &[&str]) -> String {
 /// fentry/fexit bind to a function at load time, kprobes at attach time: try each name.
 fn attach_function(
     prog: &mut aya::programs::Program,
+    program: &str,
     method: Method,
     names: &[&str],
     kernel_btf: &KernelBtf,
+    links: &mut Vec<HeldLink>,
 ) -> Result<String> {
     let mut errs = Vec::new();
     match method {
@@ -526,11 +621,13 @@ fn attach_function(
                     if method == Method::FEntry {
                         let p: &mut FEntry = prog.try_into()?;
                         p.load(name, btf)?;
-                        p.attach()?;
+                        let id = p.attach()?;
+                        links.push(HeldLink::Fd(program.into(), p.take_link(id)?.into()));
                     } else {
                         let p: &mut FExit = prog.try_into()?;
                         p.load(name, btf)?;
-                        p.attach()?;
+                        let id = p.attach()?;
+                        links.push(HeldLink::Fd(program.into(), p.take_link(id)?.into()));
                     }
                     Ok(())
                 })();
@@ -545,7 +642,10 @@ fn attach_function(
             p.load().context("loading the kprobe program")?;
             for name in names {
                 match p.attach(name, 0) {
-                    Ok(_) => return Ok(name.to_string()),
+                    Ok(id) => {
+                        links.push(HeldLink::kprobe(program, p.take_link(id)?)?);
+                        return Ok(name.to_string());
+                    }
                     Err(e) => errs.push(format!("{name}: {e:#}")),
                 }
             }
@@ -561,6 +661,7 @@ fn attach_every_function(
     method: Method,
     pairs: &[(&str, &str)],
     kernel_btf: &KernelBtf,
+    links: &mut Vec<HeldLink>,
 ) -> Result<String> {
     let btf = kernel_btf.get()?;
     let (present, absent): (Vec<_>, Vec<_>) = pairs.iter().partition(|(f, _)| {
@@ -580,7 +681,7 @@ fn attach_every_function(
             .with_context(|| format!("program {program} missing from the object"))?;
         match method {
             Method::FEntry | Method::FExit => {
-                attach_function(prog, method, &[func], kernel_btf)?;
+                attach_function(prog, program, method, &[func], kernel_btf, links)?;
             }
             _ => {
                 let p: &mut KProbe = prog.try_into()?;
@@ -588,8 +689,10 @@ fn attach_every_function(
                     p.load().context("loading the kprobe program")?;
                     loaded_kprobe = true;
                 }
-                p.attach(func, 0)
+                let id = p
+                    .attach(func, 0)
                     .with_context(|| format!("attaching to {func}"))?;
+                links.push(HeldLink::kprobe(program, p.take_link(id)?)?);
             }
         }
     }
@@ -648,20 +751,29 @@ pub struct ProgramStat {
     pub missed_runs: u64,
 }
 
-/// Stats of every loaded program, by name.
-pub fn program_stats(ebpf: &Ebpf) -> Vec<ProgramStat> {
-    let mut out: Vec<_> = ebpf
-        .programs()
-        .filter_map(|(name, p)| {
-            let info = p.info().ok()?;
-            Some(ProgramStat {
-                name: name.to_string(),
-                run_count: info.run_count(),
-                run_time_ns: info.run_time().as_nanos() as u64,
-                missed_runs: p.fd().ok().map_or(0, |fd| recursion_misses(fd.as_fd())),
-            })
+/// Stats of every loaded program (or, after adopting a pin, every pinned program), by name.
+pub fn program_stats(loaded: &Loaded) -> Vec<ProgramStat> {
+    let stat = |name: &str, fd: std::os::fd::BorrowedFd<'_>| {
+        let info = prog_info(fd)?;
+        Some(ProgramStat {
+            name: name.to_string(),
+            run_count: info.run_cnt,
+            run_time_ns: info.run_time_ns,
+            missed_runs: info.recursion_misses,
         })
-        .collect();
+    };
+    let mut out: Vec<_> = match loaded.pinned.as_ref().filter(|p| !p.programs.is_empty()) {
+        Some(p) => p
+            .programs
+            .iter()
+            .filter_map(|(name, fd)| stat(name, fd.as_fd()))
+            .collect(),
+        None => loaded
+            .ebpf
+            .programs()
+            .filter_map(|(name, p)| stat(name, p.fd().ok()?.as_fd()))
+            .collect(),
+    };
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
 }
@@ -681,9 +793,10 @@ pub fn program_stats_since(before: &[ProgramStat], after: Vec<ProgramStat>) -> V
         .collect()
 }
 
-/// `bpf_prog_info.recursion_misses` of one program, read with BPF_OBJ_GET_INFO_BY_FD
-/// (aya does not expose it); 0 on kernels older than 5.12, which do not report it.
-pub fn recursion_misses(fd: std::os::fd::BorrowedFd<'_>) -> u64 {
+/// `bpf_prog_info` of one program, read with BPF_OBJ_GET_INFO_BY_FD (aya does not expose
+/// `recursion_misses`, 0 on kernels older than 5.12, which do not report it; run counts
+/// and times are 0 while BPF stats are off).
+fn prog_info(fd: std::os::fd::BorrowedFd<'_>) -> Option<aya_obj::generated::bpf_prog_info> {
     use std::os::fd::AsRawFd as _;
     const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
     // SAFETY: a plain C struct of integers, for which all zeroes is valid.
@@ -709,10 +822,7 @@ pub fn recursion_misses(fd: std::os::fd::BorrowedFd<'_>) -> u64 {
             std::mem::size_of::<InfoAttr>(),
         )
     };
-    if rc != 0 {
-        return 0;
-    }
-    info.recursion_misses
+    (rc == 0).then_some(info)
 }
 
 /// Turn on the kernel's BPF run-time stats for as long as the returned fd is open.
@@ -723,7 +833,34 @@ pub fn enable_bpf_stats() -> Result<std::os::fd::OwnedFd> {
 
 #[cfg(test)]
 mod tests {
-    use super::{explain, explain_with, missing_from};
+    use super::{check_kernel, explain, explain_with, missing_from};
+
+    #[test]
+    fn kernels_before_5_5_are_refused() {
+        for old in [
+            "4.19.0-17-amd64",
+            "5.4.0-150-generic",
+            "2.6.78",
+            "3.10.0-1160.el7.x86_64",
+        ] {
+            let e = check_kernel(old).unwrap_err().to_string();
+            assert!(
+                e.contains("is too old: copyscope needs Linux 5.5 or later"),
+                "{old}: {e}"
+            );
+            assert!(e.contains(old), "{e}");
+        }
+        for ok in [
+            "5.5.0",
+            "5.10.0-30-amd64",
+            "6.18.44",
+            "7.2.0-rc1",
+            "",
+            "weird",
+        ] {
+            assert!(check_kernel(ok).is_ok(), "{ok}");
+        }
+    }
 
     #[test]
     fn kernel_errors_are_explained() {

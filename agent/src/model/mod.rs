@@ -35,6 +35,50 @@ impl Counts {
     }
 }
 
+/// [`Counts`] in a form serde writes (maps with struct keys become lists).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct CountsSaved {
+    pub rows: Vec<(SyscallKey, SyscallStats)>,
+    pub exited: Vec<(u32, String)>,
+    pub drops: Vec<u64>,
+    pub sched: Vec<(u32, SchedStats)>,
+    pub cache: Vec<(u32, CacheStats)>,
+    pub copy: Vec<(u32, CopyStats)>,
+}
+
+impl From<&Counts> for CountsSaved {
+    fn from(c: &Counts) -> CountsSaved {
+        fn list<K: Copy, V: Clone>(m: &HashMap<K, V>) -> Vec<(K, V)> {
+            m.iter().map(|(k, v)| (*k, v.clone())).collect()
+        }
+        CountsSaved {
+            rows: list(&c.rows),
+            exited: list(&c.exited),
+            drops: c.drops.to_vec(),
+            sched: list(&c.sched),
+            cache: list(&c.cache),
+            copy: list(&c.copy),
+        }
+    }
+}
+
+impl From<CountsSaved> for Counts {
+    fn from(s: CountsSaved) -> Counts {
+        let mut drops = [0; Counter::COUNT as usize];
+        for (d, v) in drops.iter_mut().zip(s.drops) {
+            *d = v;
+        }
+        Counts {
+            rows: s.rows.into_iter().collect(),
+            exited: s.exited.into_iter().collect(),
+            drops,
+            sched: s.sched.into_iter().collect(),
+            cache: s.cache.into_iter().collect(),
+            copy: s.copy.into_iter().collect(),
+        }
+    }
+}
+
 /// Counters that add and subtract field by field.
 pub trait Tally: Copy + Default {
     fn add(&mut self, o: &Self);

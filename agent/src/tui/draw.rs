@@ -157,6 +157,10 @@ fn status_line(app: &App, now: f64) -> TextLine<'static> {
     } = &app.status
     {
         let what = match &app.origin {
+            // Remote::fetch: the agent answered, but not with a snapshot.
+            Origin::Remote(_) if error.contains("is not a copyscope snapshot") => {
+                "bad answer from the agent".to_string()
+            }
             Origin::Remote(_) => "agent unreachable".to_string(),
             Origin::Local => "collection failed".into(),
         };

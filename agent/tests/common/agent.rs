@@ -67,8 +67,12 @@ pub fn start_agent_under(wrapper: &[&str], args: &[&str]) -> Agent {
         }
         None => Command::new(COPYSCOPE),
     };
+    cmd.args(["run", "--listen", "127.0.0.1:0"]);
+    // Tests that pin say where; the others never share the default pin of the host.
+    if !args.iter().any(|a| *a == "--pin-path" || *a == "--no-pin") {
+        cmd.arg("--no-pin");
+    }
     let mut child = cmd
-        .args(["run", "--listen", "127.0.0.1:0"])
         .args(args)
         .stderr(Stdio::piped())
         .spawn()

@@ -19,6 +19,28 @@ pub mod maps {
     pub const SCHED_STATS: &str = "SCHED_STATS";
     pub const CACHE_STATS: &str = "CACHE_STATS";
     pub const COPY_STATS: &str = "COPY_STATS";
+    /// What is pinned (layout, build, generation) and where the agent's state is; written
+    /// only by the agent.
+    pub const PIN_META: &str = "PIN_META";
+    /// The agent's own totals, saved each window in chunks (written only by the agent).
+    pub const AGENT_STATE: &str = "AGENT_STATE";
+
+    /// The maps a pinned agent keeps under bpffs: every map the programs and the agent
+    /// share, so that a restarted agent continues from them.
+    pub const PINNED: [&str; 12] = [
+        SYSCALL_INDEX,
+        SYSCALL_STATS,
+        INFLIGHT,
+        INFLIGHT_SPILL,
+        EXITED,
+        WATCHED,
+        COUNTERS,
+        SCHED_STATS,
+        CACHE_STATS,
+        COPY_STATS,
+        PIN_META,
+        AGENT_STATE,
+    ];
 }
 
 /// Names of the programs (15 characters at most: the kernel truncates longer names).
@@ -116,6 +138,41 @@ pub mod limits {
     pub const PROC_STATS_ENTRIES: u32 = 16_384;
     /// Highest syscall number the index map covers.
     pub const SYSCALL_NR_MAX: u32 = 1024;
+    /// Bytes of one chunk of the agent's saved state.
+    pub const STATE_CHUNK: usize = 32_768;
+    /// Chunks in `AGENT_STATE`: two copies of at most half as many chunks (16 MiB each).
+    pub const STATE_ENTRIES: u32 = 1024;
+}
+
+/// Version of everything pinned under bpffs: the maps' key and value layouts, their
+/// meaning, and `PinMeta`. A pin of another version is never reused. Raise it with any
+/// such change.
+pub const PIN_LAYOUT: u32 = 1;
+
+/// `PIN_META[0]`, written by the agent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PinMeta {
+    /// `PinMeta::MAGIC` once written.
+    pub magic: u64,
+    /// [`PIN_LAYOUT`] of the agent that created the pin.
+    pub layout: u32,
+    /// Bumped each time the programs are replaced; links live under `links/<generation>`.
+    pub generation: u32,
+    /// Hash of the programs' object and of everything handed to them at load time: an
+    /// agent with the same hash adopts the attached programs instead of replacing them.
+    pub build: u64,
+    /// Which copy of the state is current (0 or 1), its length (0: none) and CRC-32.
+    pub state_copy: u32,
+    pub state_len: u32,
+    pub state_crc: u32,
+    pub _pad: u32,
+    /// When the state was written (Unix nanoseconds).
+    pub state_unix_ns: u64,
+}
+
+impl PinMeta {
+    pub const MAGIC: u64 = u64::from_le_bytes(*b"cpyscope");
 }
 
 /// Indices into the per-CPU `COUNTERS` array: what the kernel side had to drop.
@@ -225,6 +282,7 @@ impl FdKind {
 
 /// Key of `SYSCALL_STATS` (per-CPU hash): one row per process, syscall and fd kinds.
 #[repr(C)]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SyscallKey {
     /// Process (thread group) id, as the initial pid namespace sees it.
@@ -240,6 +298,7 @@ pub struct SyscallKey {
 
 /// Value of `SYSCALL_STATS`, one per CPU.
 #[repr(C)]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SyscallStats {
     pub calls: u64,
@@ -274,6 +333,7 @@ pub struct Exited {
 
 /// Value of `SCHED_STATS` (per-CPU, by tgid): context switches from sched_switch.
 #[repr(C)]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SchedStats {
     /// The task blocked (prev_state not running).
@@ -286,6 +346,7 @@ pub struct SchedStats {
 
 /// Value of `CACHE_STATS` (per-CPU, by tgid): page-cache activity caused by the process.
 #[repr(C)]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CacheStats {
     /// Pages looked up by buffered reads (or folio accesses, by the fallback methods).
@@ -324,6 +385,7 @@ mod pod {
     unsafe impl aya::Pod for super::SyscallStats {}
     unsafe impl aya::Pod for super::Inflight {}
     unsafe impl aya::Pod for super::Exited {}
+    unsafe impl aya::Pod for super::PinMeta {}
 }
 
 const _: () = assert!(core::mem::size_of::<SyscallKey>() == 8);
@@ -333,4 +395,5 @@ const _: () = assert!(core::mem::size_of::<Exited>() == 24);
 const _: () = assert!(core::mem::size_of::<SchedStats>() == 24);
 const _: () = assert!(core::mem::size_of::<CacheStats>() == 32);
 const _: () = assert!(core::mem::size_of::<CopyStats>() == 40);
+const _: () = assert!(core::mem::size_of::<PinMeta>() == 48);
 const _: () = assert!(limits::INFLIGHT_SLOTS.is_power_of_two());

@@ -4,7 +4,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
 };
 use copyscope_common::{
-    CacheStats, CopyStats, Counter, Exited, Inflight, SchedStats, SyscallKey, SyscallStats, limits,
+    CacheStats, CopyStats, Counter, Exited, Inflight, PinMeta, SchedStats, SyscallKey,
+    SyscallStats, limits,
 };
 
 /// Syscall number -> `copyscope_common::syscalls::index_entry` (0: not counted).
@@ -46,6 +47,16 @@ pub static CACHE_STATS: PerCpuHashMap<u32, CacheStats> =
 #[map]
 pub static COPY_STATS: PerCpuHashMap<u32, CopyStats> =
     PerCpuHashMap::with_max_entries(limits::PROC_STATS_ENTRIES, 0);
+
+/// The programs never touch the two maps below: they are declared here so that the agent's
+/// pinned state lives in maps created, pinned and checked like the others.
+#[map]
+pub static PIN_META: Array<PinMeta> = Array::with_max_entries(1, 0);
+
+/// Chunks of the agent's saved totals. BPF_F_NO_PREALLOC: memory only for chunks in use.
+#[map]
+pub static AGENT_STATE: HashMap<u32, [u8; limits::STATE_CHUNK]> =
+    HashMap::with_max_entries(limits::STATE_ENTRIES, 1);
 
 /// The current process's row of a per-process per-CPU map, created on first use.
 #[inline(always)]

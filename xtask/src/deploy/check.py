@@ -157,11 +157,18 @@ def check_daemonset(docs, expect, kube):
         "hostPath volumes must be /sys/kernel/btf, /sys/kernel/tracing, /sys/fs/bpf: %s"
         % sorted(host.values()),
     )
+    env = {e["name"]: e for e in c.get("env", [])}
     for name, path in host.items():
         m = [m for m in c.get("volumeMounts", []) if m["name"] == name]
-        want(m and all(x.get("readOnly") is True for x in m), "%s must be mounted read-only" % path)
+        if path == "/sys/fs/bpf" and expect["pin"]:
+            # The pinned maps, programs and links are created there.
+            want(m and all(x.get("readOnly") is False for x in m), "%s must be writable to pin" % path)
+            want("COPYSCOPE_NO_PIN" not in env, "no COPYSCOPE_NO_PIN when pinning")
+        else:
+            want(m and all(x.get("readOnly") is True for x in m), "%s must be mounted read-only" % path)
+    if not expect["pin"]:
+        want(env.get("COPYSCOPE_NO_PIN", {}).get("value") == "true", "COPYSCOPE_NO_PIN=true without pin.enabled")
     want("/tmp" in mounts, "/tmp must be mounted")
-    env = {e["name"]: e for e in c.get("env", [])}
     node = env.get("COPYSCOPE_KUBE_NODE")
     if expect["pod_labels"]:
         want(

@@ -65,4 +65,14 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if .Values.security.legacySysAdmin }}
 - SYS_ADMIN
 {{- end }}
+{{- if .Values.security.runAsUser }}
+- SETUID
+- SETGID
+{{- end }}
+{{- end }}
+
+{{/* COPYSCOPE_USER: runAsUser:runAsGroup, the group defaulting to the same number. */}}
+{{- define "copyscope.user" -}}
+{{- $uid := int64 .Values.security.runAsUser }}
+{{- printf "%d:%d" $uid (int64 (default $uid .Values.security.runAsGroup)) }}
 {{- end }}

@@ -1,0 +1,111 @@
+//! What copyscope itself holds: the kernel memory of its maps (the `memlock:` line of each
+//! map fd's /proc/self/fdinfo, which since Linux 6.5 is the map's memory in use) and its
+//! resident set.
+
+use std::{
+    collections::BTreeMap,
+    os::fd::{AsFd as _, AsRawFd as _, OwnedFd},
+};
+
+use aya::{
+    Ebpf,
+    maps::{Map, MapData},
+};
+
+/// Duplicates of the fds of every map of the loaded object, taken before the collector
+/// takes its maps out of it, so that all of them can be measured each window.
+pub struct MapMemory {
+    fds: Vec<(String, OwnedFd)>,
+}
+
+impl MapMemory {
+    pub fn new(ebpf: &Ebpf) -> MapMemory {
+        let fds = ebpf
+            .maps()
+            .filter_map(|(name, map)| {
+                let fd = map_data(map)?.fd().as_fd().try_clone_to_owned().ok()?;
+                Some((name.to_string(), fd))
+            })
+            .collect();
+        MapMemory { fds }
+    }
+
+    /// Bytes of kernel memory each map holds now, by map name.
+    pub fn read(&self) -> BTreeMap<String, u64> {
+        self.fds
+            .iter()
+            .filter_map(|(name, fd)| {
+                let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
+                    .ok()?;
+                Some((name.clone(), parse_memlock(&info)?))
+            })
+            .collect()
+    }
+}
+
+/// The maps copyscope's object declares (hashes, arrays, their per-CPU forms; the logs
+/// ring buffer).
+fn map_data(map: &Map) -> Option<&MapData> {
+    match map {
+        Map::Array(m)
+        | Map::HashMap(m)
+        | Map::LruHashMap(m)
+        | Map::PerCpuArray(m)
+        | Map::PerCpuHashMap(m)
+        | Map::PerCpuLruHashMap(m)
+        | Map::PerfEventArray(m)
+        | Map::RingBuf(m) => Some(m),
+        _ => None,
+    }
+}
+
+/// The `memlock:` line of a map's fdinfo, in bytes.
+fn parse_memlock(fdinfo: &str) -> Option<u64> {
+    fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("memlock:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// This process's resident set in bytes (VmRSS of /proc/self/status).
+pub fn resident_bytes() -> Option<u64> {
+    parse_vm_rss(&std::fs::read_to_string("/proc/self/status").ok()?)
+}
+
+/// `VmRSS:` of a /proc/PID/status, in bytes.
+pub fn parse_vm_rss(status: &str) -> Option<u64> {
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memlock_is_read_from_a_map_fdinfo() {
+        let info = "pos:\t0\nflags:\t02000002\nmnt_id:\t16\nino:\t1061\nmap_type:\t5\n\
+                    key_size:\t8\nvalue_size:\t32\nmax_entries:\t32768\nmap_flags:\t0x0\n\
+                    map_extra:\t0x0\nmemlock:\t2624640\nmap_id:\t77\nfrozen:\t0\n";
+        assert_eq!(parse_memlock(info), Some(2_624_640));
+        assert_eq!(parse_memlock("pos:\t0\n"), None);
+    }
+
+    #[test]
+    fn resident_set_is_read_from_proc_status() {
+        let status =
+            "Name:\tcopyscope\nVmHWM:\t   30000 kB\nVmRSS:\t   21504 kB\nRssAnon:\t 9000 kB\n";
+        assert_eq!(parse_vm_rss(status), Some(21_504 * 1024));
+        assert_eq!(parse_vm_rss("Name:\tx\n"), None);
+        assert!(resident_bytes().is_some_and(|b| b > 0));
+    }
+}

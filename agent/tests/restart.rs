@@ -1,0 +1,364 @@
+//! Pinned state across agent restarts: a workload that runs while the agent is stopped
+//! and started again (cleanly, or killed) is counted exactly; another build replaces the
+//! pinned programs and keeps the totals; a pin of another layout, a damaged one, a busy
+//! one and a path off bpffs are refused with what to do; `copyscope unpin` clears it.
+//! Each test mounts its own BPF file system, so nothing touches the host's /sys/fs/bpf.
+
+mod common;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use common::{
+    COPYSCOPE, WORKLOAD,
+    agent::{Agent, Guard, start_agent, wait_for},
+    scratch,
+};
+
+/// A BPF file system mounted for one test, unmounted (and everything pinned in it
+/// released) at the end.
+struct Bpffs(PathBuf);
+
+impl Bpffs {
+    fn mount(name: &str) -> Bpffs {
+        let dir =
+            std::env::temp_dir().join(format!("copyscope-bpffs-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&dir)
+            .status()
+            .expect("running mount");
+        assert!(st.success(), "mount -t bpf bpf {} failed", dir.display());
+        Bpffs(dir)
+    }
+
+    fn pin(&self) -> PathBuf {
+        self.0.join("copyscope")
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// The pwrite64 calls of the workload named `comm` (one per test: the tests run side by
+/// side and every agent sees every process) as an agent counts them.
+fn counted(agent: &Agent, comm: &str) -> Option<u64> {
+    agent.metrics().lines().find_map(|l| {
+        let ok = l.starts_with("copyscope_syscalls_total{")
+            && l.contains(&format!("comm=\"{comm}\""))
+            && l.contains("syscall=\"pwrite64\"");
+        ok.then(|| l.rsplit(' ').next()?.parse::<f64>().ok().map(|v| v as u64))
+            .flatten()
+    })
+}
+
+fn pinned_agent(pin: &Path, extra: &[&str]) -> Agent {
+    let mut args = vec!["--interval", "0.5", "--pin-path", pin.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    start_agent(&args)
+}
+
+/// `copyscope-workload steady`: RATE pwrite(1) a second for SECONDS, its result in a file.
+fn steady(dir: &Path, comm: &str, seconds: u32, rate: u32) -> (Guard, PathBuf) {
+    let out = dir.join("steady.json");
+    let child = Command::new(WORKLOAD)
+        .args(["--comm", comm, "steady"])
+        .arg(dir.join("steady.dat"))
+        .args([seconds.to_string(), rate.to_string()])
+        .env("COPYSCOPE_WORKLOAD_OUT", &out)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("starting the workload");
+    (Guard(child), out)
+}
+
+fn finished(mut g: Guard, out: &Path) -> u64 {
+    let st = g.0.wait().expect("waiting for the workload");
+    assert!(st.success(), "the workload failed: {st}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap();
+    v["calls"].as_u64().expect("the workload's call count")
+}
+
+#[test]
+fn a_workload_running_across_restarts_is_counted_exactly() {
+    require_kernel!();
+    let fs = Bpffs::mount("exact");
+    let pin = fs.pin();
+    let d = scratch("restart-exact");
+    // The agent first: it counts from its start, the workload's every call.
+    let first = pinned_agent(&pin, &[]);
+    let (work, out) = steady(&d, "cs-restart", 9, 400);
+    assert!(
+        first
+            .log()
+            .contains("pinned the programs, maps and links at"),
+        "{}",
+        first.log()
+    );
+    let seen = wait_for(Duration::from_secs(20), "the first agent to count", || {
+        counted(&first, "cs-restart").filter(|&n| n > 0)
+    });
+
+    // A clean stop (SIGTERM): the programs stay attached, the workload goes on.
+    drop(first);
+    std::thread::sleep(Duration::from_millis(800));
+    let second = pinned_agent(&pin, &[]);
+    let log = second.log();
+    assert!(log.contains("adopted the programs pinned at"), "{log}");
+    assert!(log.contains("totals continue"), "{log}");
+    let resumed = wait_for(
+        Duration::from_secs(20),
+        "the second agent's counter",
+        || counted(&second, "cs-restart"),
+    );
+    assert!(
+        resumed >= seen,
+        "the counter went back from {seen} to {resumed} across the restart"
+    );
+
+    // A crash (SIGKILL): nothing is saved at exit, the last window's state is enough.
+    let pid = second.child.0.id() as i32;
+    // SAFETY: kill with a valid pid and signal.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    drop(second);
+    std::thread::sleep(Duration::from_millis(800));
+    let third = pinned_agent(&pin, &[]);
+    assert!(
+        third.log().contains("adopted the programs pinned at"),
+        "{}",
+        third.log()
+    );
+
+    let calls = finished(work, &out);
+    assert!(calls > 1000, "the workload made only {calls} calls");
+    eprintln!("the workload made {calls} calls");
+    let mut now = 0;
+    let last = wait_for(
+        Duration::from_secs(20),
+        "the count to reach the workload's",
+        || {
+            now = counted(&third, "cs-restart").unwrap_or(0);
+            (now >= calls).then_some(now)
+        },
+    );
+    assert_eq!(
+        last, calls,
+        "counted {last} pwrite calls across two restarts, the workload made {calls}"
+    );
+}
+
+#[test]
+fn another_build_replaces_the_pinned_programs_and_keeps_the_totals() {
+    require_kernel!();
+    let fs = Bpffs::mount("replace");
+    let pin = fs.pin();
+    let d = scratch("restart-replace");
+    let first = pinned_agent(&pin, &[]);
+    let (work, out) = steady(&d, "cs-replace", 5, 400);
+    let seen = wait_for(Duration::from_secs(20), "the first agent to count", || {
+        counted(&first, "cs-replace").filter(|&n| n > 0)
+    });
+    drop(first);
+    // Anything handed to the programs at load time makes another build; disabling a
+    // method that cannot attach here changes nothing else.
+    let second = start_agent_env(&pin, &[("COPYSCOPE_DISABLE_METHODS", "uprobe")]);
+    let log = second.log();
+    assert!(log.contains("replaced the programs pinned at"), "{log}");
+    assert!(log.contains("(generation 2)"), "{log}");
+    assert!(pin.join("links/2").is_dir() && !pin.join("links/1").exists());
+    let calls = finished(work, &out);
+    let last = wait_for(Duration::from_secs(20), "the second agent to count", || {
+        counted(&second, "cs-replace").filter(|&n| n > seen)
+    });
+    assert!(
+        last >= seen && last <= calls,
+        "after the replacement: {last}, before it {seen}, the workload made {calls}"
+    );
+}
+
+fn start_agent_env(pin: &Path, env: &[(&str, &str)]) -> Agent {
+    // start_agent passes its environment on; set the variables for this process's
+    // children only through a wrapper.
+    let mut wrapper = vec!["env".to_string()];
+    wrapper.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
+    let w: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    common::agent::start_agent_under(
+        &w,
+        &["--interval", "0.5", "--pin-path", pin.to_str().unwrap()],
+    )
+}
+
+/// `copyscope run` expected to fail: its stderr.
+fn refused(pin: &Path, extra: &[&str]) -> String {
+    let out = Command::new(COPYSCOPE)
+        .args(["run", "--listen", "127.0.0.1:0", "--pin-path"])
+        .arg(pin)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "copyscope run started on a bad pin");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn bpftool(args: &[&str]) {
+    let out = Command::new("bpftool")
+        .args(args)
+        .output()
+        .expect("bpftool");
+    assert!(
+        out.status.success(),
+        "bpftool {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn bad_pins_are_refused_with_what_to_do_and_unpin_clears_them() {
+    require_kernel!();
+    if !common::agent::require_tool("bpftool", "bpftool") {
+        return;
+    }
+    let fs = Bpffs::mount("bad");
+    let pin = fs.pin();
+    let p = pin.to_str().unwrap().to_string();
+    drop(pinned_agent(&pin, &[]));
+
+    // One agent per pin.
+    let holder = pinned_agent(&pin, &[]);
+    let err = refused(&pin, &[]);
+    assert!(
+        err.contains("another copyscope is using the state pinned at"),
+        "{err}"
+    );
+    drop(holder);
+
+    // Another layout version.
+    let meta = pin.join("maps/PIN_META");
+    let mut value: Vec<String> = b"cpyscope".iter().map(|b| b.to_string()).collect();
+    value.extend(["231", "3", "0", "0"].map(String::from)); // layout 999
+    value.extend(std::iter::repeat_n("0".to_string(), 36));
+    let mut args = vec![
+        "map",
+        "update",
+        "pinned",
+        meta.to_str().unwrap(),
+        "key",
+        "0",
+        "0",
+        "0",
+        "0",
+        "value",
+    ];
+    args.extend(value.iter().map(String::as_str));
+    bpftool(&args);
+    let err = refused(&pin, &[]);
+    assert!(
+        err.contains("has layout version 999, this copyscope uses version"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("copyscope unpin --pin-path {p}")),
+        "{err}"
+    );
+
+    // --repin discards it and starts afresh.
+    let fresh = pinned_agent(&pin, &["--repin"]);
+    assert!(
+        fresh
+            .log()
+            .contains("pinned the programs, maps and links at"),
+        "{}",
+        fresh.log()
+    );
+    drop(fresh);
+
+    // A map that is not what this build defines.
+    let stats = pin.join("maps/SYSCALL_STATS");
+    std::fs::remove_file(&stats).unwrap();
+    bpftool(&[
+        "map",
+        "create",
+        stats.to_str().unwrap(),
+        "type",
+        "hash",
+        "key",
+        "4",
+        "value",
+        "4",
+        "entries",
+        "8",
+        "name",
+        "imposter",
+    ]);
+    let err = refused(&pin, &[]);
+    assert!(err.contains("is damaged (maps/SYSCALL_STATS is"), "{err}");
+    assert!(err.contains("or start with --repin"), "{err}");
+
+    // unpin removes everything; the next agent starts a new pin.
+    let out = Command::new(COPYSCOPE)
+        .args(["unpin", "--pin-path", &p])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("removed"));
+    assert!(!pin.exists(), "{} is still there", pin.display());
+    let out = Command::new(COPYSCOPE)
+        .args(["unpin", "--pin-path", &p])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing is pinned at"));
+}
+
+#[test]
+fn a_pin_path_off_bpffs_is_refused() {
+    require_kernel!();
+    let d = scratch("restart-offbpffs");
+    let err = refused(&d.join("pin"), &[]);
+    assert!(
+        err.contains("is not on a BPF file system: mount one with `mount -t bpf bpf /sys/fs/bpf`"),
+        "{err}"
+    );
+    // Without --pin-path, when /sys/fs/bpf is not bpffs, the agent runs unpinned and
+    // says so (where it is mounted, the default pin would be the host's: not tried).
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    if mounts
+        .lines()
+        .any(|l| l.split(' ').nth(1) == Some("/sys/fs/bpf"))
+    {
+        eprintln!("/sys/fs/bpf is mounted here: the unpinned default is not tried");
+        return;
+    }
+    let mut child = Command::new(COPYSCOPE)
+        .args(["run", "--listen", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let _guard = Guard(child);
+    let mut said = String::new();
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+        said.push_str(&line);
+        said.push('\n');
+        if line.contains("serving http://") {
+            break;
+        }
+    }
+    assert!(
+        said.contains("copyscope: not pinning: /sys/fs/bpf is not a BPF file system"),
+        "{said}"
+    );
+}
