@@ -180,7 +180,13 @@ pub(super) fn attach(
             }
         }
         programs.sort_by(|a, b| a.0.cmp(&b.0));
-        (probes, PinHow::Adopted, meta.generation, Vec::new(), programs)
+        (
+            probes,
+            PinHow::Adopted,
+            meta.generation,
+            Vec::new(),
+            programs,
+        )
     } else {
         // Before anything is attached, say which build owns the pin (an agent that stops
         // from here on leaves a pin the next one can check).
