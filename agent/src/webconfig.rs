@@ -83,7 +83,7 @@ impl fmt::Display for TlsVersion {
 }
 
 /// The response headers the exporter-toolkit lets a web configuration set.
-const HEADERS: [&str; 5] = [
+pub const HEADERS: [&str; 5] = [
     "Strict-Transport-Security",
     "X-Content-Type-Options",
     "X-Frame-Options",

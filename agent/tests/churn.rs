@@ -106,6 +106,15 @@ fn rss(pid: u32) -> f64 {
 /// The agent's /metrics once two more collections are done: everything that happened
 /// before the call has been harvested (an exit is moved out of the kernel by the next
 /// collection after it).
+/// The pwrite64 calls on files of the workloads named `comm` in an exposition.
+fn pwrite_calls(metrics: &str, comm: &str) -> u64 {
+    sum(
+        metrics,
+        "copyscope_syscalls_total",
+        &[("comm", comm), ("syscall", "pwrite64"), ("fd_kind", "file")],
+    ) as u64
+}
+
 fn settled(agent: &Agent) -> String {
     let collections = |t: &str| sum(t, "copyscope_collections_total", &[]);
     let now = collections(&agent.metrics());
@@ -519,13 +528,7 @@ fn two_cpus_each_making_a_million_syscalls_are_counted_exactly() {
     assert_eq!(v["cpus"], serde_json::json!([0, 1]));
     let m = settled(&agent);
     let s = slack(&m);
-    let calls = |c: &str| {
-        sum(
-            &m,
-            "copyscope_syscalls_total",
-            &[("comm", c), ("syscall", "pwrite64"), ("fd_kind", "file")],
-        ) as u64
-    };
+    let calls = |c: &str| pwrite_calls(&m, c);
     for c in &names {
         assert_near(s, calls(c), CALLS, 1, &format!("pwrite64 calls of {c}"));
     }
@@ -600,13 +603,7 @@ fn a_soak_neither_grows_the_agent_nor_drifts_the_counts() {
     report(&format!("soak of {secs} s"), &readings);
 
     let s = slack(&m);
-    let calls = |c: &str| {
-        sum(
-            &m,
-            "copyscope_syscalls_total",
-            &[("comm", c), ("syscall", "pwrite64"), ("fd_kind", "file")],
-        ) as u64
-    };
+    let calls = |c: &str| pwrite_calls(&m, c);
     assert_near(
         s,
         calls(&steady),

@@ -7,17 +7,18 @@
 mod common;
 
 use std::{
-    io::{BufRead as _, BufReader, Read as _, Write as _},
+    io::{Read as _, Write as _},
     net::TcpStream,
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use common::{
     COPYSCOPE,
-    agent::{Guard, get, require_tool, start_agent, wait_for},
+    agent::{Guard, get, launch, require_tool, response, start_agent, wait_for},
+    tls,
 };
 
 /// What the server may take to send a request head (copyscope::http::LIMITS).
@@ -167,81 +168,16 @@ fn only_get_and_head_are_allowed_and_nothing_oversized() {
 /// A CA, a server certificate for 127.0.0.1 and a client certificate, both signed by it,
 /// made by openssl in `dir`: (ca.crt, server.crt, server.key, client.crt, client.key).
 fn certificates(dir: &Path) -> [PathBuf; 5] {
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl (Debian package openssl)");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    openssl(
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &["-days", "1", "-subj", "/CN=copyscope test CA"],
-            &["-keyout", "ca.key", "-out", "ca.crt"],
-        ]
-        .concat(),
+    let ca = tls::ca(dir, "copyscope test CA");
+    let (server_crt, server_key) = tls::issue(
+        dir,
+        "server",
+        "server",
+        "serverAuth",
+        "subjectAltName=IP:127.0.0.1\n",
     );
-    for (name, usage, san) in [
-        ("server", "serverAuth", "subjectAltName=IP:127.0.0.1\n"),
-        ("client", "clientAuth", ""),
-    ] {
-        openssl(
-            &[
-                &["req"][..],
-                &ec,
-                &["-subj", &format!("/CN={name}")],
-                &["-keyout", &format!("{name}.key")],
-                &["-out", &format!("{name}.csr")],
-            ]
-            .concat(),
-        );
-        std::fs::write(
-            dir.join(format!("{name}.ext")),
-            format!(
-                "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage={usage}\n{san}"
-            ),
-        )
-        .unwrap();
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "1",
-            "-extfile",
-            &format!("{name}.ext"),
-            "-out",
-            &format!("{name}.crt"),
-        ]);
-    }
-    [
-        "ca.crt",
-        "server.crt",
-        "server.key",
-        "client.crt",
-        "client.key",
-    ]
-    .map(|n| dir.join(n))
+    let (client_crt, client_key) = tls::issue(dir, "client", "client", "clientAuth", "");
+    [ca, server_crt, server_key, client_crt, client_key]
 }
 
 /// A TLS client trusting `ca`, with a client certificate if given.
@@ -295,16 +231,7 @@ fn tls_get(
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !buf.is_empty() => {}
         Err(e) => return Err(e),
     }
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or(String::new(), |(_, b)| b.to_string());
-    Ok((status, body))
+    Ok(response(&buf))
 }
 
 fn base64(data: &[u8]) -> String {
@@ -328,50 +255,22 @@ fn base64(data: &[u8]) -> String {
 /// `copyscope run --interval 1 --web-config FILE` serving HTTPS on a free port of
 /// 127.0.0.1, once `/readyz` answers 200 to `client` (it needs no credentials).
 fn start_https(web_config: &Path, client: &Arc<rustls::ClientConfig>) -> (Guard, String) {
-    let mut child = Command::new(COPYSCOPE)
-        .args([
-            "run",
+    let agent = launch(
+        &[],
+        &[
             "--no-pin",
-            "--listen",
-            "127.0.0.1:0",
             "--interval",
             "1",
             "--web-config",
-        ])
-        .arg(web_config)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting copyscope run");
-    let lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let log = Arc::new(Mutex::new(Vec::new()));
-    {
-        let log = log.clone();
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix("copyscope: serving https://") {
-                    let _ = tx.send(rest.split('/').next().unwrap_or("").to_string());
-                }
-                eprintln!("agent: {line}");
-                log.lock().unwrap().push(line);
-            }
-        });
-    }
-    let child = Guard(child);
-    let addr = rx
-        .recv_timeout(Duration::from_secs(60))
-        .unwrap_or_else(|_| {
-            panic!(
-                "copyscope run did not say where it serves https:\n{}",
-                log.lock().unwrap().join("\n")
-            )
-        });
+            web_config.to_str().unwrap(),
+        ],
+    );
     wait_for(Duration::from_secs(30), "the agent to be ready", || {
-        tls_get(client, &addr, "/readyz", None)
+        tls_get(client, &agent.addr, "/readyz", None)
             .ok()
             .filter(|(s, _)| *s == 200)
     });
-    (child, addr)
+    (agent.child, agent.addr)
 }
 
 /// Not an HTTP answer: an error, or bytes that are no HTTP response.

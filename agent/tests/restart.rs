@@ -342,21 +342,8 @@ fn a_pin_path_off_bpffs_is_refused() {
         eprintln!("/sys/fs/bpf is mounted here: the unpinned default is not tried");
         return;
     }
-    let mut child = Command::new(COPYSCOPE)
-        .args(["run", "--listen", "127.0.0.1:0"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let _guard = Guard(child);
-    let mut said = String::new();
-    for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
-        said.push_str(&line);
-        said.push('\n');
-        if line.contains("serving http://") {
-            break;
-        }
-    }
+    let agent = common::agent::launch(&[], &[]);
+    let said = agent.log();
     assert!(
         said.contains("copyscope: not pinning: /sys/fs/bpf is not a BPF file system"),
         "{said}"

@@ -3,18 +3,9 @@
 
 use std::collections::HashSet;
 
-use copyscope::webconfig::{ClientAuth, parse};
+use copyscope::webconfig::{ClientAuth, HEADERS, parse};
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value, json};
-
-/// The headers a web configuration may set, as webconfig spells them.
-const HEADERS: [&str; 5] = [
-    "Strict-Transport-Security",
-    "X-Content-Type-Options",
-    "X-Frame-Options",
-    "X-XSS-Protection",
-    "Content-Security-Policy",
-];
 
 fuzz_target!(|data: &[u8]| {
     // webconfig::load reads the file with read_to_string.

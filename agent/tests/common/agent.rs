@@ -59,6 +59,22 @@ pub fn start_agent(args: &[&str]) -> Agent {
 /// The same, started through `wrapper` (a program and its arguments that then runs
 /// copyscope in the same process, e.g. `setpriv --bounding-set ... --`).
 pub fn start_agent_under(wrapper: &[&str], args: &[&str]) -> Agent {
+    let mut all = args.to_vec();
+    // Tests that pin say where; the others never share the default pin of the host.
+    if !args.iter().any(|a| *a == "--pin-path" || *a == "--no-pin") {
+        all.push("--no-pin");
+    }
+    let agent = launch(wrapper, &all);
+    wait_for(Duration::from_secs(30), "the agent to be ready", || {
+        get(&agent.addr, "/readyz").ok().filter(|(s, _)| *s == 200)
+    });
+    agent
+}
+
+/// `copyscope run --listen 127.0.0.1:0 ARGS` through `wrapper`, once it has said where it
+/// serves (http or https; readiness is the caller's to check). Its stderr is drained into
+/// `Agent::log` for as long as it runs.
+pub fn launch(wrapper: &[&str], args: &[&str]) -> Agent {
     let mut cmd = match wrapper.split_first() {
         Some((program, rest)) => {
             let mut c = Command::new(program);
@@ -67,12 +83,8 @@ pub fn start_agent_under(wrapper: &[&str], args: &[&str]) -> Agent {
         }
         None => Command::new(COPYSCOPE),
     };
-    cmd.args(["run", "--listen", "127.0.0.1:0"]);
-    // Tests that pin say where; the others never share the default pin of the host.
-    if !args.iter().any(|a| *a == "--pin-path" || *a == "--no-pin") {
-        cmd.arg("--no-pin");
-    }
     let mut child = cmd
+        .args(["run", "--listen", "127.0.0.1:0"])
         .args(args)
         .stderr(Stdio::piped())
         .spawn()
@@ -85,7 +97,10 @@ pub fn start_agent_under(wrapper: &[&str], args: &[&str]) -> Agent {
         // Keeps draining stderr so the agent never blocks on a full pipe.
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix("copyscope: serving http://") {
+                if let Some(rest) = line
+                    .strip_prefix("copyscope: serving http://")
+                    .or_else(|| line.strip_prefix("copyscope: serving https://"))
+                {
                     let _ = tx.send(rest.split('/').next().unwrap_or("").to_string());
                 }
                 eprintln!("agent: {line}");
@@ -96,10 +111,12 @@ pub fn start_agent_under(wrapper: &[&str], args: &[&str]) -> Agent {
     let child = Guard(child);
     let addr = rx
         .recv_timeout(Duration::from_secs(60))
-        .expect("copyscope run did not say where it serves");
-    wait_for(Duration::from_secs(30), "the agent to be ready", || {
-        get(&addr, "/readyz").ok().filter(|(s, _)| *s == 200)
-    });
+        .unwrap_or_else(|_| {
+            panic!(
+                "copyscope run did not say where it serves:\n{}",
+                log.lock().unwrap().join("\n")
+            )
+        });
     Agent { child, addr, log }
 }
 
@@ -110,7 +127,12 @@ pub fn get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
+    Ok(response(&buf))
+}
+
+/// An HTTP response's status (0 when there is none) and body.
+pub fn response(buf: &[u8]) -> (u16, String) {
+    let text = String::from_utf8_lossy(buf);
     let status = text
         .split_whitespace()
         .nth(1)
@@ -119,7 +141,7 @@ pub fn get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
     let body = text
         .split_once("\r\n\r\n")
         .map_or(String::new(), |(_, b)| b.to_string());
-    Ok((status, body))
+    (status, body)
 }
 
 /// Poll `f` every 200 ms until it gives a value; fail after `limit`.

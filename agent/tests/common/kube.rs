@@ -153,67 +153,15 @@ impl Drop for FakeApi {
 /// A cluster CA and the API server's certificate signed by it (for 127.0.0.1), as
 /// kubeadm lays them out: (ca.crt, apiserver.crt, apiserver.key).
 fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let p = |n: &str| dir.join(n);
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl (Debian package openssl)");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    openssl(
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &["-days", "1", "-subj", "/CN=kubernetes"],
-            &["-keyout", "ca.key", "-out", "ca.crt"],
-        ]
-        .concat(),
+    let ca = super::tls::ca(dir, "kubernetes");
+    let (cert, key) = super::tls::issue(
+        dir,
+        "apiserver",
+        "kube-apiserver",
+        "serverAuth",
+        "subjectAltName=IP:127.0.0.1,DNS:kubernetes.default.svc\n",
     );
-    openssl(
-        &[
-            &["req"][..],
-            &ec,
-            &["-subj", "/CN=kube-apiserver"],
-            &["-keyout", "apiserver.key", "-out", "apiserver.csr"],
-        ]
-        .concat(),
-    );
-    std::fs::write(
-        p("apiserver.ext"),
-        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:kubernetes.default.svc\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "apiserver.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        "apiserver.ext",
-        "-out",
-        "apiserver.crt",
-    ]);
-    (p("ca.crt"), p("apiserver.crt"), p("apiserver.key"))
+    (ca, cert, key)
 }
 
 fn server_config(cert: &Path, key: &Path) -> rustls::ServerConfig {

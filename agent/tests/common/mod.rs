@@ -10,6 +10,7 @@ use std::{
 pub mod agent;
 pub mod kube;
 pub mod prometheus;
+pub mod tls;
 
 use serde_json::Value;
 
