@@ -322,6 +322,9 @@ pub struct SavedProbe {
     pub method: Option<String>,
     pub attached: bool,
     pub detail: String,
+    /// Absent in totals saved before reasons were kinds.
+    #[serde(default)]
+    pub reason: Option<crate::loader::Reason>,
 }
 
 /// Everything saved in `AGENT_STATE`.

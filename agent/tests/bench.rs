@@ -57,6 +57,7 @@ fn near(got: u64, want: u64) -> bool {
 }
 
 #[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn every_method_to_a_socket_delivers_the_file_and_the_counts_match_the_method() {
     require_kernel!();
     let d = scratch("bench-tcp");
@@ -134,6 +135,7 @@ fn every_method_to_a_socket_delivers_the_file_and_the_counts_match_the_method() 
 }
 
 #[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn file_to_file_methods_deliver_the_file_and_copy_file_range_copies_nothing_through_the_cpu() {
     require_kernel!();
     let d = scratch("bench-file");
@@ -164,6 +166,7 @@ fn file_to_file_methods_deliver_the_file_and_copy_file_range_copies_nothing_thro
 }
 
 #[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn without_bpf_permission_it_still_measures_and_says_why() {
     require_kernel!();
     if !require_tool("setpriv", "util-linux") {
@@ -193,6 +196,7 @@ fn without_bpf_permission_it_still_measures_and_says_why() {
 }
 
 #[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn the_plot_is_drawn_as_svg_or_png() {
     require_kernel!();
     let d = scratch("bench-plot");

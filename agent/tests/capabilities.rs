@@ -79,6 +79,7 @@ fn probes(bounding_set: Option<&str>) -> (bool, String) {
 }
 
 #[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn the_daemonsets_capabilities_attach_everything_root_attaches() {
     require_kernel!();
     if !require_tool("setpriv", "util-linux") {
@@ -114,6 +115,7 @@ fn the_daemonsets_capabilities_attach_everything_root_attaches() {
 }
 
 #[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn without_bpf_or_perfmon_the_agent_names_the_missing_capability() {
     require_kernel!();
     if !require_tool("setpriv", "util-linux") {
@@ -132,6 +134,7 @@ fn without_bpf_or_perfmon_the_agent_names_the_missing_capability() {
 }
 
 #[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn reading_another_users_open_files_needs_the_granted_ptrace_and_dac_capabilities() {
     require_kernel!();
     if !require_tool("setpriv", "util-linux") {
@@ -217,6 +220,7 @@ fn thread_caps(pid: u32) -> Vec<(u64, u64)> {
 }
 
 #[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn once_attached_the_agent_keeps_only_what_collecting_needs_and_still_counts() {
     require_kernel!();
     // CAP_BPF (39), CAP_SYS_PTRACE (19), CAP_DAC_READ_SEARCH (2).
@@ -274,6 +278,7 @@ fn counts_a_workload(agent: &Agent, name: &str) {
 }
 
 #[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn under_the_daemonsets_capabilities_the_agent_drops_perfmon_once_attached() {
     require_kernel!();
     if !require_tool("setpriv", "util-linux") {
@@ -330,6 +335,7 @@ fn thread_ids(pid: u32) -> Vec<[String; 3]> {
 }
 
 #[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn as_user_nobody_every_thread_is_nobody_keeps_the_capabilities_and_still_counts() {
     require_kernel!();
     const KEPT: u64 = 1 << 39 | 1 << 19 | 1 << 2;
@@ -390,6 +396,7 @@ fn an_unknown_user_is_refused_before_the_probes_load() {
 }
 
 #[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn switching_user_without_setuid_and_setgid_is_refused_before_the_probes_load() {
     require_kernel!();
     if !require_tool("setpriv", "util-linux") {

@@ -460,6 +460,7 @@ fn checks(values: &BTreeMap<&str, &str>, pass: &str) -> Vec<Check> {
 }
 
 #[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn every_dashboard_query_and_rule_works_on_a_real_agent() {
     require_kernel!();
     if !require_tool("prometheus", "prometheus") {

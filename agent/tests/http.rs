@@ -59,6 +59,7 @@ fn header<'a>(response: &'a str, name: &str) -> Option<&'a str> {
 }
 
 #[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn a_header_sent_by_halves_is_cut_off_while_scrapes_go_on() {
     require_kernel!();
     let agent = start_agent(&["--interval", "1"]);
@@ -92,6 +93,7 @@ fn a_header_sent_by_halves_is_cut_off_while_scrapes_go_on() {
 }
 
 #[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn connections_beyond_the_limit_wait_for_a_free_one() {
     require_kernel!();
     let agent = start_agent(&["--interval", "1"]);
@@ -122,6 +124,7 @@ fn connections_beyond_the_limit_wait_for_a_free_one() {
 }
 
 #[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn only_get_and_head_are_allowed_and_nothing_oversized() {
     require_kernel!();
     let agent = start_agent(&["--interval", "1"]);
@@ -279,6 +282,7 @@ fn refused(r: &std::io::Result<(u16, String)>) -> bool {
 }
 
 #[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn tls_with_basic_auth_answers_only_the_right_password_and_takes_a_renewed_certificate() {
     require_kernel!();
     if !require_tool("openssl", "openssl") {
@@ -363,6 +367,7 @@ http_server_config:\n  headers:\n    X-Content-Type-Options: nosniff\n",
 }
 
 #[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn required_client_certificates_turn_away_a_client_without_one() {
     require_kernel!();
     if !require_tool("openssl", "openssl") {

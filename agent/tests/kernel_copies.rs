@@ -6,20 +6,28 @@ mod common;
 use common::*;
 
 #[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn socket_copies_at_the_source_match_the_syscalls() {
     require_kernel!();
+    if let Some(why) =
+        probe_missing("copies", "socket_recv").or_else(|| probe_missing("copies", "socket_send"))
+    {
+        skip!(format!(
+            "no socket copy probe (sock_*_length tracepoints from 6.12, or fexit/kretprobe on \
+             sock_recvmsg/sock_sendmsg): {why}"
+        ));
+    }
     let d = scratch("copies-tcp");
     let (snap, _) = run_workload(&d, &["tcp", "40", "7000"]);
     let (recv, send) = (
         probe_method(&snap, "copies", "socket_recv"),
         probe_method(&snap, "copies", "socket_send"),
     );
-    if recv.is_none() || send.is_none() {
-        eprintln!(
-            "skipped: no socket copy probe (sock_*_length tracepoints from 6.12, or fexit/kretprobe on sock_recvmsg/sock_sendmsg)"
-        );
-        return;
-    }
+    assert!(
+        recv.is_some() && send.is_some(),
+        "copyscope probes attached the socket copy probes, the snapshot did not: {:#}",
+        snap["probes"]
+    );
     assert_eq!(
         snap["cpu_copy_method"]["socket_recv"],
         recv.unwrap().as_str()
@@ -47,16 +55,21 @@ fn socket_copies_at_the_source_match_the_syscalls() {
 }
 
 #[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn sendfile_is_not_counted_as_a_socket_copy() {
     require_kernel!();
+    if let Some(why) = probe_missing("copies", "socket_send") {
+        skip!(format!("no socket send copy probe on this kernel: {why}"));
+    }
     let d = scratch("copies-sendfile");
     let f = d.join("data");
     write_file(&f, 2 << 20);
     let (snap, _) = run_workload(&d, &["sendfile", f.to_str().unwrap()]);
-    if probe_method(&snap, "copies", "socket_send").is_none() {
-        eprintln!("skipped: no socket send copy probe on this kernel");
-        return;
-    }
+    assert!(
+        probe_method(&snap, "copies", "socket_send").is_some(),
+        "the snapshot did not attach the socket send probe: {:#}",
+        snap["probes"]
+    );
     let p = command_process(&snap);
     // sendfile hands page-cache pages to the socket (MSG_SPLICE_PAGES): no copy from user.
     assert_eq!(num(p, &["cpu_copy_at_source", "socket_from_user"]), 0);
@@ -70,13 +83,13 @@ fn sendfile_is_not_counted_as_a_socket_copy() {
 }
 
 #[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn file_read_copies_at_the_source_match_the_syscalls() {
     require_kernel!();
     if let Some(why) = probe_missing("copies", "file_read") {
-        eprintln!(
-            "skipped: filemap_read cannot be traced here ({why}); file copies are derived from the syscalls"
-        );
-        return;
+        skip!(format!(
+            "filemap_read cannot be traced here ({why}); file copies are derived from the syscalls"
+        ));
     }
     let d = scratch("copies-file");
     let f = d.join("data");
@@ -101,15 +114,15 @@ fn file_read_copies_at_the_source_match_the_syscalls() {
 }
 
 #[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn pipe_copies_at_the_source_match_the_syscalls() {
     require_kernel!();
     if let Some(why) =
         probe_missing("copies", "pipe_read").or_else(|| probe_missing("copies", "pipe_write"))
     {
-        eprintln!(
-            "skipped: pipe_read/pipe_write cannot be traced here ({why}); pipe copies are derived from the syscalls"
-        );
-        return;
+        skip!(format!(
+            "pipe_read/pipe_write cannot be traced here ({why}); pipe copies are derived from the syscalls"
+        ));
     }
     let d = scratch("copies-pipe");
     let (snap, _) = run_workload(&d, &["pipe", "100", "3000"]);
@@ -135,6 +148,7 @@ fn pipe_copies_at_the_source_match_the_syscalls() {
 }
 
 #[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn every_copy_figure_names_its_method() {
     require_kernel!();
     let d = scratch("copies-method");

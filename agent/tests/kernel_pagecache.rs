@@ -28,13 +28,13 @@ fn cache(p: &serde_json::Value, what: &str) -> u64 {
 }
 
 #[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn cold_read_misses_and_warm_read_hits() {
     require_kernel!();
     if let Some(why) =
         probe_missing("pagecache", "lookups").or_else(|| probe_missing("pagecache", "misses"))
     {
-        eprintln!("skipped: no page-cache probe on this kernel: {why}");
-        return;
+        skip!(format!("no page-cache probe on this kernel: {why}"));
     }
     let d = scratch("pagecache");
     let f = d.join("data");
@@ -96,11 +96,13 @@ fn cold_read_misses_and_warm_read_hits() {
 }
 
 #[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn mmap_reads_fault_through_the_page_cache() {
     require_kernel!();
     if let Some(why) = probe_missing("pagecache", "mmap_faults") {
-        eprintln!("skipped: no filemap:mm_filemap_fault tracepoint on this kernel: {why}");
-        return;
+        skip!(format!(
+            "no filemap:mm_filemap_fault tracepoint on this kernel: {why}"
+        ));
     }
     let d = scratch("pagecache-mmap");
     // Large enough that read-around (read_ahead_kb, 8 MiB on some hosts) takes many windows.
@@ -130,11 +132,13 @@ fn mmap_reads_fault_through_the_page_cache() {
 }
 
 #[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn buffered_writes_dirty_pages() {
     require_kernel!();
     if let Some(why) = probe_missing("pagecache", "dirtied") {
-        eprintln!("skipped: no writeback dirty tracepoint on this kernel: {why}");
-        return;
+        skip!(format!(
+            "no writeback dirty tracepoint on this kernel: {why}"
+        ));
     }
     let d = scratch("pagecache-dirty");
     let (base, _) = run_workload(&d, &["write-file", d.join("none").to_str().unwrap(), "0"]);

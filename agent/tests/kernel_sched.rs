@@ -5,11 +5,11 @@ mod common;
 use common::*;
 
 #[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn sleeping_in_read_counts_voluntary_switches_in_io() {
     require_kernel!();
     if let Some(why) = probe_missing("sched", "sched_switch") {
-        eprintln!("skipped: no sched:sched_switch: {why}");
-        return;
+        skip!(format!("no sched:sched_switch: {why}"));
     }
     let d = scratch("sched-sleep");
     let (snap, _) = run_workload(&d, &["pipe-sleep", "60"]);
@@ -23,11 +23,11 @@ fn sleeping_in_read_counts_voluntary_switches_in_io() {
 }
 
 #[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn competing_for_one_cpu_counts_involuntary_switches() {
     require_kernel!();
     if let Some(why) = probe_missing("sched", "sched_switch") {
-        eprintln!("skipped: no sched:sched_switch: {why}");
-        return;
+        skip!(format!("no sched:sched_switch: {why}"));
     }
     let d = scratch("sched-spin");
     let (snap, _) = run_workload(&d, &["spin", "400"]);

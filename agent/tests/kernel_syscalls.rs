@@ -11,6 +11,7 @@ use std::{
 use common::*;
 
 #[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn preads_of_a_regular_file_are_counted_exactly() {
     require_kernel!();
     let d = scratch("pread");
@@ -51,6 +52,7 @@ fn preads_of_a_regular_file_are_counted_exactly() {
 }
 
 #[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn pipe_writes_and_reads_are_counted_exactly() {
     require_kernel!();
     let d = scratch("pipe");
@@ -84,6 +86,7 @@ fn pipe_writes_and_reads_are_counted_exactly() {
 }
 
 #[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn loopback_tcp_sends_and_receives_are_counted_exactly() {
     require_kernel!();
     let d = scratch("tcp");
@@ -112,6 +115,7 @@ fn loopback_tcp_sends_and_receives_are_counted_exactly() {
 }
 
 #[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn sendfile_from_file_to_socket_is_zero_copy() {
     require_kernel!();
     let d = scratch("sendfile");
@@ -143,6 +147,7 @@ fn sendfile_from_file_to_socket_is_zero_copy() {
 }
 
 #[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn splice_through_a_pipe_records_both_ends() {
     require_kernel!();
     let d = scratch("splice");
@@ -171,6 +176,7 @@ fn splice_through_a_pipe_records_both_ends() {
 }
 
 #[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn copy_file_range_is_counted_file_to_file() {
     require_kernel!();
     let d = scratch("cfr");
@@ -199,6 +205,7 @@ fn copy_file_range_is_counted_file_to_file() {
 }
 
 #[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn o_direct_reads_are_direct_io_not_cpu_copies() {
     require_kernel!();
     let d = scratch("direct");
@@ -211,11 +218,10 @@ fn o_direct_reads_are_direct_io_not_cpu_copies() {
         .output()
         .unwrap();
     if probe.status.code() == Some(3) {
-        eprintln!(
-            "skipped: the file system under {d:?} has no O_DIRECT support: {}",
+        skip!(format!(
+            "the file system under {d:?} has no O_DIRECT support: {}",
             String::from_utf8_lossy(&probe.stdout)
-        );
-        return;
+        ));
     }
     let (base, _) = run_workload(&d, &["direct", f.to_str().unwrap(), "0", "4096"]);
     let (snap, _) = run_workload(&d, &["direct", f.to_str().unwrap(), "10", "4096"]);
@@ -246,6 +252,7 @@ fn o_direct_reads_are_direct_io_not_cpu_copies() {
 }
 
 #[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn failed_calls_on_a_bad_fd_are_errors() {
     require_kernel!();
     let d = scratch("badfd");
@@ -264,6 +271,7 @@ fn failed_calls_on_a_bad_fd_are_errors() {
 }
 
 #[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn two_threads_of_a_million_syscalls_each_are_counted_exactly() {
     require_kernel!();
     let d = scratch("threads");
@@ -298,6 +306,7 @@ fn two_threads_of_a_million_syscalls_each_are_counted_exactly() {
 }
 
 #[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn command_mode_reports_children_and_the_exit_code() {
     require_kernel!();
     let d = scratch("children");
@@ -336,6 +345,7 @@ fn command_mode_reports_children_and_the_exit_code() {
 }
 
 #[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn system_wide_snapshot_keeps_a_short_lived_process() {
     require_kernel!();
     let d = scratch("systemwide");
@@ -392,6 +402,7 @@ fn system_wide_snapshot_keeps_a_short_lived_process() {
 }
 
 #[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn per_syscall_tracepoint_fallback_counts_exactly_too() {
     require_kernel!();
     let d = scratch("fallback");

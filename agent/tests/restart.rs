@@ -89,6 +89,7 @@ fn finished(mut g: Guard, out: &Path) -> u64 {
 }
 
 #[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn a_workload_running_across_restarts_is_counted_exactly() {
     require_kernel!();
     let fs = Bpffs::mount("exact");
@@ -157,6 +158,7 @@ fn a_workload_running_across_restarts_is_counted_exactly() {
 }
 
 #[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn another_build_replaces_the_pinned_programs_and_keeps_the_totals() {
     require_kernel!();
     let fs = Bpffs::mount("replace");
@@ -222,6 +224,7 @@ fn bpftool(args: &[&str]) {
 }
 
 #[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn bad_pins_are_refused_with_what_to_do_and_unpin_clears_them() {
     require_kernel!();
     if !common::agent::require_tool("bpftool", "bpftool") {
@@ -324,6 +327,7 @@ fn bad_pins_are_refused_with_what_to_do_and_unpin_clears_them() {
 }
 
 #[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn a_pin_path_off_bpffs_is_refused() {
     require_kernel!();
     let d = scratch("restart-offbpffs");

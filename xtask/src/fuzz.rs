@@ -31,19 +31,24 @@ pub struct FuzzArgs {
     pub targets: Vec<String>,
 }
 
-/// The test tier: every target for a few seconds; skipped, saying why, without nightly.
-pub fn tier() -> Result<()> {
+/// The test tier: every target for a few seconds. Without nightly it does not run, and
+/// the reason is returned.
+pub fn tier() -> Result<Option<String>> {
     if !nightly() {
-        eprintln!(
-            "xtask: skipping the fuzz targets: cargo-fuzz needs the nightly toolchain \
-             (rustup toolchain install nightly)"
-        );
-        return Ok(());
+        let why = "cargo-fuzz needs the nightly toolchain (rustup toolchain install nightly)";
+        eprintln!("xtask: skipping the fuzz targets: {why}");
+        return Ok(Some(why.into()));
     }
     fuzz(&FuzzArgs {
         seconds: TEST_SECONDS,
         targets: vec![],
-    })
+    })?;
+    Ok(None)
+}
+
+/// How many fuzz targets there are.
+pub fn target_count() -> Result<u64> {
+    Ok(targets(&root().join("agent/fuzz"))?.len() as u64)
 }
 
 pub fn fuzz(args: &FuzzArgs) -> Result<()> {

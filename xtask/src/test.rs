@@ -1,139 +1,492 @@
-//! `cargo xtask test`: every test tier, in order, stopping at the first that fails.
+//! `cargo xtask test`: every test tier, in order, stopping at the first that fails, and
+//! one table at the end that says, per tier, what ran, what was skipped and why, what
+//! failed, and how long it took.
+//!
+//! The tiers: lints; the dashboards and the chart (offline checks); the pure tests (unit,
+//! CLI, golden files, TUI snapshots: a plain `cargo test`); the kernel tests (marked
+//! `#[ignore = "kernel tier: ..."]`, run with `--ignored` as root in strict mode, where a
+//! test may skip only for a kernel feature it names as missing); the guard (a required
+//! program broken on purpose must fail the kernel tier); the fuzz targets; the container
+//! image; and the QEMU kernel matrix.
 
 use std::{
     io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
     process::{Command, Stdio},
+    time::Instant,
 };
 
 use anyhow::{Context as _, Result, bail};
 
 use crate::util::{is_root, root, run, show};
 
+/// The test whose binary the guard runs with a required program broken on purpose.
+pub const GUARD_BINARY: &str = "kernel_sched";
+/// The probe the guard breaks, and what its failure must name.
+pub const GUARD_PROBE: &str = "syscalls/sys_enter";
+
+/// What one tier did.
+#[derive(Debug, Default)]
+pub struct Tier {
+    pub name: String,
+    /// Tests (or checks) that ran to the end.
+    pub ran: u64,
+    pub failed: u64,
+    /// Skipped tests: (test, reason).
+    pub skipped: Vec<(String, String)>,
+    /// Why the whole tier did not run, if it did not.
+    pub not_run: Option<String>,
+    pub seconds: f64,
+}
+
+/// The counts of `cargo test`'s `test result:` lines.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub passed: u64,
+    pub failed: u64,
+    pub ignored: u64,
+}
+
+impl std::ops::AddAssign for Counts {
+    fn add_assign(&mut self, o: Counts) {
+        self.passed += o.passed;
+        self.failed += o.failed;
+        self.ignored += o.ignored;
+    }
+}
+
 pub fn test(lint: bool, matrix: bool) -> Result<()> {
-    let cargo = |args: &[&str]| {
-        let mut c = Command::new("cargo");
-        c.args(args).current_dir(root());
-        c
+    let mut tiers: Vec<Tier> = Vec::new();
+    let result = run_tiers(lint, matrix, &mut tiers);
+    print_summary(&tiers);
+    let failed: u64 = tiers.iter().map(|t| t.failed).sum();
+    if failed > 0 {
+        bail!("{failed} tests failed");
+    }
+    result
+}
+
+fn cargo(args: &[&str]) -> Command {
+    let mut c = Command::new("cargo");
+    c.args(args).current_dir(root());
+    c
+}
+
+/// A tier of one or more checks that pass or fail as a whole.
+fn checks(
+    tiers: &mut Vec<Tier>,
+    name: &str,
+    steps: &mut [&mut dyn FnMut() -> Result<()>],
+) -> Result<()> {
+    let t0 = Instant::now();
+    let mut tier = Tier {
+        name: name.into(),
+        ..Default::default()
     };
-    if lint {
-        run(&mut cargo(&["fmt", "--all", "--check"]))?;
-        run(&mut cargo(&[
-            "clippy",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ]))?;
-    }
-    crate::dashboards::check()?;
-    // The Helm chart and the manifests made from it, validated offline.
-    crate::deploy::check()?;
-    // Unit, CLI and kernel tests. As root the kernel tests must really run: a skip for a
-    // reason other than a missing kernel feature (no eBPF object, no privileges) fails.
-    let mut t = cargo(&["test", "--", "--test-threads=2"]);
-    if is_root() {
-        t.env("COPYSCOPE_REQUIRE_KERNEL_TESTS", "1");
-    }
-    let (mut passed, mut failed) = run_counting(&mut t)?;
-    // The parsers' fuzz targets (agent/fuzz), a few seconds each.
-    if failed == 0 {
-        crate::fuzz::tier()?;
-    }
-    // The container image: built, sized and its binary run (buildah needs root).
-    if failed == 0 {
-        if is_root() {
-            crate::image::image()?;
-        } else {
-            eprintln!("xtask: skipping the image check: buildah's vfs storage needs root");
+    let mut result = Ok(());
+    for step in steps.iter_mut() {
+        match step() {
+            Ok(()) => tier.ran += 1,
+            Err(e) => {
+                tier.failed += 1;
+                result = Err(e);
+                break;
+            }
         }
     }
-    let mut matrix_error = None;
-    if matrix && failed == 0 {
+    tier.seconds = t0.elapsed().as_secs_f64();
+    tiers.push(tier);
+    result
+}
+
+fn run_tiers(lint: bool, matrix: bool, tiers: &mut Vec<Tier>) -> Result<()> {
+    if lint {
+        checks(
+            tiers,
+            "lint (rustfmt, clippy)",
+            &mut [
+                &mut || run(&mut cargo(&["fmt", "--all", "--check"])),
+                &mut || {
+                    run(&mut cargo(&[
+                        "clippy",
+                        "--all-targets",
+                        "--",
+                        "-D",
+                        "warnings",
+                    ]))
+                },
+            ],
+        )?;
+    }
+    checks(tiers, "dashboards", &mut [&mut crate::dashboards::check])?;
+    // The Helm chart and the manifests made from it, validated offline.
+    checks(
+        tiers,
+        "chart and manifests",
+        &mut [&mut crate::deploy::check],
+    )?;
+    let skips = root().join("target/xtask");
+    std::fs::create_dir_all(&skips)?;
+
+    // Unit, CLI, golden-file and TUI tests: what a plain `cargo test` runs, as any user.
+    let t0 = Instant::now();
+    let log = skips.join("skips-pure.tsv");
+    let mut t = cargo(&["test", "--", "--test-threads=2"]);
+    t.env("COPYSCOPE_SKIP_LOG", &log);
+    let pure = cargo_tier(&mut t, "pure (unit, CLI, golden, TUI)", &log, t0)?;
+    let kernel_tests = pure.1.ignored;
+    let ok = pure.0.failed == 0;
+    tiers.push(pure.0);
+    if !ok {
+        return Ok(());
+    }
+
+    // The kernel tier: the tests that load the real programs. As root they must really
+    // run: a skip for a reason other than a missing kernel feature fails.
+    if is_root() {
+        let t0 = Instant::now();
+        let log = skips.join("skips-kernel.tsv");
+        let mut t = cargo(&["test", "--", "--ignored", "--test-threads=2"]);
+        t.env("COPYSCOPE_REQUIRE_KERNEL_TESTS", "1")
+            .env("COPYSCOPE_SKIP_LOG", &log)
+            .env_remove("COPYSCOPE_TEST_REJECT");
+        let (tier, _) = cargo_tier(&mut t, "kernel (this host)", &log, t0)?;
+        let ok = tier.failed == 0;
+        tiers.push(tier);
+        if !ok {
+            return Ok(());
+        }
+        checks(
+            tiers,
+            "guard (a rejected program fails the kernel tier)",
+            &mut [&mut guard],
+        )?;
+    } else {
+        tiers.push(Tier {
+            name: "kernel (this host)".into(),
+            not_run: Some(format!(
+                "not root: its {kernel_tests} tests load eBPF programs (run `cargo xtask test` as root)"
+            )),
+            ..Default::default()
+        });
+    }
+
+    // The parsers' fuzz targets (agent/fuzz), a few seconds each.
+    let t0 = Instant::now();
+    match crate::fuzz::tier() {
+        Ok(Some(why)) => tiers.push(Tier {
+            name: "fuzz".into(),
+            not_run: Some(why),
+            seconds: t0.elapsed().as_secs_f64(),
+            ..Default::default()
+        }),
+        Ok(None) => tiers.push(Tier {
+            name: "fuzz".into(),
+            ran: crate::fuzz::target_count().unwrap_or(0),
+            seconds: t0.elapsed().as_secs_f64(),
+            ..Default::default()
+        }),
+        Err(e) => {
+            tiers.push(Tier {
+                name: "fuzz".into(),
+                failed: 1,
+                seconds: t0.elapsed().as_secs_f64(),
+                ..Default::default()
+            });
+            return Err(e);
+        }
+    }
+    // The container image: built, sized and its binary run (buildah needs root).
+    if is_root() {
+        checks(
+            tiers,
+            "image",
+            &mut [&mut || crate::image::image().map(drop)],
+        )?;
+    } else {
+        tiers.push(Tier {
+            name: "image".into(),
+            not_run: Some("not root: buildah's vfs storage needs root".into()),
+            ..Default::default()
+        });
+    }
+    if matrix {
         if is_root() {
+            let t0 = Instant::now();
             let results = crate::vm::vm(crate::vm::VmArgs {
-                kernels: ["5.10", "6.1", "6.12", "7.2"].map(String::from).to_vec(),
+                kernels: crate::vm::KERNELS.iter().map(|k| k.0.to_string()).collect(),
                 parallel: 2,
                 timeout: 1500,
                 only: vec![],
             })?;
+            let verdict = crate::vm::check(&results);
             for r in &results {
-                passed += r.passed;
-                failed += r.failed;
+                tiers.extend(r.tiers());
             }
-            matrix_error = crate::vm::check(&results).err();
+            tiers.push(Tier {
+                name: "kernel matrix (QEMU): kernels, payload, boots (time)".into(),
+                seconds: t0.elapsed().as_secs_f64(),
+                ..Default::default()
+            });
+            verdict?;
         } else {
-            eprintln!(
-                "xtask: skipping the QEMU kernel matrix: it needs root (qemu, kernel packages, BPF in the guests)"
-            );
+            tiers.push(Tier {
+                name: "kernel matrix (QEMU)".into(),
+                not_run: Some(
+                    "not root: it needs qemu, kernel packages and BPF in the guests".into(),
+                ),
+                ..Default::default()
+            });
         }
-    }
-    // One closing line for the whole run, whatever the last test binary was.
-    println!("tests: {passed} passed, {failed} failed");
-    if failed > 0 {
-        bail!("{failed} tests failed");
-    }
-    if let Some(e) = matrix_error {
-        return Err(e);
     }
     Ok(())
 }
 
+/// Run one `cargo test`, echoing its output, and make a tier of it: its `test result:`
+/// lines, less the tests that recorded a skip in `log`.
+fn cargo_tier(cmd: &mut Command, name: &str, log: &Path, t0: Instant) -> Result<(Tier, Counts)> {
+    let _ = std::fs::remove_file(log);
+    let counts = run_counting(cmd)?;
+    let skipped = read_skips(log);
+    Ok((
+        Tier {
+            name: name.into(),
+            ran: (counts.passed + counts.failed).saturating_sub(skipped.len() as u64),
+            failed: counts.failed,
+            skipped,
+            not_run: None,
+            seconds: t0.elapsed().as_secs_f64(),
+        },
+        counts,
+    ))
+}
+
+/// The guard: the kernel tier of one test binary, with a required program that the
+/// verifier rejects (COPYSCOPE_TEST_REJECT), must fail and name the probe.
+fn guard() -> Result<()> {
+    let mut t = cargo(&[
+        "test",
+        "-p",
+        "copyscope",
+        "--test",
+        GUARD_BINARY,
+        "--",
+        "--ignored",
+    ]);
+    t.env("COPYSCOPE_REQUIRE_KERNEL_TESTS", "1")
+        .env("COPYSCOPE_TEST_REJECT", GUARD_PROBE)
+        .env_remove("COPYSCOPE_SKIP_LOG");
+    eprintln!(
+        "xtask: {} (must fail: {GUARD_PROBE} rejected on purpose)",
+        show(&t)
+    );
+    let out = t
+        .output()
+        .with_context(|| format!("cannot start {}", show(&t)))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    guard_verdict(out.status.success(), &text)
+}
+
+/// The guard holds when the run failed, every test of it failed, and the failures name
+/// the broken probe and the verifier's rejection.
+pub fn guard_verdict(success: bool, output: &str) -> Result<()> {
+    let counts = output
+        .lines()
+        .filter_map(parse_result)
+        .fold(Counts::default(), |mut a, c| {
+            a += c;
+            a
+        });
+    if success || counts.passed > 0 || counts.failed == 0 {
+        bail!(
+            "the guard did not hold: with {GUARD_PROBE} rejected on purpose the kernel tier \
+             gave {} passed, {} failed",
+            counts.passed,
+            counts.failed
+        );
+    }
+    let named = format!("required probe {GUARD_PROBE} is not there (rejected)");
+    if !output.contains(&named) || !output.contains("invalid mem access") {
+        bail!(
+            "the guard did not hold: the kernel tier failed, but without naming {named:?} and \
+             the verifier's message"
+        );
+    }
+    eprintln!(
+        "xtask: guard held: {} kernel tests failed, naming {GUARD_PROBE} and the verifier's rejection",
+        counts.failed
+    );
+    Ok(())
+}
+
 /// Run `cargo test`, echoing its output, and add up its `test result:` lines.
-fn run_counting(cmd: &mut Command) -> Result<(u64, u64)> {
+fn run_counting(cmd: &mut Command) -> Result<Counts> {
     eprintln!("xtask: {}", show(cmd));
     let mut child = cmd
         .stdout(Stdio::piped())
         .spawn()
         .with_context(|| format!("cannot start {}", show(cmd)))?;
-    let (mut passed, mut failed) = (0, 0);
+    let mut counts = Counts::default();
     for line in BufReader::new(child.stdout.take().expect("piped stdout")).lines() {
         let line = line?;
         println!("{line}");
-        if let Some((p, f)) = parse_result(&line) {
-            passed += p;
-            failed += f;
+        if let Some(c) = parse_result(&line) {
+            counts += c;
         }
     }
     let status = child.wait()?;
-    if !status.success() && failed == 0 {
+    if !status.success() && counts.failed == 0 {
         bail!("{} failed ({status})", show(cmd));
     }
-    Ok((passed, failed))
+    Ok(counts)
 }
 
-/// `test result: ok. 18 passed; 0 failed; ...` -> (18, 0).
-pub(crate) fn parse_result(line: &str) -> Option<(u64, u64)> {
+/// The skips recorded in a skip log: `binary<TAB>test<TAB>reason` lines.
+pub fn read_skips(path: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(3, '\t');
+            let (bin, test, why) = (f.next()?, f.next()?, f.next()?);
+            Some((format!("{bin}::{test}"), why.to_string()))
+        })
+        .collect()
+}
+
+/// `test result: ok. 18 passed; 0 failed; 2 ignored; ...` -> counts.
+pub(crate) fn parse_result(line: &str) -> Option<Counts> {
     let rest = line.strip_prefix("test result: ")?;
     let mut passed = None;
     let mut failed = None;
+    let mut ignored = 0;
     for part in rest.split(';') {
         let mut words = part.split_whitespace().rev();
         let (what, n) = (words.next()?, words.next()?);
         match what {
             "passed" => passed = n.parse().ok(),
             "failed" => failed = n.parse().ok(),
+            "ignored" => ignored = n.parse().unwrap_or(0),
             _ => {}
         }
     }
-    Some((passed?, failed?))
+    Some(Counts {
+        passed: passed?,
+        failed: failed?,
+        ignored,
+    })
+}
+
+/// The closing table, then one line CI reads.
+fn print_summary(tiers: &[Tier]) {
+    println!();
+    println!(
+        "{:<52} {:>6} {:>8} {:>7} {:>8}",
+        "TIER", "RAN", "SKIPPED", "FAILED", "TIME"
+    );
+    for t in tiers {
+        let time = format!("{:.0} s", t.seconds);
+        match &t.not_run {
+            Some(why) => println!("{:<52} not run: {why}", t.name),
+            None => println!(
+                "{:<52} {:>6} {:>8} {:>7} {:>8}",
+                t.name,
+                t.ran,
+                t.skipped.len(),
+                t.failed,
+                time
+            ),
+        }
+    }
+    let skipped: Vec<_> = tiers
+        .iter()
+        .flat_map(|t| t.skipped.iter().map(move |s| (&t.name, s)))
+        .collect();
+    if !skipped.is_empty() {
+        println!("\nskipped, with the reason each test gave:");
+        for (tier, (test, why)) in &skipped {
+            println!("  [{tier}] {test}: {why}");
+        }
+    }
+    let ran: u64 = tiers.iter().map(|t| t.ran).sum();
+    let failed: u64 = tiers.iter().map(|t| t.failed).sum();
+    // One closing line for the whole run, whatever the last test binary was.
+    println!(
+        "tests: {ran} passed, {failed} failed, {} skipped",
+        skipped.len()
+    );
+}
+
+/// Where `cargo xtask vm` keeps a guest's skip logs.
+pub fn skip_log(dir: &Path, binary: &str) -> PathBuf {
+    dir.join(format!("{binary}.skips"))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::parse_result;
+    use super::*;
 
     #[test]
     fn reads_cargo_test_summaries() {
         assert_eq!(
             parse_result(
-                "test result: ok. 18 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.08s"
+                "test result: ok. 18 passed; 0 failed; 3 ignored; 0 measured; 0 filtered out; finished in 0.08s"
             ),
-            Some((18, 0))
+            Some(Counts {
+                passed: 18,
+                failed: 0,
+                ignored: 3
+            })
         );
         assert_eq!(
             parse_result("test result: FAILED. 10 passed; 1 failed; 0 ignored"),
-            Some((10, 1))
+            Some(Counts {
+                passed: 10,
+                failed: 1,
+                ignored: 0
+            })
         );
         assert_eq!(parse_result("running 3 tests"), None);
+    }
+
+    #[test]
+    fn the_guard_holds_only_when_every_test_fails_naming_the_probe() {
+        let named = "panicked: the kernel tier cannot run, and not for want of a kernel feature: \
+                     the required probe syscalls/sys_enter is not there (rejected): tp_btf: ... \
+                     R2 invalid mem access 'scalar'\n";
+        let failed = format!("{named}test result: FAILED. 0 passed; 2 failed; 0 ignored\n");
+        assert!(guard_verdict(false, &failed).is_ok());
+        // Passing, or any test passing, or failing for another reason, does not hold.
+        let passed = "test result: ok. 2 passed; 0 failed; 0 ignored\n";
+        assert!(guard_verdict(true, passed).is_err());
+        let half = format!("{named}test result: FAILED. 1 passed; 1 failed; 0 ignored\n");
+        assert!(guard_verdict(false, &half).is_err());
+        let other = "test result: FAILED. 0 passed; 2 failed; 0 ignored\n";
+        assert!(guard_verdict(false, other).is_err());
+    }
+
+    #[test]
+    fn skip_logs_name_the_test_and_keep_the_reason() {
+        let d = std::env::temp_dir().join(format!("xtask-skips-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let f = skip_log(&d, "kernel_copies");
+        std::fs::write(
+            &f,
+            "kernel_copies\tpipe_copies\tpipe_read: not_in_kernel\tstill the reason\n",
+        )
+        .unwrap();
+        assert_eq!(
+            read_skips(&f),
+            vec![(
+                "kernel_copies::pipe_copies".to_string(),
+                "pipe_read: not_in_kernel\tstill the reason".to_string()
+            )]
+        );
+        assert!(read_skips(&d.join("absent")).is_empty());
+        std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -26,7 +26,7 @@ pub const KERNELS: &[(&str, &str)] = &[
     ("7.2", "forky"),
 ];
 
-/// The kernel test binaries run in each guest.
+/// The kernel test binaries run in each guest (their `#[ignore = "kernel tier"]` tests).
 const TESTS: &[&str] = &[
     "kernel_syscalls",
     "kernel_sched",
@@ -64,6 +64,35 @@ pub struct VmArgs {
     pub only: Vec<String>,
 }
 
+/// One kernel test binary, as built for the guests.
+#[derive(Debug, Clone)]
+pub struct TestBinary {
+    pub path: PathBuf,
+    /// `kernel_syscalls`, without cargo's hash.
+    pub name: String,
+    /// The kernel tests it holds, from its own `--list`.
+    pub tests: u64,
+}
+
+/// What one test binary did in a guest.
+#[derive(Debug, Default)]
+pub struct BinaryResult {
+    pub name: String,
+    pub expected: u64,
+    pub passed: u64,
+    pub failed: u64,
+    /// (test, reason) of each test that skipped.
+    pub skipped: Vec<(String, String)>,
+    pub seconds: f64,
+}
+
+impl BinaryResult {
+    /// Every test of the binary reported a result (none lost to a crash or a timeout).
+    pub fn complete(&self) -> bool {
+        self.passed + self.failed == self.expected
+    }
+}
+
 /// What one guest reported.
 #[derive(Debug, Default)]
 pub struct GuestResult {
@@ -75,6 +104,49 @@ pub struct GuestResult {
     /// family/hook -> method (or "-" with the reason).
     pub probes: BTreeMap<String, String>,
     pub seconds: f64,
+    pub binaries: Vec<BinaryResult>,
+    /// Required probes (or the whole load) that failed for a reason that is not a
+    /// missing kernel feature, from `copyscope probes --json`.
+    pub faults: Vec<String>,
+    /// The guard's verdict in the guest that ran it: Ok, or why it did not hold.
+    pub guard: Option<Result<(), String>>,
+}
+
+impl GuestResult {
+    /// One summary row per test binary, as `cargo xtask test` prints them.
+    pub fn tiers(&self) -> Vec<crate::test::Tier> {
+        let mut out: Vec<crate::test::Tier> = self
+            .binaries
+            .iter()
+            .map(|b| crate::test::Tier {
+                name: format!("matrix {} ({}): {}", self.series, self.release, b.name),
+                ran: (b.passed + b.failed).saturating_sub(b.skipped.len() as u64),
+                // A test the binary never reported (a crash, a timeout) counts as failed.
+                failed: b.failed + b.expected.saturating_sub(b.passed + b.failed),
+                skipped: b.skipped.clone(),
+                not_run: None,
+                seconds: b.seconds,
+            })
+            .collect();
+        if let Some(g) = &self.guard {
+            out.push(crate::test::Tier {
+                name: format!("matrix {} ({}): guard", self.series, self.release),
+                ran: 1,
+                failed: u64::from(g.is_err()),
+                ..Default::default()
+            });
+        }
+        if out.is_empty() || !self.faults.is_empty() || (self.status != "ok" && self.failed == 0) {
+            out.push(crate::test::Tier {
+                name: format!("matrix {} ({}): guest", self.series, self.release),
+                ran: 0,
+                failed: 1,
+                not_run: Some(format!("{}; {}", self.status, self.faults.join("; "))),
+                ..Default::default()
+            });
+        }
+        out
+    }
 }
 
 fn work() -> PathBuf {
@@ -365,9 +437,13 @@ rc=0
 for t in @TESTS@; do
   name=$(basename "$t" | sed 's/-[0-9a-f]*$//')
   echo "GUEST running $name"
+  start=$(date +%s)
   COPYSCOPE_TEST_SCRATCH=/scratch COPYSCOPE_REQUIRE_KERNEL_TESTS=1 RUST_BACKTRACE=0 \
-    "$t" --test-threads=1 --show-output > "$OUT/$name.log" 2>&1 || rc=1
+    COPYSCOPE_SKIP_LOG="$OUT/$name.skips" \
+    "$t" --ignored --test-threads=1 --show-output > "$OUT/$name.log" 2>&1 || rc=1
+  echo $(( $(date +%s) - start )) > "$OUT/$name.seconds"
 done
+@GUARD@
 echo "$rc" > "$OUT/rc"
 sync
 umount /scratch 2>/dev/null
@@ -376,7 +452,25 @@ printf "\\$(printf %o $((rc + 1)))" | dd of=/dev/port bs=1 seek=244 count=1 2>/d
 poweroff -f
 "#;
 
-fn build_initramfs(release: &str, tests: &[PathBuf], copyscope: &Path) -> Result<PathBuf> {
+/// The guard, in the guest that runs it: one kernel test binary with a required program
+/// the verifier rejects on purpose; it must fail (its exit status is not the guest's).
+fn guard_script(binary: &Path) -> String {
+    format!(
+        "echo \"GUEST guard\"\n\
+         COPYSCOPE_TEST_SCRATCH=/scratch COPYSCOPE_REQUIRE_KERNEL_TESTS=1 RUST_BACKTRACE=0 \\\n  \
+         COPYSCOPE_TEST_REJECT={} \"{}\" --ignored --test-threads=1 > \"$OUT/guard.log\" 2>&1\n\
+         echo $? > \"$OUT/guard.rc\"",
+        crate::test::GUARD_PROBE,
+        binary.display()
+    )
+}
+
+fn build_initramfs(
+    release: &str,
+    tests: &[TestBinary],
+    copyscope: &Path,
+    guard: bool,
+) -> Result<PathBuf> {
     let dir = work().join("initramfs").join(release);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("bin"))?;
@@ -384,10 +478,15 @@ fn build_initramfs(release: &str, tests: &[PathBuf], copyscope: &Path) -> Result
     std::fs::create_dir_all(dir.join("dev"))?;
     std::fs::copy("/bin/busybox", dir.join("bin/busybox"))
         .context("copying /bin/busybox (busybox-static)")?;
-    let tests: Vec<String> = tests.iter().map(|t| t.display().to_string()).collect();
+    let guard = match tests.first() {
+        Some(t) if guard => guard_script(&t.path),
+        _ => String::new(),
+    };
+    let tests: Vec<String> = tests.iter().map(|t| t.path.display().to_string()).collect();
     let init = INIT
         .replace("@ROOT@", &root().display().to_string())
         .replace("@TESTS@", &tests.join(" "))
+        .replace("@GUARD@", &guard)
         .replace("@COPYSCOPE@", &copyscope.display().to_string());
     std::fs::write(dir.join("init"), init)?;
     run(Command::new("chmod").arg("755").arg(dir.join("init")))?;
@@ -433,8 +532,9 @@ fn build_initramfs(release: &str, tests: &[PathBuf], copyscope: &Path) -> Result
     Ok(cpio)
 }
 
-/// Static (musl) builds of copyscope, the workload and the kernel test binaries.
-fn build_payload() -> Result<(PathBuf, Vec<PathBuf>)> {
+/// Static (musl) builds of copyscope, the workload and the kernel test binaries, each with
+/// the number of kernel tests it holds.
+fn build_payload() -> Result<(PathBuf, Vec<TestBinary>)> {
     let target = "x86_64-unknown-linux-musl";
     let _ = Command::new("rustup")
         .args(["target", "add", target])
@@ -495,10 +595,67 @@ fn build_payload() -> Result<(PathBuf, Vec<PathBuf>)> {
             tests.len()
         );
     }
+    let tests = tests
+        .into_iter()
+        .map(|path| {
+            let file = path.file_name().unwrap_or_default().to_string_lossy();
+            let name = file
+                .rsplit_once('-')
+                .map_or(file.to_string(), |(n, _)| n.to_string());
+            let list =
+                output(Command::new(&path).args(["--list", "--ignored", "--format", "terse"]))?;
+            let count = count_listed(&list);
+            if count == 0 {
+                bail!("{} lists no kernel tests", path.display());
+            }
+            Ok(TestBinary {
+                path,
+                name,
+                tests: count,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok((r.join(format!("target/{target}/release/copyscope")), tests))
 }
 
-fn boot(release: &str, cpio: &Path, timeout: u64) -> Result<GuestResult> {
+/// Tests in a test binary's `--list --format terse` output (`name: test` lines).
+pub fn count_listed(list: &str) -> u64 {
+    list.lines().filter(|l| l.ends_with(": test")).count() as u64
+}
+
+/// Faults in a guest's `copyscope probes --json`: the whole load, or a required probe,
+/// failing for a reason that is not a missing kernel feature.
+pub fn probe_faults(v: &serde_json::Value) -> Vec<String> {
+    use copyscope_common::reasons::MISSING_FEATURE;
+    let excused = |r: &serde_json::Value| r.as_str().is_some_and(|r| MISSING_FEATURE.contains(&r));
+    let mut out = Vec::new();
+    if v.is_null() {
+        out.push("copyscope probes --json printed no document".to_string());
+    }
+    if let Some(e) = v.get("error")
+        && !excused(&e["reason"])
+    {
+        out.push(format!(
+            "copyscope cannot load ({}): {}",
+            e["reason"].as_str().unwrap_or("?"),
+            e["message"].as_str().unwrap_or("")
+        ));
+    }
+    for p in v["probes"].as_array().into_iter().flatten() {
+        if p["required"] == true && !p["reason"].is_null() && !excused(&p["reason"]) {
+            out.push(format!(
+                "required probe {}/{} ({}): {}",
+                p["family"].as_str().unwrap_or("?"),
+                p["hook"].as_str().unwrap_or("?"),
+                p["reason"].as_str().unwrap_or("?"),
+                p["detail"].as_str().unwrap_or("")
+            ));
+        }
+    }
+    out
+}
+
+fn boot(release: &str, cpio: &Path, timeout: u64, tests: &[TestBinary]) -> Result<GuestResult> {
     let out = work().join("out").join(release);
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out)?;
@@ -580,19 +737,38 @@ fn boot(release: &str, cpio: &Path, timeout: u64) -> Result<GuestResult> {
                 .trim()
         ),
     };
-    for t in TESTS {
-        let log = std::fs::read_to_string(out.join(format!("{t}.log"))).unwrap_or_default();
+    for t in tests {
+        let log = std::fs::read_to_string(out.join(format!("{}.log", t.name))).unwrap_or_default();
+        let mut b = BinaryResult {
+            name: t.name.clone(),
+            expected: t.tests,
+            skipped: crate::test::read_skips(&crate::test::skip_log(&out, &t.name)),
+            seconds: std::fs::read_to_string(out.join(format!("{}.seconds", t.name)))
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0.0),
+            ..Default::default()
+        };
         for l in log.lines() {
-            if let Some((p, f)) = crate::test::parse_result(l) {
-                r.passed += p;
-                r.failed += f;
+            if let Some(c) = crate::test::parse_result(l) {
+                b.passed += c.passed;
+                b.failed += c.failed;
             }
         }
+        r.passed += b.passed;
+        r.failed += b.failed;
+        r.binaries.push(b);
     }
-    if let Ok(text) = std::fs::read_to_string(out.join("probes.json"))
-        && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
-    {
-        r.probes = probe_methods(&v);
+    let probes = std::fs::read_to_string(out.join("probes.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .unwrap_or_default();
+    r.probes = probe_methods(&probes);
+    r.faults = probe_faults(&probes);
+    if let Ok(rc) = std::fs::read_to_string(out.join("guard.rc")) {
+        let log = std::fs::read_to_string(out.join("guard.log")).unwrap_or_default();
+        r.guard =
+            Some(crate::test::guard_verdict(rc.trim() == "0", &log).map_err(|e| format!("{e:#}")));
     }
     Ok(r)
 }
@@ -700,13 +876,14 @@ pub fn vm(args: VmArgs) -> Result<Vec<GuestResult>> {
     let (copyscope, mut tests) = build_payload()?;
     if !args.only.is_empty() {
         tests.retain(|t| {
-            let name = t.file_name().unwrap_or_default().to_string_lossy();
+            let name = t.path.file_name().unwrap_or_default().to_string_lossy();
             args.only.iter().any(|o| name.starts_with(&format!("{o}-")))
         });
     }
     let mut cpios = Vec::new();
-    for (_, rel) in &releases {
-        cpios.push(build_initramfs(rel, &tests, &copyscope)?);
+    for (i, (_, rel)) in releases.iter().enumerate() {
+        // The guard runs in the first guest only: it proves the same thing everywhere.
+        cpios.push(build_initramfs(rel, &tests, &copyscope, i == 0)?);
     }
     eprintln!(
         "xtask: prepared in {:.0} s; booting {} guests, {} at a time",
@@ -724,10 +901,15 @@ pub fn vm(args: VmArgs) -> Result<Vec<GuestResult>> {
         let handles: Vec<_> = chunk
             .iter()
             .map(|((series, rel), cpio)| {
-                let (series, rel, cpio, timeout) =
-                    (series.clone(), rel.clone(), (*cpio).clone(), args.timeout);
+                let (series, rel, cpio, timeout, tests) = (
+                    series.clone(),
+                    rel.clone(),
+                    (*cpio).clone(),
+                    args.timeout,
+                    tests.clone(),
+                );
                 std::thread::spawn(move || {
-                    boot(&rel, &cpio, timeout).map(|mut r| {
+                    boot(&rel, &cpio, timeout, &tests).map(|mut r| {
                         r.series = series;
                         r
                     })
@@ -742,6 +924,29 @@ pub fn vm(args: VmArgs) -> Result<Vec<GuestResult>> {
                 "xtask: {} ({}): {} in {:.0} s, kernel tests {} passed, {} failed",
                 r.series, r.release, r.status, r.seconds, r.passed, r.failed
             );
+            for b in &r.binaries {
+                eprintln!(
+                    "xtask:   {}: {} of {} tests reported, {} ran, {} skipped, {} failed",
+                    b.name,
+                    b.passed + b.failed,
+                    b.expected,
+                    (b.passed + b.failed).saturating_sub(b.skipped.len() as u64),
+                    b.skipped.len(),
+                    b.failed
+                );
+                for (test, why) in &b.skipped {
+                    eprintln!("xtask:     skipped {test}: {why}");
+                }
+            }
+            if let Some(g) = &r.guard {
+                eprintln!(
+                    "xtask:   guard: {}",
+                    g.as_ref().map_or_else(|e| e.clone(), |()| "held".into())
+                );
+            }
+            for f in &r.faults {
+                eprintln!("xtask:   fault: {f}");
+            }
             results.push(r);
         }
     }
@@ -760,20 +965,41 @@ pub fn vm(args: VmArgs) -> Result<Vec<GuestResult>> {
     Ok(results)
 }
 
-/// Fail when a guest did not finish cleanly or a kernel test failed.
+/// Fail when a guest did not finish cleanly, a kernel test failed, a test binary did not
+/// report every test it holds, a required probe failed for a reason other than a missing
+/// kernel feature, or the guard did not hold.
 pub fn check(results: &[GuestResult]) -> Result<()> {
-    let bad: Vec<_> = results
-        .iter()
-        .filter(|r| r.status != "ok" || r.failed > 0 || r.passed == 0)
-        .collect();
+    let bad: Vec<String> = results.iter().filter_map(guest_problems).collect();
     if !bad.is_empty() {
-        bail!(
-            "kernel matrix failed on: {}",
-            bad.iter()
-                .map(|r| format!("{} ({}: {})", r.series, r.release, r.status))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        bail!("kernel matrix failed on: {}", bad.join("; "));
     }
     Ok(())
+}
+
+fn guest_problems(r: &GuestResult) -> Option<String> {
+    let mut why = Vec::new();
+    if r.status != "ok" {
+        why.push(r.status.clone());
+    }
+    if r.binaries.is_empty() {
+        why.push("no test binary ran".into());
+    }
+    for b in &r.binaries {
+        if !b.complete() {
+            why.push(format!(
+                "{} reported {} of its {} tests",
+                b.name,
+                b.passed + b.failed,
+                b.expected
+            ));
+        }
+        if b.failed > 0 {
+            why.push(format!("{}: {} failed", b.name, b.failed));
+        }
+    }
+    why.extend(r.faults.iter().cloned());
+    if let Some(Err(e)) = &r.guard {
+        why.push(e.clone());
+    }
+    (!why.is_empty()).then(|| format!("{} ({}): {}", r.series, r.release, why.join(", ")))
 }

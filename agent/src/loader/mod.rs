@@ -4,6 +4,7 @@
 pub mod btf;
 pub mod pinning;
 pub mod probes;
+pub mod reason;
 pub mod tracefs;
 
 use std::{os::fd::AsFd as _, path::Path};
@@ -22,6 +23,7 @@ use copyscope_common::{
 use self::pinning::HeldLink;
 pub use self::pinning::{PinHow, PinRequest, Pinned, save_probe};
 use self::probes::{Method, PROBES, ProbeSpec, Target};
+pub use self::reason::{Reason, Unavailable};
 use crate::privileges;
 
 /// The kernel programs, built by build.rs (empty when built without the BPF toolchain).
@@ -38,6 +40,11 @@ pub struct ProbeStatus {
     pub required: bool,
     /// Why it is not attached, or which targets were missing.
     pub detail: String,
+    /// Why it is not attached, as a kind: a missing kernel feature or a fault.
+    pub reason: Option<Reason>,
+    /// Whether it ran on an event made for it (`copyscope probes` checks the required
+    /// probes); None when not checked.
+    pub fired: Option<bool>,
 }
 
 /// Options that change what is loaded.
@@ -262,23 +269,42 @@ fn record_offsets(root: &Path) -> Result<Vec<(&'static str, u64)>> {
 /// Load the programs, fill in their globals and maps, and attach every probe.
 pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     if OBJECT.is_empty() {
-        bail!(
+        return Err(Unavailable::error(
+            Reason::NotBuilt,
             "this copyscope was built without its eBPF programs (the BPF toolchain was missing at \
-             build time): run `cargo xtask setup`, then rebuild"
-        );
+             build time): run `cargo xtask setup`, then rebuild",
+        ));
     }
-    check_kernel(&uname_release())?;
-    check_privileges()?;
+    check_kernel(&uname_release())
+        .map_err(|e| Unavailable::error(Reason::KernelTooOld, format!("{e:#}")))?;
+    check_privileges().map_err(|e| Unavailable::error(Reason::NotPermitted, format!("{e:#}")))?;
     let btf_path =
         std::env::var_os("COPYSCOPE_BTF").unwrap_or_else(|| "/sys/kernel/btf/vmlinux".into());
+    if !Path::new(&btf_path).exists() {
+        return Err(Unavailable::error(
+            Reason::NoBtf,
+            format!(
+                "cannot read {}: this kernel exposes no BTF (CONFIG_DEBUG_INFO_BTF); \
+                 copyscope needs it to find kernel struct offsets",
+                Path::new(&btf_path).display()
+            ),
+        ));
+    }
     let btf = btf::Btf::from_file(Path::new(&btf_path))?;
     let root = match std::env::var_os("COPYSCOPE_TRACEFS") {
         Some(p) if Path::new(&p).join("events").is_dir() => p.into(),
-        Some(p) => bail!(
-            "tracefs not found at {} (COPYSCOPE_TRACEFS): mount it with `mount -t tracefs nodev PATH`",
-            Path::new(&p).display()
-        ),
-        None => tracefs::root()?,
+        Some(p) => {
+            return Err(Unavailable::error(
+                Reason::NoTracefs,
+                format!(
+                    "tracefs not found at {} (COPYSCOPE_TRACEFS): mount it with `mount -t tracefs nodev PATH`",
+                    Path::new(&p).display()
+                ),
+            ));
+        }
+        None => {
+            tracefs::root().map_err(|e| Unavailable::error(Reason::NoTracefs, format!("{e:#}")))?
+        }
     };
     raise_memlock();
 
@@ -293,7 +319,13 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     }
     loader.override_global(globals::WATCH_ONLY, &watch, true);
     loader.override_global(globals::DEBUG_LOG, &debug, true);
-    let build = pinning::build_hash(offsets.iter().chain(records.iter()), watch, debug);
+    let reject = test_reject()?;
+    loader.override_global(globals::TEST_REJECT, &reject, true);
+    let build = pinning::build_hash(
+        offsets.iter().chain(records.iter()),
+        watch,
+        debug ^ (reject << 1),
+    );
     // Pinning: lock and check the pin, and point every shared map at it.
     let pin_plan = opts
         .pin
@@ -305,14 +337,20 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
         // Without CAP_BPF, map creation fails first, with an error that names no errno.
         let missing = missing_capabilities();
         if !missing.is_empty() {
-            anyhow!(
-                "the kernel refused to load copyscope's eBPF programs ({text}): {}",
-                eperm_cause(&missing)
+            Unavailable::error(
+                Reason::NotPermitted,
+                format!(
+                    "the kernel refused to load copyscope's eBPF programs ({text}): {}",
+                    eperm_cause(&missing)
+                ),
             )
         } else if text.contains("EPERM") || text.contains("Operation not permitted") {
-            anyhow!(
-                "the kernel refused to load copyscope's eBPF programs ({text}): run as root, \
-                 and check kernel.unprivileged_bpf_disabled and lockdown"
+            Unavailable::error(
+                Reason::NotPermitted,
+                format!(
+                    "the kernel refused to load copyscope's eBPF programs ({text}): run as root, \
+                     and check kernel.unprivileged_bpf_disabled and lockdown"
+                ),
             )
         } else {
             anyhow!("loading copyscope's eBPF programs: {text}")
@@ -403,13 +441,17 @@ fn attach_probe(
     links: &mut Vec<HeldLink>,
 ) -> ProbeStatus {
     let mut reasons = Vec::new();
+    let mut kind: Option<Reason> = None;
+    let mut note = |r: Reason| kind = Some(kind.map_or(r, |k| k.worst(r)));
     let disabled = disabled_methods();
+    let missing_caps = missing_capabilities();
     for m in spec.methods {
         if disabled.iter().any(|d| d == m.method.name()) {
             reasons.push(format!(
                 "{}: disabled by COPYSCOPE_DISABLE_METHODS",
                 m.method.name()
             ));
+            note(Reason::Disabled);
             continue;
         }
         // A method that fails part way detaches what it attached (its links drop).
@@ -436,13 +478,24 @@ fn attach_probe(
                     attached: true,
                     required: spec.required,
                     detail,
+                    reason: None,
+                    fired: None,
                 };
             }
-            Err(e) => reasons.push(format!(
-                "{}: {}",
-                m.method.name(),
-                explain(&format!("{e:#}"))
-            )),
+            Err(e) => {
+                log::debug!(
+                    "{}/{} by {}: {e:#}",
+                    spec.family,
+                    spec.hook,
+                    m.method.name()
+                );
+                note(reason::classify(m.method, &e, &missing_caps));
+                reasons.push(format!(
+                    "{}: {}",
+                    m.method.name(),
+                    explain_with(&format!("{e:#}"), &missing_caps)
+                ));
+            }
         }
     }
     ProbeStatus {
@@ -457,6 +510,8 @@ fn attach_probe(
         attached: false,
         required: spec.required,
         detail: reasons.join("; "),
+        reason: Some(kind.unwrap_or(Reason::Failed)),
+        fired: None,
     }
 }
 
@@ -473,9 +528,7 @@ fn attach_one(
         return attach_every_function(ebpf, method, pairs, kernel_btf, links);
     }
     let name = program.to_string();
-    let prog = ebpf
-        .program_mut(program)
-        .with_context(|| format!("program {program} missing from the object"))?;
+    let prog = program_in(ebpf, program)?;
     match (method, target) {
         (Method::TpBtf, Target::Raw(tp)) => {
             let p: &mut BtfTracePoint = prog.try_into()?;
@@ -501,7 +554,10 @@ fn attach_one(
         }
         (Method::Tracepoint, Target::Tracepoint(cat, name)) => {
             if !root.join("events").join(cat).join(name).is_dir() {
-                bail!("tracepoint {cat}:{name} does not exist on this kernel");
+                return Err(Unavailable::error(
+                    Reason::NoTracepoint,
+                    format!("tracepoint {cat}:{name} does not exist on this kernel"),
+                ));
             }
             let p: &mut TracePoint = prog.try_into()?;
             p.load()?;
@@ -518,7 +574,12 @@ fn attach_one(
                 .filter(|n| root.join("events/syscalls").join(n).is_dir())
                 .collect();
             if present.is_empty() {
-                bail!("no syscalls:sys_{prefix}_* tracepoints (CONFIG_FTRACE_SYSCALLS unset)");
+                return Err(Unavailable::error(
+                    Reason::NoTracepoint,
+                    format!(
+                        "no syscalls:sys_{prefix}_* tracepoints (CONFIG_FTRACE_SYSCALLS unset)"
+                    ),
+                ));
             }
             let p: &mut TracePoint = prog.try_into()?;
             p.load()?;
@@ -600,7 +661,24 @@ fn explain_with(err: &str, missing: &[&str]) -> String {
         return format!("the kernel refused the program ({})", eperm_cause(missing));
     }
     let first = err.lines().next().unwrap_or(err);
-    first.chars().take(300).collect()
+    let mut said: String = first.chars().take(300).collect();
+    // A verifier rejection: its log's last statement (before the totals) says why.
+    if let Some(log) = err.split("Verifier output:").nth(1)
+        && let Some(why) = log.lines().map(str::trim).rfind(|l| {
+            !l.is_empty()
+                && !l.starts_with("processed ")
+                && !l.starts_with("verification time")
+                && !l.starts_with("stack depth")
+                && !l.starts_with(':')
+        })
+        && !said.contains(why)
+    {
+        said.push_str(&format!(
+            " ... {}",
+            why.chars().take(200).collect::<String>()
+        ));
+    }
+    said
 }
 
 /// fentry/fexit bind to a function at load time, kprobes at attach time: try each name.
@@ -613,6 +691,12 @@ fn attach_function(
     links: &mut Vec<HeldLink>,
 ) -> Result<String> {
     let mut errs = Vec::new();
+    let mut kind: Option<Reason> = None;
+    let missing_caps = missing_capabilities();
+    let mut note = |e: &anyhow::Error| {
+        let r = reason::classify(method, e, &missing_caps);
+        kind = Some(kind.map_or(r, |k| k.worst(r)));
+    };
     match method {
         Method::FEntry | Method::FExit => {
             let btf = kernel_btf.get()?;
@@ -633,7 +717,10 @@ fn attach_function(
                 })();
                 match r {
                     Ok(()) => return Ok(name.to_string()),
-                    Err(e) => errs.push(format!("{name}: {e:#}")),
+                    Err(e) => {
+                        note(&e);
+                        errs.push(format!("{name}: {e:#}"));
+                    }
                 }
             }
         }
@@ -646,12 +733,19 @@ fn attach_function(
                         links.push(HeldLink::kprobe(program, p.take_link(id)?)?);
                         return Ok(name.to_string());
                     }
-                    Err(e) => errs.push(format!("{name}: {e:#}")),
+                    Err(e) => {
+                        let e = anyhow::Error::new(e);
+                        note(&e);
+                        errs.push(format!("{name}: {e:#}"));
+                    }
                 }
             }
         }
     }
-    bail!("{}", errs.join("; "))
+    Err(Unavailable::error(
+        kind.unwrap_or(Reason::Failed),
+        errs.join("; "),
+    ))
 }
 
 /// Attach to each listed function the kernel has; a function that exists but refuses the
@@ -669,16 +763,17 @@ fn attach_every_function(
             .is_ok()
     });
     if present.is_empty() {
-        bail!(
-            "none of {} is in the kernel's BTF",
-            pairs.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
-        );
+        return Err(Unavailable::error(
+            Reason::NotInKernel,
+            format!(
+                "none of {} is in the kernel's BTF",
+                pairs.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
+            ),
+        ));
     }
     let mut loaded_kprobe = false;
     for (func, program) in &present {
-        let prog = ebpf
-            .program_mut(program)
-            .with_context(|| format!("program {program} missing from the object"))?;
+        let prog = program_in(ebpf, program)?;
         match method {
             Method::FEntry | Method::FExit => {
                 attach_function(prog, program, method, &[func], kernel_btf, links)?;
@@ -703,6 +798,37 @@ fn attach_every_function(
         detail.push_str(&format!(" (not in this kernel: {})", gone.join(", ")));
     }
     Ok(detail)
+}
+
+/// A program of the object by name; its absence is a build fault, said as such.
+fn program_in<'a>(ebpf: &'a mut Ebpf, program: &str) -> Result<&'a mut aya::programs::Program> {
+    ebpf.program_mut(program).ok_or_else(|| {
+        Unavailable::error(
+            Reason::ProgramMissing,
+            format!("program {program} missing from the object"),
+        )
+    })
+}
+
+/// Test-only: COPYSCOPE_TEST_REJECT=family/hook makes that required probe's programs do
+/// a load the verifier refuses, so that the test tiers can show that a rejected program
+/// fails them. Unset (always, outside the guard test), the branch is dead code the
+/// verifier removes.
+fn test_reject() -> Result<u8> {
+    use copyscope_common::test_reject as r;
+    let Ok(v) = std::env::var("COPYSCOPE_TEST_REJECT") else {
+        return Ok(r::NONE);
+    };
+    Ok(match v.as_str() {
+        "" => r::NONE,
+        "syscalls/sys_enter" => r::SYSCALLS_ENTER,
+        "syscalls/sys_exit" => r::SYSCALLS_EXIT,
+        "process/sched_process_exit" => r::PROCESS_EXIT,
+        other => bail!(
+            "COPYSCOPE_TEST_REJECT={other}: choose syscalls/sys_enter, syscalls/sys_exit or \
+             process/sched_process_exit"
+        ),
+    })
 }
 
 /// The kernel's BTF as aya reads it (for tp_btf, fentry and fexit), parsed at most once
@@ -883,6 +1009,18 @@ mod tests {
         assert!(
             e.contains("lacks CAP_PERFMON") && e.contains("grant CAP_BPF and CAP_PERFMON"),
             "{e}"
+        );
+        // A verifier rejection: the first line and the log's last statement before the
+        // totals (the line that says why).
+        let rejected = "the BPF_PROG_LOAD syscall returned Permission denied (os error 13). \
+                        Verifier output: 0: R1=ctx() R10=fp0\n    5: (79) r2 = *(u64 *)(r2 +0)\n    \
+                        R2 invalid mem access 'scalar'\n    verification time 355 usec\n    \
+                        stack depth 0+0+0\n    processed 5 insns (limit 1000000)\n    \
+                        : Permission denied (os error 13)";
+        assert_eq!(
+            explain_with(rejected, &[]),
+            "the BPF_PROG_LOAD syscall returned Permission denied (os error 13). Verifier \
+             output: 0: R1=ctx() R10=fp0 ... R2 invalid mem access 'scalar'"
         );
     }
 

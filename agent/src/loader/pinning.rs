@@ -334,6 +334,7 @@ pub fn save_probe(p: &ProbeStatus) -> SavedProbe {
         method: p.method.map(str::to_string),
         attached: p.attached,
         detail: p.detail.clone(),
+        reason: p.reason,
     }
 }
 
@@ -364,6 +365,8 @@ fn restore_probes(saved: &[SavedProbe]) -> Result<Vec<ProbeStatus>> {
                 attached: s.attached,
                 required: spec.required,
                 detail: s.detail.clone(),
+                reason: s.reason,
+                fired: None,
             })
         })
         .collect()

@@ -17,38 +17,119 @@ use serde_json::Value;
 pub const COPYSCOPE: &str = env!("CARGO_BIN_EXE_copyscope");
 pub const WORKLOAD: &str = env!("CARGO_BIN_EXE_copyscope-workload");
 
-/// Why the kernel tests cannot run here, if they cannot. With
-/// COPYSCOPE_REQUIRE_KERNEL_TESTS=1 (set by `cargo xtask test`), a reason that is not a
-/// missing kernel feature fails the test instead of skipping it.
+/// Whether this run is strict (`cargo xtask test` and the QEMU matrix set
+/// COPYSCOPE_REQUIRE_KERNEL_TESTS=1): then a kernel test may skip only where the kernel
+/// lacks a feature it names, and everything else fails it.
+pub fn strict() -> bool {
+    std::env::var("COPYSCOPE_REQUIRE_KERNEL_TESTS").is_ok_and(|v| v == "1")
+}
+
+/// What `copyscope probes --json` found on this kernel, decided once per test binary.
+struct KernelCheck {
+    /// The whole kernel side cannot run: (may skip, why).
+    whole: Option<(bool, String)>,
+    /// The probes document (empty when the whole side cannot run).
+    probes: Value,
+}
+
+fn kernel_check() -> &'static KernelCheck {
+    static CHECK: std::sync::OnceLock<KernelCheck> = std::sync::OnceLock::new();
+    CHECK.get_or_init(|| {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return KernelCheck {
+                whole: Some((false, "not root: loading eBPF programs needs root".into())),
+                probes: Value::Null,
+            };
+        }
+        let out = Command::new(COPYSCOPE)
+            .args(["probes", "--json"])
+            .output()
+            .expect("running copyscope probes --json");
+        let doc: Value = match serde_json::from_slice(&out.stdout) {
+            Ok(v) => v,
+            Err(e) => {
+                return KernelCheck {
+                    whole: Some((
+                        false,
+                        format!(
+                            "copyscope probes --json printed no document ({e}; {}): {}",
+                            out.status,
+                            String::from_utf8_lossy(&out.stderr)
+                        ),
+                    )),
+                    probes: Value::Null,
+                };
+            }
+        };
+        let whole = if let Some(err) = doc.get("error") {
+            Some((
+                excused(&err["reason"]),
+                format!(
+                    "copyscope cannot load here ({}): {}",
+                    err["reason"].as_str().unwrap_or("?"),
+                    err["message"].as_str().unwrap_or("")
+                ),
+            ))
+        } else {
+            // A required probe that is not there (or never runs): the whole side is out.
+            doc["probes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|p| p["required"] == true && !p["reason"].is_null())
+                .map(|p| {
+                    (
+                        excused(&p["reason"]),
+                        format!(
+                            "the required probe {}/{} is not there ({}): {}",
+                            p["family"].as_str().unwrap_or("?"),
+                            p["hook"].as_str().unwrap_or("?"),
+                            p["reason"].as_str().unwrap_or("?"),
+                            p["detail"].as_str().unwrap_or("")
+                        ),
+                    )
+                })
+        };
+        KernelCheck { whole, probes: doc }
+    })
+}
+
+/// Whether a reason kind from `copyscope probes --json` is a kernel feature the kernel
+/// lacks (the only thing that may excuse a kernel test).
+fn excused(reason: &Value) -> bool {
+    reason
+        .as_str()
+        .is_some_and(|r| copyscope_common::reasons::MISSING_FEATURE.contains(&r))
+}
+
+/// Turn a verdict into a skip reason, or fail the test: in strict mode anything but a
+/// missing kernel feature is a failure, with the loader's own message.
+fn verdict(may_skip: bool, why: &str) -> String {
+    assert!(
+        may_skip || !strict(),
+        "the kernel tier cannot run, and not for want of a kernel feature: {why}"
+    );
+    why.to_string()
+}
+
+/// Why the kernel tests cannot run here, if they cannot (the required probes).
 pub fn kernel_unavailable() -> Option<String> {
-    let strict = std::env::var("COPYSCOPE_REQUIRE_KERNEL_TESTS").is_ok_and(|v| v == "1");
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        let why = "not root: loading eBPF programs needs root".to_string();
-        assert!(!strict, "{why}");
-        return Some(why);
-    }
-    if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
-        return Some("kernel has no BTF (CONFIG_DEBUG_INFO_BTF)".into());
-    }
-    let out = Command::new(COPYSCOPE)
-        .args(["probes"])
-        .output()
-        .expect("running copyscope probes");
-    let err = String::from_utf8_lossy(&out.stderr);
-    if err.contains("built without its eBPF programs") {
-        let why = "copyscope was built without its eBPF programs (no BPF toolchain)".to_string();
-        assert!(!strict, "{why}");
-        return Some(why);
-    }
-    if !out.status.success() {
-        return Some(format!(
-            "the syscall probes cannot attach on this kernel: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            err
-        ));
-    }
-    None
+    kernel_check()
+        .whole
+        .as_ref()
+        .map(|(may_skip, why)| verdict(*may_skip, why))
+}
+
+/// Skip the calling test, recording why: on stderr, and, when COPYSCOPE_SKIP_LOG names a
+/// file, as a line `binary<TAB>test<TAB>reason` there (the tier summaries count them).
+#[macro_export]
+macro_rules! skip {
+    ($why:expr) => {{
+        fn here() {}
+        common::record_skip(std::any::type_name_of_val(&here), &$why);
+        return;
+    }};
 }
 
 /// Skip the calling test with a reason when the kernel side cannot run.
@@ -56,10 +137,35 @@ pub fn kernel_unavailable() -> Option<String> {
 macro_rules! require_kernel {
     () => {
         if let Some(why) = common::kernel_unavailable() {
-            eprintln!("skipped: {why}");
-            return;
+            $crate::skip!(why);
         }
     };
+}
+
+pub fn record_skip(here: &str, why: &str) {
+    eprintln!("skipped: {why}");
+    // `binary::test::here` -> test.
+    let mut parts: Vec<&str> = here.split("::").collect();
+    parts.pop();
+    let test = parts.get(1..).map(|p| p.join("::")).unwrap_or_default();
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .map(|s| match s.rsplit_once('-') {
+            Some((name, hash)) if hash.chars().all(|c| c.is_ascii_hexdigit()) => name.to_string(),
+            _ => s,
+        })
+        .unwrap_or_default();
+    if let Some(path) = std::env::var_os("COPYSCOPE_SKIP_LOG") {
+        use std::io::Write as _;
+        let line = format!("{binary}\t{test}\t{}\n", why.replace(['\n', '\t'], " "));
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("COPYSCOPE_SKIP_LOG {path:?}: {e}"));
+        f.write_all(line.as_bytes()).unwrap();
+    }
 }
 
 /// A scratch directory on the target's file system (not tmpfs: O_DIRECT and the page-cache
@@ -197,29 +303,36 @@ pub fn num(p: &Value, path: &[&str]) -> u64 {
         .unwrap_or_else(|| panic!("{path:?} is not a number in {p:#}"))
 }
 
-/// `copyscope probes --json`, for the reasons a probe is not attached.
+/// `copyscope probes --json` of this test binary's one check.
 pub fn probes_json() -> Value {
-    let out = Command::new(COPYSCOPE)
-        .args(["probes", "--json"])
-        .output()
-        .unwrap();
-    serde_json::from_slice(&out.stdout).unwrap()
+    kernel_check().probes.clone()
 }
 
-/// Why a probe is not attached on this kernel (its detail), if it is not.
+/// Why an optional probe is not attached on this kernel, if it is not: a test that needs
+/// it may skip only when the kernel lacks the feature; in strict mode any other reason
+/// (a rejected program, a missing one, EPERM as root) fails the test.
 pub fn probe_missing(family: &str, hook: &str) -> Option<String> {
-    let v = probes_json();
+    if let Some(why) = kernel_unavailable() {
+        return Some(why);
+    }
+    let v = &kernel_check().probes;
     let p = v["probes"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|p| p["family"] == family && p["hook"] == hook)?
-        .clone();
-    if p["attached"] == true {
-        None
-    } else {
-        Some(p["detail"].as_str().unwrap_or("").to_string())
+        .find(|p| p["family"] == family && p["hook"] == hook)
+        .unwrap_or_else(|| panic!("no probe {family}/{hook} in copyscope probes --json"));
+    if p["attached"] == true && p["reason"].is_null() {
+        return None;
     }
+    Some(verdict(
+        excused(&p["reason"]),
+        &format!(
+            "{family}/{hook} is not attached ({}): {}",
+            p["reason"].as_str().unwrap_or("?"),
+            p["detail"].as_str().unwrap_or("")
+        ),
+    ))
 }
 
 /// Program runs the kernel skipped in the snapshot's window (recursion_misses: a program

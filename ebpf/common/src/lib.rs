@@ -120,6 +120,32 @@ pub mod globals {
     pub const DEBUG_LOG: &str = "DEBUG_LOG";
     /// Nonzero: only processes in `WATCHED` are counted.
     pub const WATCH_ONLY: &str = "WATCH_ONLY";
+    /// Test-only: which required probe's programs make the verifier reject them
+    /// ([`crate::test_reject`]).
+    pub const TEST_REJECT: &str = "TEST_REJECT";
+}
+
+/// The kinds of reason (`copyscope probes --json`, `reason`) that name a kernel feature
+/// the kernel lacks: the only reasons a kernel test may skip for. Every other kind is a
+/// fault in copyscope or in how it was run.
+pub mod reasons {
+    pub const MISSING_FEATURE: &[&str] = &[
+        "no_btf",
+        "kernel_too_old",
+        "no_tracepoint",
+        "no_kprobes",
+        "no_trampoline",
+        "not_in_kernel",
+    ];
+}
+
+/// Values of the `TEST_REJECT` global: the required probe whose programs do a load the
+/// verifier refuses, so that the test tiers can prove a rejected program fails them.
+pub mod test_reject {
+    pub const NONE: u8 = 0;
+    pub const SYSCALLS_ENTER: u8 = 1;
+    pub const SYSCALLS_EXIT: u8 = 2;
+    pub const PROCESS_EXIT: u8 = 3;
 }
 
 /// Sizes of the maps. Every map is bounded; what does not fit is counted in `COUNTERS`.

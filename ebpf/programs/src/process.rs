@@ -24,6 +24,7 @@ static OFF_TASK_PID: u64 = 0;
 // include/trace/events/sched.h: TRACE_EVENT(sched_process_exit, ...), fired from do_exit()
 #[tracepoint]
 pub fn process_exit(ctx: TracePointContext) -> i32 {
+    crate::rejected_when_asked(copyscope_common::test_reject::PROCESS_EXIT);
     match try_process_exit(&ctx) {
         Ok(()) => 0,
         Err(e) => e as i32,

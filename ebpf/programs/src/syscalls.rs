@@ -19,6 +19,7 @@ use aya_log_ebpf::debug;
 use copyscope_common::{
     Counter, FdKind, Inflight, SyscallKey, SyscallStats, limits,
     syscalls::{NOT_COUNTED, SYSCALLS},
+    test_reject,
 };
 
 use crate::{
@@ -68,6 +69,7 @@ const SLOT_MASK: u32 = limits::INFLIGHT_SLOTS - 1;
 // include/trace/events/syscalls.h: TRACE_EVENT_FN(sys_enter, TP_PROTO(struct pt_regs *regs, long id))
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn syscalls_enter(ctx: RawTracePointContext) -> i32 {
+    crate::rejected_when_asked(test_reject::SYSCALLS_ENTER);
     let nr: u64 = ctx.arg(1);
     let regs: *const u8 = ctx.arg(0);
     match try_enter(nr, |i| read_reg(regs, i)) {
@@ -81,6 +83,7 @@ pub fn syscalls_enter(ctx: RawTracePointContext) -> i32 {
 // instead of bpf_probe_read_kernel calls.
 #[btf_tracepoint(function = "sys_enter")]
 pub fn syscalls_tpbtf(ctx: BtfTracePointContext) -> i32 {
+    crate::rejected_when_asked(test_reject::SYSCALLS_ENTER);
     let regs: *const u8 = ctx.arg(0);
     let nr: u64 = ctx.arg(1);
     match try_enter_with(
@@ -98,6 +101,7 @@ pub fn syscalls_tpbtf(ctx: BtfTracePointContext) -> i32 {
 // run the kernel skipped is still counted, with its fds classified here.
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn syscalls_exit(ctx: RawTracePointContext) -> i32 {
+    crate::rejected_when_asked(test_reject::SYSCALLS_EXIT);
     let regs: *const u8 = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
     let nr =
@@ -117,6 +121,7 @@ pub fn syscalls_exit(ctx: RawTracePointContext) -> i32 {
 // kernel/trace/trace_syscalls.c: ftrace_syscall_enter -> perf_syscall_enter (record: nr, args[6])
 #[tracepoint]
 pub fn syscalls_tp_ent(ctx: TracePointContext) -> i32 {
+    crate::rejected_when_asked(test_reject::SYSCALLS_ENTER);
     let nr = unsafe { ctx.read_at::<i32>(global(&OFF_TP_NR) as usize) }.unwrap_or(-1);
     let base = global(&OFF_TP_ARGS) as usize;
     match try_enter(nr as u64, |i| {
@@ -132,6 +137,7 @@ pub fn syscalls_tp_ent(ctx: TracePointContext) -> i32 {
 // `syscall_time_unknown`).
 #[tracepoint]
 pub fn syscalls_tp_ext(ctx: TracePointContext) -> i32 {
+    crate::rejected_when_asked(test_reject::SYSCALLS_EXIT);
     let ret = unsafe { ctx.read_at::<i64>(global(&OFF_TP_RET) as usize) }.unwrap_or(0);
     let nr = unsafe { ctx.read_at::<i32>(global(&OFF_TP_EXIT_NR) as usize) }.unwrap_or(-1);
     match try_exit(&ctx, nr as u64, ret, None::<fn(u8) -> u64>) {
