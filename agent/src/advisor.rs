@@ -610,7 +610,8 @@ mod tests {
         let mut p = workload(&[("read", "file", 4000, 400 * M)]);
         p.page_cache = CacheRow::from_stats(&copyscope_common::CacheStats {
             lookups: 400 * M / 4096,
-            misses: 390 * M / 4096,
+            added: 390 * M / 4096,
+            write_added: 0,
             mmap_faults: 0,
             dirtied: 0,
         });
@@ -628,11 +629,22 @@ mod tests {
         // A well-cached workload is not flagged.
         p.page_cache = CacheRow::from_stats(&copyscope_common::CacheStats {
             lookups: 400 * M / 4096,
-            misses: 4 * M / 4096,
+            added: 4 * M / 4096,
             mmap_faults: 0,
             dirtied: 0,
+            write_added: 0,
         });
         assert!(patterns(&p).is_empty());
+        // A writer whose pages were all added by its writes (dd of=FILE, cp of a cached
+        // file) reads from the cache: not flagged, however many pages it added.
+        p.page_cache = CacheRow::from_stats(&copyscope_common::CacheStats {
+            lookups: 400 * M / 4096,
+            added: 800 * M / 4096,
+            write_added: 800 * M / 4096,
+            mmap_faults: 0,
+            dirtied: 800 * M / 4096,
+        });
+        assert!(patterns(&p).is_empty(), "{:?}", patterns(&p));
     }
 
     #[test]

@@ -316,6 +316,7 @@ impl Exporter {
             f.counter(PC_LOOKUPS, base.clone(), pc.lookups as f64);
             f.counter(PC_HITS, base.clone(), pc.hits as f64);
             f.counter(PC_MISSES, base.clone(), pc.misses as f64);
+            f.counter(PC_WRITE_ADDED, base.clone(), pc.added_by_writes as f64);
             f.counter(PC_DIRTIED, base.clone(), pc.dirtied as f64);
             f.counter(PC_MMAP, base.clone(), pc.mmap_faults as f64);
             for (pattern, secs) in &t.saved {
@@ -475,7 +476,11 @@ const PC_HITS: Spec = (
 );
 const PC_MISSES: Spec = (
     "copyscope_page_cache_misses_total",
-    "Pages added to the page cache (read from storage).",
+    "Read misses: pages a read, its readahead or a fault brought into the page cache.",
+);
+const PC_WRITE_ADDED: Spec = (
+    "copyscope_page_cache_write_added_pages_total",
+    "Pages added to the page cache by writes (not read misses).",
 );
 const PC_DIRTIED: Spec = (
     "copyscope_page_cache_dirtied_pages_total",
@@ -653,6 +658,7 @@ pub fn names() -> BTreeSet<&'static str> {
         PC_LOOKUPS,
         PC_HITS,
         PC_MISSES,
+        PC_WRITE_ADDED,
         PC_DIRTIED,
         PC_MMAP,
         ADVICE_SAVED,

@@ -100,6 +100,7 @@ pub fn merge(into: &mut ProcessRow, p: &ProcessRow) {
     let c = &mut into.page_cache;
     c.lookups += p.page_cache.lookups;
     c.misses += p.page_cache.misses;
+    c.added_by_writes += p.page_cache.added_by_writes;
     c.mmap_faults += p.page_cache.mmap_faults;
     c.dirtied += p.page_cache.dirtied;
     // Hits add up per process and window (each clamped at zero), so the sum never falls.

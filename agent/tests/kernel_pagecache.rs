@@ -131,18 +131,58 @@ fn mmap_reads_fault_through_the_page_cache() {
     );
 }
 
+/// The patterns the advisor found for the snapshot's command.
+fn patterns(snap: &serde_json::Value) -> Vec<String> {
+    let pid = snap["command"]["pid"].as_u64().unwrap();
+    snap["advice"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["pid"].as_u64() == Some(pid))
+        .map(|a| a["pattern"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A field of the command's page-cache row, less the same field of a baseline run (the
+/// binary's own start-up).
+fn cache_diff(snap: &serde_json::Value, base: &serde_json::Value, what: &str) -> u64 {
+    cache(command_process(snap), what).saturating_sub(cache(command_process(base), what))
+}
+
+/// Pages a few start-up reads and writes of the binary may differ by between two runs.
+const STARTUP: u64 = 8;
+
+/// Pages of the file system's own metadata (a block bitmap, an extent block, journal
+/// buffers: pages of the block device's cache) that a run of writes may read or dirty,
+/// varying by a page or two from run to run. Data pages are counted exactly.
+const FS_METADATA: u64 = 8;
+
+/// `got` pages must be `want`, give or take the file system's metadata, and the pages a
+/// skipped program run may have lost (a folio of at most 512 pages each).
+fn assert_pages(s: Slack, got: u64, want: u64, what: &str) {
+    let tol = FS_METADATA + (s.below + s.above) * 512;
+    assert!(
+        got.abs_diff(want) <= tol,
+        "{what}: {got} pages, want {want} within {tol} ({s:?} skipped program runs)"
+    );
+}
+
+fn require_write_probes() -> Option<String> {
+    probe_missing("pagecache", "misses").or_else(|| probe_missing("pagecache", "dirtied"))
+}
+
 #[test]
 #[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
-fn buffered_writes_dirty_pages() {
+fn a_pure_writer_adds_pages_by_writes_not_read_misses() {
     require_kernel!();
-    if let Some(why) = probe_missing("pagecache", "dirtied") {
+    if let Some(why) = require_write_probes() {
         skip!(format!(
-            "no writeback dirty tracepoint on this kernel: {why}"
+            "no page-cache add or dirty probe on this kernel: {why}"
         ));
     }
-    let d = scratch("pagecache-dirty");
+    let d = scratch("pagecache-writer");
     let (base, _) = run_workload(&d, &["write-file", d.join("none").to_str().unwrap(), "0"]);
-    let (snap, _) = run_workload(
+    let (snap, res) = run_workload(
         &d,
         &[
             "write-file",
@@ -150,12 +190,162 @@ fn buffered_writes_dirty_pages() {
             &PAGES.to_string(),
         ],
     );
-    let dirtied = cache(command_process(&snap), "dirtied")
-        .saturating_sub(cache(command_process(&base), "dirtied"));
-    // One event per folio: large folios make it fewer than the pages written, never more
-    // (but for the few the binary's start-up dirties, which vary by a page or two).
+    assert_eq!(res["pages"], PAGES);
+    let s = slack_diff(&snap, &base);
+    // Every page of the new file was added by a write and dirtied, and none of it is a
+    // read miss: no 0% hit ratio, no O_DIRECT advice (dd of=FILE had both).
+    assert_pages(
+        s,
+        cache_diff(&snap, &base, "added_by_writes"),
+        PAGES,
+        "pages added by writes",
+    );
+    assert_pages(
+        s,
+        cache_diff(&snap, &base, "dirtied"),
+        PAGES,
+        "pages dirtied",
+    );
+    let misses = cache_diff(&snap, &base, "misses");
     assert!(
-        (1..=PAGES + 8).contains(&dirtied),
-        "{dirtied} folios dirtied for {PAGES} pages"
+        misses <= STARTUP,
+        "a pure writer: {misses} read misses: {snap:#}"
+    );
+    assert!(
+        !patterns(&snap).contains(&"direct_io".to_string()),
+        "a pure writer was told to use O_DIRECT: {:#}",
+        snap["advice"]
+    );
+}
+
+#[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
+fn a_copy_of_a_cached_file_hits_the_cache_and_adds_its_copy_by_writes() {
+    require_kernel!();
+    if let Some(why) = require_write_probes().or_else(|| probe_missing("pagecache", "lookups")) {
+        skip!(format!("no page-cache probe on this kernel: {why}"));
+    }
+    let d = scratch("pagecache-copy");
+    let src = d.join("src");
+    write_file(&src, (PAGES * 4096) as usize);
+    let empty = d.join("empty");
+    write_file(&empty, 0);
+    let (base, _) = run_workload(
+        &d,
+        &[
+            "copy-file-range",
+            empty.to_str().unwrap(),
+            d.join("none").to_str().unwrap(),
+        ],
+    );
+    // The source is in the cache (just written, then read).
+    run_workload(&d, &["read", src.to_str().unwrap()]);
+    let dst = d.join("dst");
+    let (snap, _) = run_workload(
+        &d,
+        &[
+            "copy-file-range",
+            src.to_str().unwrap(),
+            dst.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(std::fs::read(&src).unwrap(), std::fs::read(&dst).unwrap());
+    eprintln!(
+        "DEBUG base {} snap {}",
+        command_process(&base)["page_cache"],
+        command_process(&snap)["page_cache"]
+    );
+    let s = slack_diff(&snap, &base);
+    assert_pages(
+        s,
+        cache_diff(&snap, &base, "added_by_writes"),
+        PAGES,
+        "pages added by writes",
+    );
+    let misses = cache_diff(&snap, &base, "misses");
+    assert!(
+        misses <= STARTUP,
+        "a copy of a cached file: {misses} read misses: {snap:#}"
+    );
+    let hits = cache_diff(&snap, &base, "hits");
+    assert!(
+        hits.abs_diff(PAGES) <= TOLERANCE,
+        "a copy of a cached file: {hits} hits for {PAGES} pages"
+    );
+    assert!(
+        !patterns(&snap).contains(&"direct_io".to_string()),
+        "a copy of a cached file was told to use O_DIRECT: {:#}",
+        snap["advice"]
+    );
+}
+
+/// Pages dirtied by overwriting every page of the file (folios read in, so the dirty
+/// was not matched to an add): exact where the BTF-typed program reads each folio's size;
+/// with the plain tracepoint (no folio in its record) a large folio counts one page, so
+/// the figure is at most the pages.
+fn assert_dirtied(snap: &serde_json::Value, s: Slack, dirtied: u64, what: &str) {
+    if probe_method(snap, "pagecache", "dirtied").as_deref() == Some("tp_btf") {
+        assert_pages(s, dirtied, PAGES, &format!("pages dirtied ({what})"));
+    } else {
+        assert!(
+            (1..=PAGES + FS_METADATA).contains(&dirtied),
+            "{what}: {dirtied} dirtied (folios, by the tracepoint) for {PAGES} pages"
+        );
+    }
+}
+
+#[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
+fn read_modify_write_misses_only_what_it_reads_and_dirties_what_it_writes() {
+    require_kernel!();
+    if let Some(why) = require_write_probes().or_else(|| probe_missing("pagecache", "lookups")) {
+        skip!(format!("no page-cache probe on this kernel: {why}"));
+    }
+    let d = scratch("pagecache-rmw");
+    let f = d.join("data");
+    write_file(&f, (PAGES * 4096) as usize);
+    let empty = d.join("empty");
+    write_file(&empty, 0);
+    let (base, _) = run_workload(&d, &["read-modify-write", empty.to_str().unwrap()]);
+    let path = f.to_str().unwrap();
+
+    // Cold: every page is a read miss, none is added by a write, every page is dirtied.
+    drop_cache(path);
+    let (cold, res) = run_workload(&d, &["read-modify-write", path]);
+    assert_eq!(res["pages"], PAGES);
+    let s = slack_diff(&cold, &base);
+    let misses = cache_diff(&cold, &base, "misses");
+    assert!(
+        misses.abs_diff(PAGES) <= TOLERANCE,
+        "cold read-modify-write: {misses} read misses for {PAGES} pages: {cold:#}"
+    );
+    let written = cache_diff(&cold, &base, "added_by_writes");
+    assert!(
+        written <= STARTUP,
+        "cold read-modify-write: {written} pages added by writes"
+    );
+    assert_dirtied(&cold, s, cache_diff(&cold, &base, "dirtied"), "cold");
+
+    // Warm (and written back, so that the writes dirty clean pages): hits, no misses, no
+    // pages added, every page dirtied; no O_DIRECT advice.
+    std::fs::File::open(&f).unwrap().sync_all().unwrap();
+    let (warm, _) = run_workload(&d, &["read-modify-write", path]);
+    let s = slack_diff(&warm, &base);
+    let misses = cache_diff(&warm, &base, "misses");
+    assert!(
+        misses <= STARTUP,
+        "warm read-modify-write: {misses} read misses: {warm:#}"
+    );
+    assert!(cache_diff(&warm, &base, "added_by_writes") <= STARTUP);
+    let hits = cache_diff(&warm, &base, "hits");
+    assert!(
+        hits.abs_diff(PAGES) <= TOLERANCE,
+        "warm read-modify-write: {hits} hits for {PAGES} pages"
+    );
+    assert_dirtied(&warm, s, cache_diff(&warm, &base, "dirtied"), "warm");
+    assert!(
+        !patterns(&warm).contains(&"direct_io".to_string()),
+        "a warm read-modify-write was told to use O_DIRECT: {:#}",
+        warm["advice"]
     );
 }

@@ -146,7 +146,13 @@ fn run_tiers(lint: bool, matrix: bool, tiers: &mut Vec<Tier>) -> Result<()> {
     if is_root() {
         let t0 = Instant::now();
         let log = skips.join("skips-kernel.tsv");
-        let mut t = cargo(&["test", "--", "--ignored", "--test-threads=2"]);
+        let mut t = cargo(&[
+            "test",
+            "--no-fail-fast",
+            "--",
+            "--ignored",
+            "--test-threads=2",
+        ]);
         t.env("COPYSCOPE_REQUIRE_KERNEL_TESTS", "1")
             .env("COPYSCOPE_SKIP_LOG", &log)
             .env_remove("COPYSCOPE_TEST_REJECT");

@@ -286,6 +286,28 @@ fn main() {
             }
             format!(r#"{{"pages":{pages}}}"#)
         }
+        "read-modify-write" => {
+            let fd = open(
+                a(1).unwrap_or_else(|| die("read-modify-write FILE")),
+                libc::O_RDWR,
+            );
+            let pages = file_size(fd).div_ceil(4096);
+            let mut buf = vec![0u8; 4096];
+            for page in 0..pages {
+                let off = (page * 4096) as libc::off_t;
+                // SAFETY: read into and write from our buffer.
+                let n = check(
+                    unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), 4096, off) },
+                    "pread",
+                );
+                buf[0] = buf[0].wrapping_add(1);
+                check(
+                    unsafe { libc::pwrite(fd, buf.as_ptr().cast(), n as usize, off) },
+                    "pwrite",
+                );
+            }
+            format!(r#"{{"pages":{pages}}}"#)
+        }
         "pipe-sleep" => {
             let count = num(a(1), "COUNT");
             let mut fds = [0; 2];

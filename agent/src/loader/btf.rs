@@ -1,5 +1,6 @@
 //! A small reader for the kernel's BTF (/sys/kernel/btf/vmlinux): just enough to find the
-//! byte offset of a struct member, following anonymous structs and unions.
+//! byte offset of a struct member, following anonymous structs and unions, and the value
+//! of an enumerator.
 //! Format: Documentation/bpf/btf.rst.
 
 use anyhow::{Context as _, Result, bail};
@@ -7,6 +8,7 @@ use anyhow::{Context as _, Result, bail};
 const MAGIC: u16 = 0xeb9f;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
+const KIND_ENUM: u32 = 6;
 
 /// One parsed type: its kind, name and, for structs and unions, its members.
 #[derive(Debug, Clone)]
@@ -15,6 +17,8 @@ struct Type {
     name: String,
     /// (name, type id, bit offset)
     members: Vec<(String, u32, u32)>,
+    /// For enums: (enumerator, value).
+    values: Vec<(String, i64)>,
 }
 
 #[derive(Debug)]
@@ -75,6 +79,7 @@ impl Btf {
             kind: 0,
             name: String::new(),
             members: vec![],
+            values: vec![],
         }];
         let mut p = 0;
         while p < types_sec.len() {
@@ -85,6 +90,7 @@ impl Btf {
             let kind_flag = info >> 31 == 1;
             p += 12;
             let mut members = Vec::new();
+            let mut values = Vec::new();
             let extra = match kind {
                 1 | 14 | 17 => 4, // INT, VAR, DECL_TAG
                 3 => 12,          // ARRAY
@@ -99,7 +105,21 @@ impl Btf {
                     }
                     vlen * 12
                 }
-                6 | 13 => vlen * 8,   // ENUM, FUNC_PROTO
+                KIND_ENUM => {
+                    for i in 0..vlen {
+                        let e = p + i * 8;
+                        let name = str_at(strings, u32_at(types_sec, e)?)?;
+                        let raw = u32_at(types_sec, e + 4)?;
+                        let v = if kind_flag {
+                            i64::from(raw as i32)
+                        } else {
+                            i64::from(raw)
+                        };
+                        values.push((name, v));
+                    }
+                    vlen * 8
+                }
+                13 => vlen * 8,       // FUNC_PROTO
                 15 | 19 => vlen * 12, // DATASEC, ENUM64
                 2 | 7 | 8 | 9 | 10 | 11 | 12 | 16 | 18 => 0,
                 k => bail!("unknown BTF kind {k} at type {}", types.len()),
@@ -109,6 +129,7 @@ impl Btf {
                 kind,
                 name: str_at(strings, name_off)?,
                 members,
+                values,
             });
         }
         Ok(Btf { types })
@@ -128,6 +149,20 @@ impl Btf {
         self.find(id, member)
             .map(|bits| bits / 8)
             .with_context(|| format!("struct {name} has no member {member} in kernel BTF"))
+    }
+
+    /// The value of `enumerator` in `enum name`.
+    pub fn enum_value(&self, name: &str, enumerator: &str) -> Result<i64> {
+        let t = self
+            .types
+            .iter()
+            .find(|t| t.kind == KIND_ENUM && t.name == name)
+            .with_context(|| format!("enum {name} not found in kernel BTF"))?;
+        t.values
+            .iter()
+            .find(|(n, _)| n == enumerator)
+            .map(|(_, v)| *v)
+            .with_context(|| format!("enum {name} has no {enumerator} in kernel BTF"))
     }
 
     fn find(&self, id: usize, member: &str) -> Option<u64> {
@@ -260,5 +295,45 @@ pub(crate) mod tests {
         assert!(files > 0 && files < 16384, "task_struct.files at {files}");
         assert!(btf.member_offset("file", "f_inode").unwrap() > 0);
         assert_eq!(btf.member_offset("inode", "i_mode").unwrap(), 0);
+        let head = btf.enum_value("pageflags", "PG_head").unwrap();
+        assert!((0..64).contains(&head), "PG_head is bit {head}");
+    }
+
+    #[test]
+    fn reads_enumerators_signed_and_unsigned() {
+        // Strings: "", "e", "A", "B"; one ENUM type with A = 6 and B = -1 (kind_flag: signed).
+        let strings = b"\0e\0A\0B\0";
+        let mut types = Vec::new();
+        for v in [
+            1u32,
+            (1 << 31) | (KIND_ENUM << 24) | 2,
+            4,
+            3,
+            6,
+            5,
+            u32::MAX,
+        ] {
+            types.extend_from_slice(&v.to_le_bytes());
+        }
+        let mut b = Vec::new();
+        b.extend_from_slice(&MAGIC.to_le_bytes());
+        b.extend_from_slice(&[1, 0]);
+        for v in [
+            24u32,
+            0,
+            types.len() as u32,
+            types.len() as u32,
+            strings.len() as u32,
+        ] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.extend_from_slice(&types);
+        b.extend_from_slice(strings);
+        let btf = Btf::parse(&b).unwrap();
+        assert_eq!(btf.enum_value("e", "A").unwrap(), 6);
+        assert_eq!(btf.enum_value("e", "B").unwrap(), -1);
+        let e = btf.enum_value("e", "C").unwrap_err().to_string();
+        assert!(e.contains("has no C"), "{e}");
+        assert!(btf.enum_value("pageflags", "PG_head").is_err());
     }
 }

@@ -202,7 +202,38 @@ fn struct_offsets(btf: &btf::Btf) -> Result<Vec<(&'static str, u64)>> {
     {
         out.push((g, btf.member_offset(st, member)? + extra));
     }
+    out.extend(folio_offsets(btf));
     Ok(out)
+}
+
+/// What the BTF-typed dirty program reads of a folio. Kernels without folios (before
+/// 5.16) lack that program's tracepoint too, so nothing here is required; without the
+/// page count of a large folio (or the head-page flag), a folio counts one page.
+fn folio_offsets(btf: &btf::Btf) -> Vec<(&'static str, u64)> {
+    let mut out = Vec::new();
+    let (Ok(flags), Ok(index), Ok(host), Ok(ino)) = (
+        btf.member_offset("folio", "flags"),
+        btf.member_offset("folio", "index"),
+        btf.member_offset("address_space", "host"),
+        btf.member_offset("inode", "i_ino"),
+    ) else {
+        return out;
+    };
+    out.push((globals::OFF_FOLIO_FLAGS, flags));
+    out.push((globals::OFF_FOLIO_INDEX, index));
+    out.push((globals::OFF_MAPPING_HOST, host));
+    out.push((globals::OFF_INODE_INO, ino));
+    // folio_nr_pages(): `_nr_pages` from 6.9, `_folio_nr_pages` before (64-bit).
+    let nr = btf
+        .member_offset("folio", "_nr_pages")
+        .or_else(|_| btf.member_offset("folio", "_folio_nr_pages"));
+    if let (Ok(nr), Ok(head)) = (nr, btf.enum_value("pageflags", "PG_head"))
+        && (0..64).contains(&head)
+    {
+        out.push((globals::OFF_FOLIO_NR_PAGES, nr));
+        out.push((globals::FOLIO_HEAD_BIT, head as u64));
+    }
+    out
 }
 
 /// Tracepoint record offsets, from tracefs. Missing tracepoints leave their offsets at 0;
@@ -249,6 +280,30 @@ fn record_offsets(root: &Path) -> Result<Vec<(&'static str, u64)>> {
         if let Some(order) = f.get("order") {
             out.push((globals::OFF_ADD_ORDER, order.offset));
         }
+        let ino = f
+            .get("i_ino")
+            .context("mm_filemap_add_to_page_cache has no i_ino field")?;
+        let index = f
+            .get("index")
+            .context("mm_filemap_add_to_page_cache has no index field")?;
+        out.push((globals::OFF_ADD_INO, ino.offset));
+        out.push((globals::OFF_ADD_INDEX, index.offset));
+    }
+    // The dirty tracepoint's record, whichever of the two this kernel has.
+    let dirty = match tracefs::format(root, "writeback", "writeback_dirty_folio")? {
+        Some(f) => Some(("writeback_dirty_folio", f)),
+        None => tracefs::format(root, "writeback", "writeback_dirty_page")?
+            .map(|f| ("writeback_dirty_page", f)),
+    };
+    if let Some((name, f)) = dirty {
+        let ino = f
+            .get("ino")
+            .with_context(|| format!("{name} has no ino field"))?;
+        let index = f
+            .get("index")
+            .with_context(|| format!("{name} has no index field"))?;
+        out.push((globals::OFF_DIRTY_INO, ino.offset));
+        out.push((globals::OFF_DIRTY_INDEX, index.offset));
     }
     if let Some(f) = tracefs::format(root, "sock", "sock_recv_length")? {
         let ret = f.get("ret").context("sock_recv_length has no ret field")?;

@@ -191,6 +191,11 @@ pub const PROBES: &[ProbeSpec] = &[
         family: "pagecache",
         hook: "dirtied",
         methods: &[
+            Attach {
+                method: Method::TpBtf,
+                program: programs::PAGECACHE_DIRTY_BTF,
+                target: Target::Raw("writeback_dirty_folio"),
+            },
             tp(
                 programs::PAGECACHE_DIRTY_TP,
                 "writeback",

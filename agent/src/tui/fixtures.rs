@@ -60,7 +60,8 @@ fn process(p: P) -> ProcessRow {
     let (lookups, misses) = p.cache;
     r.page_cache = CacheRow::from_stats(&copyscope_common::CacheStats {
         lookups,
-        misses,
+        added: misses,
+        write_added: 0,
         mmap_faults: 0,
         dirtied: 0,
     });

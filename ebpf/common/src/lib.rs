@@ -61,6 +61,7 @@ pub mod programs {
     pub const PAGECACHE_ADD_KPROBE: &str = "pagecache_add_k";
     pub const PAGECACHE_FAULT_TP: &str = "pagecache_fault";
     pub const PAGECACHE_DIRTY_TP: &str = "pagecache_dirty";
+    pub const PAGECACHE_DIRTY_BTF: &str = "pagecache_dirtb";
     pub const COPIES_SOCK_SEND_TP: &str = "copies_sk_send";
     pub const COPIES_SOCK_RECV_TP: &str = "copies_sk_recv";
     /// fexit programs on the protocols' sendmsg operations, one per function.
@@ -113,6 +114,21 @@ pub mod globals {
     pub const OFF_GETPAGES_INO: &str = "OFF_GETPAGES_INO";
     /// `filemap:mm_filemap_add_to_page_cache`: folio order (0: no such field, one page).
     pub const OFF_ADD_ORDER: &str = "OFF_ADD_ORDER";
+    /// `filemap:mm_filemap_add_to_page_cache`: inode number and folio index.
+    pub const OFF_ADD_INO: &str = "OFF_ADD_INO";
+    pub const OFF_ADD_INDEX: &str = "OFF_ADD_INDEX";
+    /// `writeback:writeback_dirty_folio` (`_page` before 5.17): inode number and index.
+    pub const OFF_DIRTY_INO: &str = "OFF_DIRTY_INO";
+    pub const OFF_DIRTY_INDEX: &str = "OFF_DIRTY_INDEX";
+    /// `struct folio` from BTF, for the BTF-typed dirty program: flags, the head-page
+    /// flag's bit, the page count of a large folio (0: not in BTF, count one page), and
+    /// the index; `address_space.host` and `inode.i_ino` for the inode number.
+    pub const OFF_FOLIO_FLAGS: &str = "OFF_FOLIO_FLAGS";
+    pub const FOLIO_HEAD_BIT: &str = "FOLIO_HEAD_BIT";
+    pub const OFF_FOLIO_NR_PAGES: &str = "OFF_FOLIO_NR_PAGES";
+    pub const OFF_FOLIO_INDEX: &str = "OFF_FOLIO_INDEX";
+    pub const OFF_MAPPING_HOST: &str = "OFF_MAPPING_HOST";
+    pub const OFF_INODE_INO: &str = "OFF_INODE_INO";
     /// `sock:sock_send_length` / `sock_recv_length`: return value and msg flags.
     pub const OFF_SOCKLEN_RET: &str = "OFF_SOCKLEN_RET";
     pub const OFF_SOCKLEN_FLAGS: &str = "OFF_SOCKLEN_FLAGS";
@@ -173,7 +189,7 @@ pub mod limits {
 /// Version of everything pinned under bpffs: the maps' key and value layouts, their
 /// meaning, and `PinMeta`. A pin of another version is never reused. Raise it with any
 /// such change.
-pub const PIN_LAYOUT: u32 = 1;
+pub const PIN_LAYOUT: u32 = 2;
 
 /// `PIN_META[0]`, written by the agent.
 #[repr(C)]
@@ -377,11 +393,15 @@ pub struct SchedStats {
 pub struct CacheStats {
     /// Pages looked up by buffered reads (or folio accesses, by the fallback methods).
     pub lookups: u64,
-    /// Pages added to the cache (a folio of order n is 2^n pages): misses.
-    pub misses: u64,
+    /// Pages added to the cache (a folio of order n is 2^n pages), by reads, their
+    /// readahead and faults, and by writes.
+    pub added: u64,
+    /// Of `added`, the pages a write added: a folio the same thread dirtied right after
+    /// adding it, in the same system call. `added - write_added` are the read misses.
+    pub write_added: u64,
     /// Page faults on file mappings served through the page cache.
     pub mmap_faults: u64,
-    /// Folios dirtied by writes.
+    /// Pages dirtied by writes (a large folio counts its pages).
     pub dirtied: u64,
 }
 
@@ -419,7 +439,7 @@ const _: () = assert!(core::mem::size_of::<SyscallStats>() == 32);
 const _: () = assert!(core::mem::size_of::<Inflight>() == 16);
 const _: () = assert!(core::mem::size_of::<Exited>() == 24);
 const _: () = assert!(core::mem::size_of::<SchedStats>() == 24);
-const _: () = assert!(core::mem::size_of::<CacheStats>() == 32);
+const _: () = assert!(core::mem::size_of::<CacheStats>() == 40);
 const _: () = assert!(core::mem::size_of::<CopyStats>() == 40);
 const _: () = assert!(core::mem::size_of::<PinMeta>() == 48);
 const _: () = assert!(limits::INFLIGHT_SLOTS.is_power_of_two());
