@@ -28,6 +28,11 @@ pub struct Thresholds {
     pub directio_max_hit_ratio: f64,
     /// Share of bytes moved zero-copy at or above which a workload is reported as zero-copy.
     pub zero_copy_share: f64,
+    /// CPU seconds per second a finding must save to be reported (0.001: 0.1% of one CPU);
+    /// below it, a finding is marked `below_threshold`.
+    pub min_cpu_saved: f64,
+    /// List findings below `min_cpu_saved` too (marked), in the snapshot JSON.
+    pub list_below: bool,
 }
 
 impl Default for Thresholds {
@@ -37,6 +42,8 @@ impl Default for Thresholds {
             min_ratio: 0.5,
             directio_max_hit_ratio: 0.5,
             zero_copy_share: 0.5,
+            min_cpu_saved: 0.001,
+            list_below: false,
         }
     }
 }
@@ -62,6 +69,12 @@ impl Thresholds {
         if self.min_ratio == 0.0 {
             return Err("the minimum volume ratio must be above 0".into());
         }
+        if !ok(self.min_cpu_saved) {
+            return Err(format!(
+                "the minimum saving must be CPU seconds per second >= 0, got {}",
+                self.min_cpu_saved
+            ));
+        }
         Ok(())
     }
 }
@@ -84,6 +97,23 @@ pub struct Finding {
     pub recommendation: String,
     pub evidence: Evidence,
     pub estimated_cpu_seconds_saved_per_second: f64,
+    /// The saving is under the minimum (`--advise-min-saving`): listed only when asked
+    /// for (`--advise-all`), never exported as a metric. Never set on `zero_copy`
+    /// ("already zero-copy: nothing to change"), which saves nothing by definition.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub below_threshold: bool,
+}
+
+/// A window's length for a sentence: milliseconds under a second ("over 3.5 ms", not
+/// "over 0.0 s"), seconds above.
+pub fn span(seconds: f64) -> String {
+    if seconds < 0.01 {
+        format!("{:.1} ms", seconds * 1000.0)
+    } else if seconds < 1.0 {
+        format!("{:.0} ms", seconds * 1000.0)
+    } else {
+        format!("{seconds:.1} s")
+    }
 }
 
 /// Bytes and calls of one workload's syscalls, by direction and fd kind.
@@ -201,6 +231,7 @@ pub fn advise(
         summary,
         figures: figures.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
     };
+    let span = span(window);
 
     // Socket writes and file writes each feed at most one pattern: the larger source
     // (file reads or socket reads) claims them first.
@@ -227,7 +258,7 @@ pub fn advise(
                 recommendation: "serve files to sockets with sendfile() (nginx `sendfile on;`, Java FileChannel.transferTo, Go io.Copy from *os.File to *net.TCPConn) instead of read() + write()".into(),
                 evidence: ev(
                     format!(
-                        "reads {} from files and writes {} to sockets through user memory ({:.0}% alike) over {window:.1} s; {:.0} read() calls/s",
+                        "reads {} from files and writes {} to sockets through user memory ({:.0}% alike) over {span}; {:.0} read() calls/s",
                         human(rate(f.file_read as f64, window)),
                         human(rate(f.socket_write as f64, window)),
                         100.0 * b / f.file_read.max(f.socket_write) as f64,
@@ -241,6 +272,7 @@ pub fn advise(
                     ],
                 ),
                 estimated_cpu_seconds_saved_per_second: saved,
+                below_threshold: false,
             });
             *file_read -= b;
             *socket_write -= b;
@@ -283,7 +315,7 @@ pub fn advise(
                 recommendation: rec.into(),
                 evidence: ev(
                     format!(
-                        "receives {} from sockets and writes {} to {what} through user memory over {window:.1} s",
+                        "receives {} from sockets and writes {} to {what} through user memory over {span}",
                         human(rate(f.socket_read as f64, window)),
                         human(rate(if to_socket { f.socket_write } else { f.file_write } as f64, window)),
                     ),
@@ -301,6 +333,7 @@ pub fn advise(
                     ],
                 ),
                 estimated_cpu_seconds_saved_per_second: saved,
+                below_threshold: false,
             });
             socket_read -= b;
             *sink -= b;
@@ -325,7 +358,7 @@ pub fn advise(
             recommendation: "copy files with copy_file_range() (or FICLONE on btrfs/XFS) instead of read() + write()".into(),
             evidence: ev(
                 format!(
-                    "reads {} from files and writes {} to files through user memory over {window:.1} s",
+                    "reads {} from files and writes {} to files through user memory over {span}",
                     human(rate(f.file_read as f64, window)),
                     human(rate(f.file_write as f64, window)),
                 ),
@@ -337,6 +370,7 @@ pub fn advise(
                 ],
             ),
             estimated_cpu_seconds_saved_per_second: (copy_s(2.0 * b) + calls_s(reads)) / window,
+            below_threshold: false,
         });
         file_read -= b;
         let _ = file_read;
@@ -354,7 +388,7 @@ pub fn advise(
             recommendation: "send mapped files with sendfile() instead of mmap() + write(): the write still copies every page from user memory".into(),
             evidence: ev(
                 format!(
-                    "faults in {} of mapped file pages and writes {} to sockets over {window:.1} s",
+                    "faults in {} of mapped file pages and writes {} to sockets over {span}",
                     human(rate(mapped, window)),
                     human(rate(f.socket_write as f64, window)),
                 ),
@@ -365,6 +399,7 @@ pub fn advise(
                 ],
             ),
             estimated_cpu_seconds_saved_per_second: copy_s(socket_write) / window,
+            below_threshold: false,
         });
     }
 
@@ -389,7 +424,7 @@ pub fn advise(
             ),
             evidence: ev(
                 format!(
-                    "page-cache hit ratio {:.0}% while missing {} over {window:.1} s{}",
+                    "page-cache hit ratio {:.0}% while missing {} over {span}{}",
                     100.0 * ratio,
                     human(rate(missed, window)),
                     if open_file_sizes.is_empty() {
@@ -409,6 +444,7 @@ pub fn advise(
                 ],
             ),
             estimated_cpu_seconds_saved_per_second: copy_s(avoided) / window,
+            below_threshold: false,
         });
     }
 
@@ -424,7 +460,7 @@ pub fn advise(
             recommendation: "already zero-copy: nothing to change".into(),
             evidence: ev(
                 format!(
-                    "moves {} zero-copy ({:.0}% of the bytes it moves) over {window:.1} s",
+                    "moves {} zero-copy ({:.0}% of the bytes it moves) over {span}",
                     human(rate(zero, window)),
                     100.0 * zero / (zero + copied)
                 ),
@@ -434,7 +470,12 @@ pub fn advise(
                 ],
             ),
             estimated_cpu_seconds_saved_per_second: 0.0,
+            below_threshold: false,
         });
+    }
+    for f in &mut out {
+        f.below_threshold =
+            f.pattern != "zero_copy" && f.estimated_cpu_seconds_saved_per_second < th.min_cpu_saved;
     }
     out.sort_by(|a, b| {
         b.estimated_cpu_seconds_saved_per_second
@@ -645,6 +686,40 @@ mod tests {
             dirtied: 800 * M / 4096,
         });
         assert!(patterns(&p).is_empty(), "{:?}", patterns(&p));
+    }
+
+    #[test]
+    fn findings_under_the_minimum_saving_are_marked_and_zero_copy_never_is() {
+        // A cp of an 8 MiB file in 4 ms: read + write, file to file.
+        let p = workload(&[
+            ("read", "file", 128, 8 * M),
+            ("write", "file", 128, 8 * M),
+        ]);
+        let f = advise(&p, 0.004, &[], &CAL, &Thresholds::default());
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].pattern, "copy_file_range");
+        assert!(!f[0].below_threshold, "4 GiB/s of copies save more than 0.1% of a CPU");
+        assert!(f[0].evidence.summary.ends_with("over 4.0 ms"), "{}", f[0].evidence.summary);
+        let th = Thresholds {
+            min_cpu_saved: 10.0,
+            ..Thresholds::default()
+        };
+        let f = advise(&p, 0.004, &[], &CAL, &th);
+        assert!(f[0].below_threshold, "{f:?}");
+        let zero = workload(&[("sendfile64", "file->socket", 10, 400 * M)]);
+        let f = advise(&zero, W, &[], &CAL, &th);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].pattern, "zero_copy");
+        assert!(!f[0].below_threshold);
+    }
+
+    #[test]
+    fn windows_under_a_second_are_said_in_milliseconds() {
+        assert_eq!(span(0.0000004), "0.0 ms");
+        assert_eq!(span(0.0035), "3.5 ms");
+        assert_eq!(span(0.25), "250 ms");
+        assert_eq!(span(1.0), "1.0 s");
+        assert_eq!(span(12.34), "12.3 s");
     }
 
     #[test]

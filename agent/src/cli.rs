@@ -333,6 +333,13 @@ pub struct AdviceArgs {
     /// Share (0-1) of bytes moved zero-copy at or above which a process is reported zero-copy.
     #[arg(long, env = "COPYSCOPE_ADVISE_ZERO_COPY_SHARE", default_value_t = 0.5, value_parser = parse_fraction)]
     pub advise_zero_copy_share: f64,
+    /// CPU seconds per second (0.001: 0.1% of one CPU) a finding must save to be reported.
+    #[arg(long, env = "COPYSCOPE_ADVISE_MIN_SAVING", default_value_t = 0.001, value_parser = parse_nonneg)]
+    pub advise_min_saving: f64,
+    /// Also list the findings below --advise-min-saving in the JSON, marked
+    /// `"below_threshold": true` (never in the metrics).
+    #[arg(long, env = "COPYSCOPE_ADVISE_ALL")]
+    pub advise_all: bool,
 }
 
 impl AdviceArgs {
@@ -342,6 +349,8 @@ impl AdviceArgs {
             min_ratio: self.advise_min_ratio,
             directio_max_hit_ratio: self.advise_directio_hit_ratio,
             zero_copy_share: self.advise_zero_copy_share,
+            min_cpu_saved: self.advise_min_saving,
+            list_below: self.advise_all,
         };
         t.check().map_err(anyhow::Error::msg)?;
         Ok(t)
@@ -420,6 +429,19 @@ mod tests {
         let Command::Run(a) = c.command else { panic!() };
         assert_eq!(a.listen.port(), 0);
         assert_eq!(a.interval, 5.0);
+        let th = a.advice.thresholds().unwrap();
+        assert_eq!((th.min_cpu_saved, th.list_below), (0.001, false));
+        let c = Cli::try_parse_from([
+            "copyscope",
+            "run",
+            "--advise-min-saving",
+            "0.05",
+            "--advise-all",
+        ])
+        .unwrap();
+        let Command::Run(a) = c.command else { panic!() };
+        let th = a.advice.thresholds().unwrap();
+        assert_eq!((th.min_cpu_saved, th.list_below), (0.05, true));
         for bad in [
             vec!["--listen", "localhost"],
             vec!["--listen", "1.2.3.4:99999"],
@@ -428,6 +450,8 @@ mod tests {
             vec!["--advise-min-ratio", "2"],
             vec!["--advise-min-rate", "-5"],
             vec!["--advise-directio-hit-ratio", "x"],
+            vec!["--advise-min-saving", "-0.1"],
+            vec!["--advise-min-saving", "NaN"],
             vec!["--no-such-flag"],
         ] {
             let mut argv = vec!["copyscope", "run"];

@@ -167,7 +167,8 @@ impl Exporter {
             });
             workload::merge(&mut t.row, row);
             t.last_active = self.windows;
-            for f in findings {
+            // Findings under the minimum saving are never exported.
+            for f in findings.into_iter().filter(|f| !f.below_threshold) {
                 *t.saved.entry(f.pattern.clone()).or_default() +=
                     f.estimated_cpu_seconds_saved_per_second * s.duration_seconds;
                 advice.push(ProcessAdvice {

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::model::Snapshot;
+use crate::model::{ProcessAdvice, Snapshot};
 
 /// Bytes with a binary unit, three significant figures.
 pub fn bytes(n: u64) -> String {
@@ -141,29 +141,72 @@ pub fn table(s: &Snapshot) -> String {
     if s.processes.iter().any(|p| p.exited) {
         let _ = writeln!(o, "\n* exited during the window; counts are final");
     }
-    if !s.advice.is_empty() {
+    let groups = advice_groups(&s.advice);
+    if !groups.is_empty() {
         let _ = writeln!(o);
         let _ = writeln!(
             o,
             "ADVICE (estimated CPU saved, from this host's calibration)"
         );
-        for a in &s.advice {
-            let who = match a.pid {
-                Some(pid) => format!("{pid} {}", a.comm),
-                None => a.comm.clone(),
-            };
+        for g in &groups {
+            let a = g[0];
             let f = &a.finding;
-            let _ = writeln!(
-                o,
-                "  {who}: {} -> saves {:.1}% of a CPU\n    {}\n    evidence: {}",
-                f.pattern,
-                100.0 * f.estimated_cpu_seconds_saved_per_second,
-                f.recommendation,
-                f.evidence.summary
-            );
+            let container = a
+                .container_id
+                .as_deref()
+                .map(|c| format!(", container {}", &c[..c.len().min(12)]))
+                .unwrap_or_default();
+            if g.len() == 1 {
+                let who = match a.pid {
+                    Some(pid) => format!("{pid} {}{container}", a.comm),
+                    None => format!("{}{container}", a.comm),
+                };
+                let _ = writeln!(
+                    o,
+                    "  {who}: {} -> saves {:.1}% of a CPU\n    {}\n    evidence: {}",
+                    f.pattern,
+                    100.0 * f.estimated_cpu_seconds_saved_per_second,
+                    f.recommendation,
+                    f.evidence.summary
+                );
+            } else {
+                let total: f64 = g
+                    .iter()
+                    .map(|a| a.finding.estimated_cpu_seconds_saved_per_second)
+                    .sum();
+                let _ = writeln!(
+                    o,
+                    "  {} ({} processes{container}): {} -> saves {:.1}% of a CPU together\n    {}\n    evidence (the largest): {}",
+                    a.comm,
+                    g.len(),
+                    f.pattern,
+                    100.0 * total,
+                    f.recommendation,
+                    f.evidence.summary
+                );
+            }
         }
     }
     o
+}
+
+/// The findings worth a line (above the minimum saving), one group per command,
+/// container and pattern, biggest saving first: repeated short-lived processes (a `cp` in
+/// a loop) are one line with their count.
+fn advice_groups(advice: &[ProcessAdvice]) -> Vec<Vec<&ProcessAdvice>> {
+    let mut groups: Vec<Vec<&ProcessAdvice>> = Vec::new();
+    for a in advice.iter().filter(|a| !a.finding.below_threshold) {
+        let same = |g: &&mut Vec<&ProcessAdvice>| {
+            g[0].comm == a.comm
+                && g[0].container_id == a.container_id
+                && g[0].finding.pattern == a.finding.pattern
+        };
+        match groups.iter_mut().find(same) {
+            Some(g) => g.push(a),
+            None => groups.push(vec![a]),
+        }
+    }
+    groups
 }
 
 #[cfg(test)]
@@ -176,5 +219,64 @@ mod tests {
         assert_eq!(bytes(1023), "1023 B");
         assert_eq!(bytes(1536), "1.5 KiB");
         assert_eq!(bytes(200 * 1024 * 1024), "200 MiB");
+    }
+
+    fn finding(pid: u32, comm: &str, pattern: &str, saved: f64, below: bool) -> ProcessAdvice {
+        ProcessAdvice {
+            pid: Some(pid),
+            comm: comm.into(),
+            container_id: None,
+            finding: crate::advisor::Finding {
+                pattern: pattern.into(),
+                recommendation: format!("use {pattern}"),
+                evidence: crate::advisor::Evidence {
+                    window_seconds: 0.004,
+                    summary: format!("pid {pid}"),
+                    figures: Default::default(),
+                },
+                estimated_cpu_seconds_saved_per_second: saved,
+                below_threshold: below,
+            },
+        }
+    }
+
+    #[test]
+    fn repeated_short_lived_processes_are_one_advice_line_with_their_count() {
+        let advice = vec![
+            finding(10, "nginx", "sendfile", 0.2, false),
+            finding(21, "cp", "copy_file_range", 0.004, false),
+            finding(22, "cp", "copy_file_range", 0.003, false),
+            finding(23, "cp", "copy_file_range", 0.002, false),
+            finding(24, "cp", "copy_file_range", 0.0000002, true),
+        ];
+        let groups = advice_groups(&advice);
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups[0].len(), 1);
+        assert_eq!(
+            groups[1].iter().map(|a| a.pid.unwrap()).collect::<Vec<_>>(),
+            [21, 22, 23],
+            "the finding below the minimum saving is left out"
+        );
+        let mut snap = crate::tui::fixtures::snapshot();
+        snap.advice = advice;
+        let text = table(&snap);
+        assert!(
+            text.contains("  10 nginx: sendfile -> saves 20.0% of a CPU"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "  cp (3 processes): copy_file_range -> saves 0.9% of a CPU together\n    use copy_file_range\n    evidence (the largest): pid 21"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("pid 24"), "{text}");
+    }
+
+    #[test]
+    fn advice_with_nothing_above_the_minimum_prints_no_section() {
+        let mut snap = crate::tui::fixtures::snapshot();
+        snap.advice = vec![finding(24, "cp", "copy_file_range", 0.0000002, true)];
+        assert!(!table(&snap).contains("ADVICE"));
     }
 }

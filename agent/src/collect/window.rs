@@ -273,6 +273,7 @@ pub fn advice(
             };
             advisor::advise(p, s.duration_seconds, &sizes, cal, th)
                 .into_iter()
+                .filter(|f| !f.below_threshold || th.list_below)
                 .map(|f| model::ProcessAdvice {
                     pid: Some(p.pid),
                     comm: p.comm.clone(),

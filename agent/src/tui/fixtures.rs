@@ -87,6 +87,7 @@ fn advice(pid: u32, comm: &str, pattern: &str, saved: f64, summary: &str) -> Pro
                 figures: BTreeMap::from([("file_read_bytes_per_second".into(), 2.0e8)]),
             },
             estimated_cpu_seconds_saved_per_second: saved,
+            below_threshold: false,
         },
     }
 }

@@ -7,7 +7,7 @@ pub mod source;
 pub mod view;
 
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
