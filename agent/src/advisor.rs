@@ -691,15 +691,19 @@ mod tests {
     #[test]
     fn findings_under_the_minimum_saving_are_marked_and_zero_copy_never_is() {
         // A cp of an 8 MiB file in 4 ms: read + write, file to file.
-        let p = workload(&[
-            ("read", "file", 128, 8 * M),
-            ("write", "file", 128, 8 * M),
-        ]);
+        let p = workload(&[("read", "file", 128, 8 * M), ("write", "file", 128, 8 * M)]);
         let f = advise(&p, 0.004, &[], &CAL, &Thresholds::default());
         assert_eq!(f.len(), 1, "{f:?}");
         assert_eq!(f[0].pattern, "copy_file_range");
-        assert!(!f[0].below_threshold, "4 GiB/s of copies save more than 0.1% of a CPU");
-        assert!(f[0].evidence.summary.ends_with("over 4.0 ms"), "{}", f[0].evidence.summary);
+        assert!(
+            !f[0].below_threshold,
+            "4 GiB/s of copies save more than 0.1% of a CPU"
+        );
+        assert!(
+            f[0].evidence.summary.ends_with("over 4.0 ms"),
+            "{}",
+            f[0].evidence.summary
+        );
         let th = Thresholds {
             min_cpu_saved: 10.0,
             ..Thresholds::default()

@@ -434,3 +434,45 @@ fn per_syscall_tracepoint_fallback_counts_exactly_too() {
         }
     );
 }
+
+/// dd (coreutils here, busybox in the QEMU guests) from /dev/zero to /dev/null: every call
+/// counted, on the `null` fd kind, and none of its bytes counted as a CPU copy (the read
+/// fills memory with zeros, the write is discarded).
+#[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
+fn dd_from_dev_zero_to_dev_null_moves_no_byte_through_a_copy() {
+    require_kernel!();
+    const BLOCKS: u64 = 1000;
+    const BS: u64 = 65536;
+    let out = Command::new(COPYSCOPE)
+        .args([
+            "snapshot",
+            "--json",
+            "--",
+            "dd",
+            "if=/dev/zero",
+            "of=/dev/null",
+        ])
+        .arg(format!("bs={BS}"))
+        .arg(format!("count={BLOCKS}"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("running copyscope snapshot -- dd");
+    assert_ok(&out, "copyscope snapshot -- dd");
+    let snap: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let p = command_process(&snap);
+    let s = slack(&snap);
+    let want = Row {
+        calls: BLOCKS,
+        bytes: BLOCKS * BS,
+        errors: 0,
+    };
+    assert_counted(s, row(p, "read", "null"), want, BS);
+    assert_counted(s, row(p, "write", "null"), want, BS);
+    // What is left is dd's start-up (its libraries, the locale) and its report on stderr.
+    let copied = num(p, &["cpu_copy_bytes", "to_user"]) + num(p, &["cpu_copy_bytes", "from_user"]);
+    assert!(
+        copied < BS * BLOCKS / 16,
+        "dd /dev/zero -> /dev/null counted {copied} bytes of CPU copies: {p:#}"
+    );
+}

@@ -150,7 +150,29 @@ impl Collector {
 
 /// The comm of a live process, from /proc.
 pub fn proc_comm(pid: u32) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+    // Bytes, not read_to_string: a comm need not be UTF-8 (prctl(PR_SET_NAME) takes any
+    // bytes); an invalid one is shown lossily rather than lost as "?".
+    std::fs::read(format!("/proc/{pid}/comm"))
         .ok()
-        .map(|s| crate::procfs::parse_comm(&s))
+        .map(|b| crate::procfs::parse_comm(&String::from_utf8_lossy(&b)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::proc_comm;
+
+    #[test]
+    fn a_comm_that_is_not_utf8_is_read_lossily_not_lost() {
+        // This test's own thread, renamed with bytes that are not UTF-8.
+        let name = b"bad\xff\xfename\0";
+        // SAFETY: PR_SET_NAME with a NUL-terminated buffer of at most 16 bytes.
+        assert_eq!(unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) }, 0);
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() } as u32;
+        assert_eq!(
+            proc_comm(tid).as_deref(),
+            Some("bad\u{FFFD}\u{FFFD}name"),
+            "the comm is kept, with each invalid byte replaced"
+        );
+    }
 }

@@ -189,6 +189,10 @@ fn struct_offsets(btf: &btf::Btf) -> Result<Vec<(&'static str, u64)>> {
             globals::OFF_INODE_MODE,
             btf.member_offset("inode", "i_mode")?,
         ),
+        (
+            globals::OFF_INODE_RDEV,
+            btf.member_offset("inode", "i_rdev")?,
+        ),
     ];
     for (g, (st, member, extra)) in [
         globals::OFF_REGS_ARG0,

@@ -371,8 +371,8 @@ pub struct Window<'a> {
 /// Bytes copied by the CPU, derived from the syscalls, by the fd kind they went through.
 #[derive(Debug, Default, Clone, Copy)]
 struct SyscallCopies {
-    to_user: [u64; 6],
-    from_user: [u64; 6],
+    to_user: [u64; FdKind::COUNT],
+    from_user: [u64; FdKind::COUNT],
 }
 
 /// Fold one row into a process's derived figures.
@@ -387,6 +387,9 @@ fn derive(p: &mut ProcessRow, c: &mut SyscallCopies, key: &SyscallKey, v: &Sysca
     let k = kind as usize;
     match spec.flow {
         Flow::ToUser | Flow::FromUser if kind == FdKind::FileDirect => p.direct_io_bytes += v.bytes,
+        // /dev/null and /dev/zero: a write is discarded, a read fills the buffer with
+        // zeros; no byte is copied between the kernel and the user.
+        Flow::ToUser | Flow::FromUser if kind == FdKind::Null => {}
         Flow::ToUser => c.to_user[k] += v.bytes,
         Flow::FromUser => c.from_user[k] += v.bytes,
         Flow::ZeroCopy => p.zero_copy_bytes += v.bytes,
@@ -607,6 +610,52 @@ mod tests {
         );
         assert!(!d.contains_key(&k2), "unchanged rows are left out");
         assert_eq!(d[&k3].calls, 1);
+    }
+
+    #[test]
+    fn null_and_zero_devices_are_calls_but_not_copies() {
+        // dd if=/dev/zero of=/dev/null: a read that fills memory with zeros and a write
+        // that is discarded; neither copies a byte between kernel and user.
+        let mut rows = HashMap::new();
+        rows.insert(
+            key(9, "read", FdKind::Null, FdKind::None),
+            st(1000, 1 << 30),
+        );
+        rows.insert(
+            key(9, "write", FdKind::Null, FdKind::None),
+            st(1000, 1 << 30),
+        );
+        rows.insert(key(9, "read", FdKind::Other, FdKind::None), st(1, 32));
+        let ps = processes(&win(&rows, &HashMap::new()), &|_| Some("dd".into()));
+        let p = &ps[0];
+        assert_eq!(p.calls, 2001);
+        assert_eq!(
+            p.cpu_copy_bytes,
+            CpuCopy {
+                to_user: 32,
+                from_user: 0
+            }
+        );
+        assert!(
+            p.syscalls
+                .iter()
+                .any(|r| r.fd_kind == "null" && r.bytes == 1 << 30)
+        );
+        // The device numbers: MKDEV(1, 3) null, (1, 5) zero, (1, 7) full; (1, 8) random
+        // copies its bytes, and (4, 3) is a tty.
+        let dev = |major: u32, minor: u32| FdKind::classify_device(major << 20 | minor);
+        assert_eq!(
+            [dev(1, 3), dev(1, 5), dev(1, 7), dev(1, 8), dev(4, 3)],
+            [
+                FdKind::Null,
+                FdKind::Null,
+                FdKind::Null,
+                FdKind::Other,
+                FdKind::Other
+            ]
+        );
+        assert!(FdKind::is_char_device(0o020666));
+        assert!(!FdKind::is_char_device(0o100644));
     }
 
     #[test]

@@ -91,6 +91,8 @@ pub mod globals {
     pub const OFF_FILE_INODE: &str = "OFF_FILE_INODE";
     pub const OFF_FILE_FLAGS: &str = "OFF_FILE_FLAGS";
     pub const OFF_INODE_MODE: &str = "OFF_INODE_MODE";
+    /// `inode.i_rdev`: which character device (null and zero copy nothing).
+    pub const OFF_INODE_RDEV: &str = "OFF_INODE_RDEV";
     /// Offsets of the first three syscall argument registers in `struct pt_regs`.
     pub const OFF_REGS_ARG0: &str = "OFF_REGS_ARG0";
     pub const OFF_REGS_ARG1: &str = "OFF_REGS_ARG1";
@@ -282,6 +284,9 @@ pub enum FdKind {
     Pipe = 4,
     /// Anything else, including fds that were not open.
     Other = 5,
+    /// /dev/null, /dev/zero or /dev/full: memory devices that move no data through a
+    /// copy (a write is discarded, a read fills the buffer with zeros).
+    Null = 6,
 }
 
 impl FdKind {
@@ -292,6 +297,7 @@ impl FdKind {
             3 => FdKind::Socket,
             4 => FdKind::Pipe,
             5 => FdKind::Other,
+            6 => FdKind::Null,
             _ => FdKind::None,
         }
     }
@@ -303,6 +309,24 @@ impl FdKind {
             FdKind::Socket => "socket",
             FdKind::Pipe => "pipe",
             FdKind::Other => "other",
+            FdKind::Null => "null",
+        }
+    }
+    /// How many kinds there are (for arrays indexed by kind).
+    pub const COUNT: usize = 7;
+    /// Whether the inode is a character device that needs its device number
+    /// ([`FdKind::classify_device`]) to be told apart.
+    pub const fn is_char_device(i_mode: u16) -> bool {
+        i_mode & 0o170000 == 0o020000
+    }
+    /// A character device from its kernel-internal device number (`inode->i_rdev`,
+    /// `MKDEV(major, minor) = major << 20 | minor`): major 1 is the memory devices, of which
+    /// null (3), zero (5) and full (7) copy nothing.
+    pub const fn classify_device(i_rdev: u32) -> FdKind {
+        const MEM_MAJOR: u32 = 1;
+        match (i_rdev >> 20, i_rdev & 0xfffff) {
+            (MEM_MAJOR, 3 | 5 | 7) => FdKind::Null,
+            _ => FdKind::Other,
         }
     }
     /// Classify from `inode->i_mode` and `file->f_flags`.

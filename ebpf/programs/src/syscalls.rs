@@ -42,6 +42,8 @@ static OFF_FILE_FLAGS: u64 = 0;
 #[unsafe(no_mangle)]
 static OFF_INODE_MODE: u64 = 0;
 #[unsafe(no_mangle)]
+static OFF_INODE_RDEV: u64 = 0;
+#[unsafe(no_mangle)]
 static OFF_REGS_ARG0: u64 = 0;
 #[unsafe(no_mangle)]
 static OFF_REGS_ARG1: u64 = 0;
@@ -439,6 +441,11 @@ unsafe fn classify_slot(fds: *const u8, fd: u64) -> Result<FdKind, i64> {
         let inode: *const u8 = read(file, global(&OFF_FILE_INODE))?;
         let flags: u32 = read(file, global(&OFF_FILE_FLAGS))?;
         let mode: u16 = read(inode, global(&OFF_INODE_MODE))?;
+        if FdKind::is_char_device(mode) {
+            // Only character devices pay for the second read.
+            let rdev: u32 = read(inode, global(&OFF_INODE_RDEV))?;
+            return Ok(FdKind::classify_device(rdev));
+        }
         Ok(FdKind::classify(mode, flags))
     }
 }
