@@ -4,6 +4,7 @@
 pub mod advisor;
 pub mod bench;
 pub mod calibrate;
+pub mod cgroups;
 pub mod cli;
 pub mod collect;
 pub mod commands;

@@ -78,14 +78,25 @@ fn window(processes: Vec<ProcessRow>) -> Snapshot {
     }
 }
 
+/// The scenario's findings save a few hundredths of a percent of a CPU: under the default
+/// minimum saving (0.1%), so these expositions are made with `--advise-min-saving 0.0001`.
+const MIN_SAVING: f64 = 0.0001;
+
 fn exporter(max_workloads: usize, pid_labels: bool) -> Exporter {
+    exporter_with(max_workloads, pid_labels, MIN_SAVING)
+}
+
+fn exporter_with(max_workloads: usize, pid_labels: bool, min_cpu_saved: f64) -> Exporter {
     Exporter::new(
         Options {
             max_workloads,
             pid_labels,
             idle_windows: 3,
         },
-        Thresholds::default(),
+        Thresholds {
+            min_cpu_saved,
+            ..Thresholds::default()
+        },
         Calibration {
             memcpy_bytes_per_second: 8e9,
             syscall_seconds: 200e-9,
@@ -202,6 +213,42 @@ fn exposition_by_workload_matches_the_golden_file_and_lints_clean() {
     );
     assert!(text.contains("copyscope_advice_estimated_cpu_saved_seconds_total{comm=\"nginx\",container_id=\"\",pattern=\"sendfile\"}"));
     assert!(!text.contains("pid="));
+}
+
+#[test]
+fn findings_under_the_minimum_saving_are_never_exported() {
+    // The same scenario with the default minimum (0.1% of a CPU): nginx's first window
+    // (100 MiB served through user memory) is worth a finding, its second (10 MiB) is not.
+    // The last window's finding has no series, and the saving counter holds the first
+    // window's alone.
+    let saved = |text: &str| {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(
+                    "copyscope_advice_estimated_cpu_saved_seconds_total{comm=\"nginx\",container_id=\"\",pattern=\"sendfile\"} ",
+                )
+            })
+            .map(|v| v.parse::<f64>().unwrap())
+            .unwrap_or_else(|| panic!("no saving for nginx:\n{text}"))
+    };
+    let all = scenario(&mut exporter(100, false));
+    let text = scenario(&mut exporter_with(
+        100,
+        false,
+        Thresholds::default().min_cpu_saved,
+    ));
+    assert!(!text.contains("copyscope_advice_info{"), "{text}");
+    assert!(
+        !text.contains("copyscope_advice_estimated_cpu_saved_ratio{comm=\"nginx\""),
+        "{text}"
+    );
+    assert!(
+        saved(&text) < saved(&all),
+        "the second window's finding, under the minimum, added nothing: {} of {}",
+        saved(&text),
+        saved(&all)
+    );
+    assert!(text.contains("copyscope_syscalls_total{comm=\"nginx\""));
 }
 
 #[test]

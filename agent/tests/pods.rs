@@ -214,3 +214,190 @@ fn a_node_name_without_an_api_server_is_a_clear_error() {
         "{err}"
     );
 }
+
+/// Short-lived processes in a container: `procs` of them, each making `calls` pwrite(1)
+/// calls under the comm `name`, spawned by a process that moved itself into the
+/// container's cgroup first. Each is gone long before its window is reported.
+fn short_lived_in(container: &FakeContainer, file: &std::path::Path, name: &str) -> Command {
+    let mut c = container.command(&[
+        WORKLOAD,
+        "spawn",
+        &SHORT_PROCS.to_string(),
+        "4",
+        "--comm",
+        name,
+        "pwrite",
+        file.to_str().unwrap(),
+        &SHORT_CALLS.to_string(),
+        "1",
+    ]);
+    c.stdin(Stdio::null()).env(
+        "COPYSCOPE_WORKLOAD_OUT",
+        file.with_extension(format!("{name}.json")),
+    );
+    c
+}
+
+const SHORT_PROCS: u64 = 40;
+const SHORT_CALLS: u64 = 1000;
+
+/// A unique comm for this run's short-lived workload (15 bytes at most).
+fn short_comm(tag: &str) -> String {
+    format!("{tag}{}", std::process::id() % 100_000)
+}
+
+#[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
+fn short_lived_processes_are_billed_to_their_container_under_snapshot() {
+    require_kernel!();
+    let d = scratch("pods-short-snapshot");
+    let file = d.join("pwrite.bin");
+    let (a, b) = (id(5), id(6));
+    for (container, id, tag) in [
+        (
+            FakeContainer::new("5a5a5a5a-1111-4111-8111-111111111111", &a),
+            &a,
+            "ctrd",
+        ),
+        (
+            FakeContainer::crio("5a5a5a5a-2222-4222-8222-222222222222", &b),
+            &b,
+            "crio",
+        ),
+    ] {
+        let name = short_comm(tag);
+        let cmd = short_lived_in(&container, &file, &name);
+        let argv: Vec<String> = std::iter::once(cmd.get_program())
+            .chain(cmd.get_args())
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let out = Command::new(COPYSCOPE)
+            .args(["snapshot", "--json", "--"])
+            .args(&argv)
+            .envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))))
+            .stdin(Stdio::null())
+            .output()
+            .expect("copyscope snapshot -- spawn in a container");
+        common::assert_ok(&out, "copyscope snapshot -- spawn in a container");
+        let snap: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mine: Vec<&serde_json::Value> = snap["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["comm"] == name.as_str())
+            .collect();
+        assert_eq!(
+            mine.len() as u64,
+            SHORT_PROCS,
+            "{tag}: every process is listed"
+        );
+        for p in &mine {
+            assert_eq!(p["exited"], true, "{tag}: {p:#}");
+            assert_eq!(
+                p["container_id"].as_str(),
+                Some(id.as_str()),
+                "{tag}: an exited process is billed to its container: {p:#}"
+            );
+        }
+        let calls: u64 = mine
+            .iter()
+            .map(|p| common::row(p, "pwrite64", "file").calls)
+            .sum();
+        common::assert_near(
+            common::slack(&snap),
+            calls,
+            SHORT_PROCS * SHORT_CALLS,
+            1,
+            &format!("{tag}: pwrite64 calls in the container"),
+        );
+    }
+}
+
+/// `f` until it gives a value, for at most `limit`.
+fn wait_for_or<T>(limit: std::time::Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = std::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if std::time::Instant::now() > end {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// The value of the one series `prefix{labels} value` in an exposition, if present.
+fn series_value(metrics: &str, prefix: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix)?.trim().parse().ok())
+}
+
+#[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
+fn short_lived_processes_are_billed_to_their_container_and_pod_under_run() {
+    require_kernel!();
+    let d = scratch("pods-short-run");
+    let token = d.join("token");
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    let (server, init, job) = (id(7), id(8), id(9));
+    let vars = [
+        ("NODE", NODE),
+        ("SERVER", server.as_str()),
+        ("INIT", init.as_str()),
+        ("JOB", job.as_str()),
+        ("RV", "51000"),
+    ];
+    let api = FakeApi::start(
+        &d,
+        vec![Reply::Json(200, fixture("pods-list.json", &vars))],
+        vec![Reply::Watch(Vec::new(), Gate::default())],
+    );
+    let agent = api.start_agent(NODE, &token);
+    let file = d.join("pwrite.bin");
+    let containerd = FakeContainer::new("6b1d2f4e-8c3a-4e7b-9f21-0a5c7d3e9b11", &server);
+    let crio = FakeContainer::crio("7c2e3f5a-9d4b-4f8c-8a32-1b6d8e4f0c22", &init);
+    for (container, id, tag, pod) in [
+        (&containerd, &server, "ctrd", ("web-0", "shop", "server")),
+        (&crio, &init, "crio", ("web-0", "shop", "migrate")),
+    ] {
+        let name = short_comm(tag);
+        let out = short_lived_in(container, &file, &name)
+            .output()
+            .expect("spawning in the container");
+        common::assert_ok(&out, "spawn in the container");
+        let calls = format!(
+            "copyscope_syscalls_total{{comm=\"{name}\",container_id=\"{id}\",syscall=\"pwrite64\",fd_kind=\"file\"}}"
+        );
+        let info = info_line(id, pod.0, pod.1, pod.2);
+        let want = (SHORT_PROCS * SHORT_CALLS) as f64;
+        let mut last = String::new();
+        let m = wait_for_or(WAIT, || {
+            last = agent.metrics();
+            (series_value(&last, &calls).is_some_and(|v| v >= want) && last.contains(&info))
+                .then(|| last.clone())
+        })
+        .unwrap_or_else(|| {
+            let mine: Vec<&str> = last
+                .lines()
+                .filter(|l| l.contains(&name) || l.starts_with("copyscope_container_info"))
+                .collect();
+            panic!(
+                "{tag}: the short-lived processes' calls never reached {want} in {id}:\n{}",
+                mine.join("\n")
+            )
+        });
+        assert_eq!(
+            series_value(&m, &calls),
+            Some(want),
+            "{tag}: every call billed to the container {id}"
+        );
+        // Nothing of this comm outside the container.
+        let outside = format!("copyscope_syscalls_total{{comm=\"{name}\",container_id=\"\"");
+        assert!(
+            !m.contains(&outside),
+            "{tag}: calls billed outside the container:\n{m}"
+        );
+    }
+}

@@ -28,6 +28,7 @@ pub struct Collector {
     retired: HashMap<SyscallKey, SyscallStats>,
     /// comm of every process seen exiting.
     exited_comms: HashMap<u32, String>,
+    exited_cgroups: HashMap<u32, u64>,
     /// Every process ever placed in the watched set (the command and its descendants).
     watched_seen: HashSet<u32>,
 }
@@ -54,6 +55,7 @@ impl Collector {
             copy: ProcMap::new(maps::COPY_STATS, take(maps::COPY_STATS)?)?,
             retired: HashMap::new(),
             exited_comms: HashMap::new(),
+            exited_cgroups: HashMap::new(),
             watched_seen: HashSet::new(),
         })
     }
@@ -102,6 +104,9 @@ impl Collector {
         }
         for (tgid, rec) in gone {
             self.exited_comms.insert(tgid, comm_str(&rec.comm));
+            if rec.cgroup_id != 0 {
+                self.exited_cgroups.insert(tgid, rec.cgroup_id);
+            }
             let _ = self.exited.remove(&tgid);
             let _ = self.watched.remove(&tgid);
         }
@@ -119,12 +124,17 @@ impl Collector {
             .map(|k| k.tgid)
             .chain(sched.keys().copied())
             .chain(cache.keys().copied());
-        let exited = tgids
+        let exited: HashMap<u32, String> = tgids
             .filter_map(|t| self.exited_comms.get(&t).map(|c| (t, c.clone())))
+            .collect();
+        let exited_cgroups = exited
+            .keys()
+            .filter_map(|t| self.exited_cgroups.get(t).map(|c| (*t, *c)))
             .collect();
         Ok(Counts {
             rows,
             exited,
+            exited_cgroups,
             drops,
             sched,
             cache,
@@ -144,6 +154,7 @@ impl Collector {
         gone.extend(self.cache.forget_retired());
         gone.extend(self.copy.forget_retired());
         gone.extend(self.exited_comms.drain().map(|(t, _)| t));
+        self.exited_cgroups.clear();
         gone
     }
 }

@@ -12,6 +12,7 @@ use copyscope_common::{limits, maps};
 
 use crate::{
     advisor::{self, Calibration, Thresholds},
+    cgroups::Containers,
     collect::{
         footprint::MapMemory,
         syscalls::{Collector, proc_comm},
@@ -33,8 +34,9 @@ pub struct Sampler {
     prev: Counts,
     prev_stats: Vec<ProgramStat>,
     started: Instant,
-    /// Container ids of the pids seen, looked up once per pid while it lives.
-    containers: HashMap<u32, Option<String>>,
+    /// Container ids of the pids seen (looked up once per pid while it lives), and of the
+    /// cgroups exited processes were in.
+    containers: Containers,
     calibration: Calibration,
     thresholds: Thresholds,
     /// Pod names for container ids, when the Kubernetes API is watched.
@@ -86,7 +88,7 @@ impl Sampler {
             prev,
             prev_stats: loader::program_stats(loaded),
             started: Instant::now(),
-            containers: HashMap::new(),
+            containers: Containers::new(),
             calibration,
             thresholds,
             pods: None,
@@ -98,7 +100,7 @@ impl Sampler {
     /// including the time no agent ran, go into the next window.
     pub fn restore(&mut self, saved: SamplerSaved) {
         self.prev = saved.prev.into();
-        self.containers = saved.containers.into_iter().collect();
+        self.containers.restore(saved.containers);
         self.prev_stats = saved.prev_stats;
         self.earlier_agents = saved.agents.into_iter().collect();
         self.earlier_agents.remove(&std::process::id());
@@ -114,11 +116,7 @@ impl Sampler {
         agents.push(std::process::id());
         SamplerSaved {
             prev: (&self.prev).into(),
-            containers: self
-                .containers
-                .iter()
-                .map(|(p, c)| (*p, c.clone()))
-                .collect(),
+            containers: self.containers.saved(),
             prev_stats: self.prev_stats.clone(),
             agents,
         }
@@ -152,17 +150,7 @@ impl Sampler {
         );
         self.unnamed = defer_unnamed(&mut snapshot, &self.prev, &mut after, &self.unnamed);
         snapshot.calibration = Some(self.calibration);
-        for p in &mut snapshot.processes {
-            p.container_id = self
-                .containers
-                .entry(p.pid)
-                .or_insert_with(|| {
-                    std::fs::read_to_string(format!("/proc/{}/cgroup", p.pid))
-                        .ok()
-                        .and_then(|c| workload::container_id(&c))
-                })
-                .clone();
-        }
+        assign_containers(&mut snapshot, &after, &mut self.containers);
         let pods = self.pods.as_ref().map(|pods| {
             // In a pod the host name is the pod's: the node's name says more.
             snapshot.host = pods.node().to_string();
@@ -176,14 +164,9 @@ impl Sampler {
         let map_entries = map_entries(&after);
         let map_memory = self.map_memory.read();
         let gone = self.collector.forget_retired();
-        for pid in &gone {
-            self.containers.remove(pid);
-        }
+        self.containers.forget(&gone);
         after.forget(&gone);
         self.prev = after;
-        if self.containers.len() > 65_536 {
-            self.containers.clear();
-        }
         Ok(Sample {
             snapshot,
             programs,
@@ -253,6 +236,14 @@ pub fn window_snapshot(
         command: None,
         calibration: None,
         advice: Vec::new(),
+    }
+}
+
+/// Each process's container: by the cgroup the kernel saw it exit in when it has exited
+/// (short-lived processes are gone before their window is reported), else from /proc.
+pub fn assign_containers(snapshot: &mut Snapshot, counts: &Counts, containers: &mut Containers) {
+    for p in &mut snapshot.processes {
+        p.container_id = containers.of(p.pid, counts.exited_cgroups.get(&p.pid).copied());
     }
 }
 

@@ -102,6 +102,11 @@ pub fn run(args: &SnapshotArgs) -> Result<i32> {
         watch || args.pid.is_some(),
         missed_runs,
     );
+    crate::collect::window::assign_containers(
+        &mut snapshot,
+        &after,
+        &mut crate::cgroups::Containers::new(),
+    );
     snapshot.bpf_stats = bpf_stats;
     snapshot.command = command;
     snapshot.calibration = Some(calibration);

@@ -16,6 +16,9 @@ pub struct Counts {
     pub rows: HashMap<SyscallKey, SyscallStats>,
     /// Processes known to have exited, with their last comm.
     pub exited: HashMap<u32, String>,
+    /// Processes known to have exited, with the cgroup v2 id they exited in (when the
+    /// kernel gave one).
+    pub exited_cgroups: HashMap<u32, u64>,
     /// Kernel-side drops, by [`Counter`].
     pub drops: [u64; Counter::COUNT as usize],
     /// Per process (tgid): context switches, page-cache activity, copies at their source.
@@ -32,6 +35,7 @@ impl Counts {
         self.cache.retain(|t, _| !tgids.contains(t));
         self.copy.retain(|t, _| !tgids.contains(t));
         self.exited.retain(|t, _| !tgids.contains(t));
+        self.exited_cgroups.retain(|t, _| !tgids.contains(t));
     }
 }
 
@@ -40,6 +44,8 @@ impl Counts {
 pub struct CountsSaved {
     pub rows: Vec<(SyscallKey, SyscallStats)>,
     pub exited: Vec<(u32, String)>,
+    #[serde(default)]
+    pub exited_cgroups: Vec<(u32, u64)>,
     pub drops: Vec<u64>,
     pub sched: Vec<(u32, SchedStats)>,
     pub cache: Vec<(u32, CacheStats)>,
@@ -54,6 +60,7 @@ impl From<&Counts> for CountsSaved {
         CountsSaved {
             rows: list(&c.rows),
             exited: list(&c.exited),
+            exited_cgroups: list(&c.exited_cgroups),
             drops: c.drops.to_vec(),
             sched: list(&c.sched),
             cache: list(&c.cache),
@@ -71,6 +78,7 @@ impl From<CountsSaved> for Counts {
         Counts {
             rows: s.rows.into_iter().collect(),
             exited: s.exited.into_iter().collect(),
+            exited_cgroups: s.exited_cgroups.into_iter().collect(),
             drops,
             sched: s.sched.into_iter().collect(),
             cache: s.cache.into_iter().collect(),

@@ -298,22 +298,56 @@ pub fn events(name: &str, vars: &[(&str, &str)]) -> Vec<String> {
 /// `id` as their container id in /proc/PID/cgroup.
 pub struct FakeContainer {
     pub dir: PathBuf,
+    /// The hierarchy's mount point: the directories above `dir`, up to it, are ours.
+    root: PathBuf,
+}
+
+/// The cgroup v2 mount point (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on hybrid
+/// v1/v2 hosts), from /proc/self/mountinfo.
+fn cgroup2_mount() -> Option<PathBuf> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .ok()?
+        .lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            (right.split_whitespace().next()? == "cgroup2")
+                .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
+        })
 }
 
 impl FakeContainer {
+    /// A containerd container (systemd cgroup driver): `kubepods-pod<UID>.slice/
+    /// cri-containerd-<ID>.scope`, in the cgroup v2 hierarchy where there is one (the
+    /// kernel records a process's v2 cgroup at its exit), else in the v1 pids hierarchy.
     pub fn new(pod_uid: &str, id: &str) -> FakeContainer {
-        let root = Path::new("/sys/fs/cgroup");
-        let dir = if root.join("cgroup.controllers").exists() {
-            root.join(format!("copyscope-test-kubepods-pod{pod_uid}.slice"))
-                .join(format!("cri-containerd-{id}.scope"))
-        } else {
-            root.join("pids/copyscope-test-kubepods")
-                .join(format!("pod{pod_uid}"))
-                .join(id)
+        FakeContainer::make(pod_uid, &format!("cri-containerd-{id}.scope"), id)
+    }
+
+    /// A CRI-O container: `kubepods-pod<UID>.slice/crio-<ID>.scope`.
+    pub fn crio(pod_uid: &str, id: &str) -> FakeContainer {
+        FakeContainer::make(pod_uid, &format!("crio-{id}.scope"), id)
+    }
+
+    fn make(pod_uid: &str, scope: &str, id: &str) -> FakeContainer {
+        let (root, dir) = match cgroup2_mount() {
+            Some(root) => {
+                let dir = root
+                    .join(format!("copyscope-test-kubepods-pod{pod_uid}.slice"))
+                    .join(scope);
+                (root, dir)
+            }
+            None => {
+                let root = PathBuf::from("/sys/fs/cgroup/pids");
+                let dir = root
+                    .join("copyscope-test-kubepods")
+                    .join(format!("pod{pod_uid}"))
+                    .join(id);
+                (root, dir)
+            }
         };
         std::fs::create_dir_all(&dir)
             .unwrap_or_else(|e| panic!("creating the cgroup {}: {e}", dir.display()));
-        FakeContainer { dir }
+        FakeContainer { dir, root }
     }
 
     /// A shell command line that moves itself into the cgroup, then runs `argv`.
@@ -335,7 +369,7 @@ impl Drop for FakeContainer {
         // The processes have exited by now; the directories go bottom up.
         let mut d = Some(self.dir.as_path());
         while let Some(p) = d {
-            if p.ends_with("pids") || p == Path::new("/sys/fs/cgroup") {
+            if p == self.root || !p.starts_with(&self.root) {
                 break;
             }
             if std::fs::remove_dir(p).is_err() {

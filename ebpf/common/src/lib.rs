@@ -395,6 +395,9 @@ pub struct Inflight {
 pub struct Exited {
     pub comm: [u8; 16],
     pub exit_ns: u64,
+    /// The process's cgroup v2 id at its exit (bpf_get_current_cgroup_id(); the unified
+    /// hierarchy on hybrid hosts): its container once /proc has forgotten it.
+    pub cgroup_id: u64,
 }
 
 /// Value of `SCHED_STATS` (per-CPU, by tgid): context switches from sched_switch.
@@ -461,7 +464,7 @@ mod pod {
 const _: () = assert!(core::mem::size_of::<SyscallKey>() == 8);
 const _: () = assert!(core::mem::size_of::<SyscallStats>() == 32);
 const _: () = assert!(core::mem::size_of::<Inflight>() == 16);
-const _: () = assert!(core::mem::size_of::<Exited>() == 24);
+const _: () = assert!(core::mem::size_of::<Exited>() == 32);
 const _: () = assert!(core::mem::size_of::<SchedStats>() == 24);
 const _: () = assert!(core::mem::size_of::<CacheStats>() == 40);
 const _: () = assert!(core::mem::size_of::<CopyStats>() == 40);

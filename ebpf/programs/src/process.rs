@@ -2,7 +2,8 @@
 //! follow the descendants of a watched command.
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_ktime_get_ns, bpf_probe_read_kernel,
     },
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
@@ -57,6 +58,9 @@ fn try_process_exit(ctx: &TracePointContext) -> Result<(), i64> {
     let rec = Exited {
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
         exit_ns: unsafe { bpf_ktime_get_ns() },
+        // kernel/bpf/helpers.c: bpf_get_current_cgroup_id() (4.18): the default
+        // hierarchy's cgroup of the exiting task.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
     };
     if EXITED.insert(&tgid, &rec, 0).is_err() {
         count(Counter::ExitedFull);
