@@ -269,7 +269,7 @@ fn a_copy_of_a_cached_file_hits_the_cache_and_adds_its_copy_by_writes() {
     );
     let hits = cache_diff(&snap, &base, "hits");
     assert!(
-        hits.abs_diff(PAGES) <= TOLERANCE,
+        hits.abs_diff(PAGES) <= lookup_tolerance(&snap),
         "a copy of a cached file: {hits} hits for {PAGES} pages"
     );
     assert!(
@@ -277,6 +277,17 @@ fn a_copy_of_a_cached_file_hits_the_cache_and_adds_its_copy_by_writes() {
         "a copy of a cached file was told to use O_DIRECT: {:#}",
         snap["advice"]
     );
+}
+
+/// How far lookups (and so hits) may be from the pages read: the tracepoint counts each
+/// page a read asks for; before 6.12 lookups come from fentry/kprobe on
+/// mark_page_accessed/folio_mark_accessed, page accesses, which the kernel skips for some
+/// pages, so the figure is looser there (as in the cold and warm read test).
+fn lookup_tolerance(snap: &serde_json::Value) -> u64 {
+    match probe_method(snap, "pagecache", "lookups").as_deref() {
+        Some("tracepoint") => TOLERANCE,
+        _ => PAGES / 4,
+    }
 }
 
 /// Pages dirtied by overwriting every page of the file (folios read in, so the dirty
@@ -339,7 +350,7 @@ fn read_modify_write_misses_only_what_it_reads_and_dirties_what_it_writes() {
     assert!(cache_diff(&warm, &base, "added_by_writes") <= STARTUP);
     let hits = cache_diff(&warm, &base, "hits");
     assert!(
-        hits.abs_diff(PAGES) <= TOLERANCE,
+        hits.abs_diff(PAGES) <= lookup_tolerance(&warm),
         "warm read-modify-write: {hits} hits for {PAGES} pages"
     );
     assert_dirtied(&warm, s, cache_diff(&warm, &base, "dirtied"), "warm");
