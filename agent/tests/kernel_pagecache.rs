@@ -167,15 +167,16 @@ fn assert_pages(s: Slack, got: u64, want: u64, what: &str) {
     );
 }
 
-fn require_write_probes() -> Option<String> {
-    probe_missing("pagecache", "misses").or_else(|| probe_missing("pagecache", "dirtied"))
+/// Why the first of these page-cache probes is missing, if one is.
+fn missing(hooks: &[&str]) -> Option<String> {
+    hooks.iter().find_map(|h| probe_missing("pagecache", h))
 }
 
 #[test]
 #[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn a_pure_writer_adds_pages_by_writes_not_read_misses() {
     require_kernel!();
-    if let Some(why) = require_write_probes() {
+    if let Some(why) = missing(&["misses", "dirtied"]) {
         skip!(format!(
             "no page-cache add or dirty probe on this kernel: {why}"
         ));
@@ -222,7 +223,7 @@ fn a_pure_writer_adds_pages_by_writes_not_read_misses() {
 #[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn a_copy_of_a_cached_file_hits_the_cache_and_adds_its_copy_by_writes() {
     require_kernel!();
-    if let Some(why) = require_write_probes().or_else(|| probe_missing("pagecache", "lookups")) {
+    if let Some(why) = missing(&["misses", "dirtied", "lookups"]) {
         skip!(format!("no page-cache probe on this kernel: {why}"));
     }
     let d = scratch("pagecache-copy");
@@ -309,7 +310,7 @@ fn assert_dirtied(snap: &serde_json::Value, s: Slack, dirtied: u64, what: &str) 
 #[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
 fn read_modify_write_misses_only_what_it_reads_and_dirties_what_it_writes() {
     require_kernel!();
-    if let Some(why) = require_write_probes().or_else(|| probe_missing("pagecache", "lookups")) {
+    if let Some(why) = missing(&["misses", "dirtied", "lookups"]) {
         skip!(format!("no page-cache probe on this kernel: {why}"));
     }
     let d = scratch("pagecache-rmw");

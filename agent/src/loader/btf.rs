@@ -223,6 +223,11 @@ pub(crate) mod tests {
                 }
             }
         }
+        framed(&types, &strings)
+    }
+
+    /// A BTF blob: the header, then the type and string sections.
+    fn framed(types: &[u8], strings: &[u8]) -> Vec<u8> {
         let mut b = Vec::new();
         b.extend_from_slice(&MAGIC.to_le_bytes());
         b.extend_from_slice(&[1, 0]);
@@ -235,8 +240,8 @@ pub(crate) mod tests {
         ] {
             b.extend_from_slice(&v.to_le_bytes());
         }
-        b.extend_from_slice(&types);
-        b.extend_from_slice(&strings);
+        b.extend_from_slice(types);
+        b.extend_from_slice(strings);
         b
     }
 
@@ -315,21 +320,7 @@ pub(crate) mod tests {
         ] {
             types.extend_from_slice(&v.to_le_bytes());
         }
-        let mut b = Vec::new();
-        b.extend_from_slice(&MAGIC.to_le_bytes());
-        b.extend_from_slice(&[1, 0]);
-        for v in [
-            24u32,
-            0,
-            types.len() as u32,
-            types.len() as u32,
-            strings.len() as u32,
-        ] {
-            b.extend_from_slice(&v.to_le_bytes());
-        }
-        b.extend_from_slice(&types);
-        b.extend_from_slice(strings);
-        let btf = Btf::parse(&b).unwrap();
+        let btf = Btf::parse(&framed(&types, strings)).unwrap();
         assert_eq!(btf.enum_value("e", "A").unwrap(), 6);
         assert_eq!(btf.enum_value("e", "B").unwrap(), -1);
         let e = btf.enum_value("e", "C").unwrap_err().to_string();
