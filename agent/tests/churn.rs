@@ -357,16 +357,26 @@ fn folded_and_idle_workloads_are_counted_and_the_totals_still_add_up() {
     let d = scratch("evictions");
     let sink = d.join("pwritev2.bin");
     let sink = sink.to_str().unwrap();
-    // Two incumbents, moving far more bytes than anything else on the machine (1 MiB
-    // writes to /dev/null cost the CPU nothing), are running when the agent starts: its
-    // first window gives them the two workload slots.
+    // Two incumbents, moving far more bytes than anything else on the machine (100 MiB/s
+    // of 1 MiB pwrites over the same cached MiB of a file; writes to /dev/null would copy
+    // nothing, and so count no bytes), are running when the agent starts: its first
+    // window gives them the two workload slots.
     let incumbents: Vec<(String, Guard)> = ["inca", "incb"]
         .iter()
         .map(|t| {
             let c = comm(t);
+            let file = d.join(format!("{t}.bin"));
             let g = Guard(
                 Command::new(WORKLOAD)
-                    .args(["--comm", &c, "steady", "/dev/null", "600", "500", "1048576"])
+                    .args([
+                        "--comm",
+                        &c,
+                        "steady",
+                        file.to_str().unwrap(),
+                        "600",
+                        "100",
+                        "1048576",
+                    ])
                     .stdout(Stdio::null())
                     .spawn()
                     .unwrap(),
