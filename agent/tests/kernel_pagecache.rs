@@ -268,11 +268,24 @@ fn a_copy_of_a_cached_file_hits_the_cache_and_adds_its_copy_by_writes() {
         misses <= STARTUP,
         "a copy of a cached file: {misses} read misses: {snap:#}"
     );
-    let hits = cache_diff(&snap, &base, "hits");
-    assert!(
-        hits.abs_diff(PAGES) <= lookup_tolerance(&snap),
-        "a copy of a cached file: {hits} hits for {PAGES} pages"
-    );
+    // Hits from the differences of lookups and misses, not from the per-process hits,
+    // which are clamped at zero: a process's start-up may miss pages it looks up nowhere
+    // (its binary faulted in, as from the QEMU guests' 9p share).
+    let hits = cache_diff(&snap, &base, "lookups").saturating_sub(misses);
+    if probe_method(&snap, "pagecache", "lookups").as_deref() == Some("tracepoint") {
+        assert!(
+            hits.abs_diff(PAGES) <= TOLERANCE,
+            "a copy of a cached file: {hits} hits for {PAGES} pages"
+        );
+    } else {
+        // Page accesses (mark_page_accessed) are no count of pages looked up: the copy's
+        // write side marks pages too, some more than once (5.10 and 6.1 counted over twice
+        // the pages). The source's pages, all found, are the bound that holds.
+        assert!(
+            hits >= PAGES - PAGES / 4,
+            "a copy of a cached file: {hits} page accesses for {PAGES} pages read"
+        );
+    }
     assert!(
         !patterns(&snap).contains(&"direct_io".to_string()),
         "a copy of a cached file was told to use O_DIRECT: {:#}",
@@ -349,7 +362,7 @@ fn read_modify_write_misses_only_what_it_reads_and_dirties_what_it_writes() {
         "warm read-modify-write: {misses} read misses: {warm:#}"
     );
     assert!(cache_diff(&warm, &base, "added_by_writes") <= STARTUP);
-    let hits = cache_diff(&warm, &base, "hits");
+    let hits = cache_diff(&warm, &base, "lookups").saturating_sub(misses);
     assert!(
         hits.abs_diff(PAGES) <= lookup_tolerance(&warm),
         "warm read-modify-write: {hits} hits for {PAGES} pages"

@@ -119,6 +119,8 @@ pub fn classify(method: Method, err: &anyhow::Error, missing_caps: &[&str]) -> R
         return Reason::NotInKernel;
     }
     let eperm = |e: &std::io::Error| e.raw_os_error() == Some(libc::EPERM);
+    let enoent = |e: &std::io::Error| e.raw_os_error() == Some(libc::ENOENT);
+    let kprobe = matches!(method, Method::KProbe | Method::KRetProbe);
     for e in err.chain() {
         let Some(pe) = e.downcast_ref::<ProgramError>() else {
             continue;
@@ -136,6 +138,9 @@ pub fn classify(method: Method, err: &anyhow::Error, missing_caps: &[&str]) -> R
             ProgramError::LoadError { .. } => Reason::Rejected,
             ProgramError::UnexpectedProgramType => Reason::ProgramMissing,
             ProgramError::SyscallError(s) if eperm(&s.io_error) => Reason::NotPermitted,
+            // A kprobe on a function the kernel does not have: perf_event_open (or the
+            // kprobe_events write) answers ENOENT.
+            ProgramError::SyscallError(s) if kprobe && enoent(&s.io_error) => Reason::NotInKernel,
             ProgramError::KProbeError(_) if text.contains("No such file or directory") => {
                 Reason::NotInKernel
             }
@@ -239,5 +244,21 @@ mod tests {
         assert_eq!(of_load_error(&anyhow::anyhow!("boom")), Reason::Failed);
         let kp = anyhow::anyhow!("error reading /sys/bus/event_source/devices/kprobe/type");
         assert_eq!(classify(Method::KProbe, &kp, &[]), Reason::NoKprobes);
+        // 5.10 has no filemap_read: the kretprobe's perf_event_open answers ENOENT.
+        let absent = || {
+            anyhow::Error::new(ProgramError::SyscallError(aya::sys::SyscallError {
+                call: "perf_event_open",
+                io_error: std::io::Error::from_raw_os_error(libc::ENOENT),
+            }))
+        };
+        assert_eq!(
+            classify(Method::KRetProbe, &absent(), &[]),
+            Reason::NotInKernel
+        );
+        assert_eq!(
+            classify(Method::Tracepoint, &absent(), &[]),
+            Reason::Failed,
+            "only a kprobe's ENOENT means the function is absent"
+        );
     }
 }
