@@ -5,7 +5,7 @@
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
     macros::{btf_tracepoint, fentry, kprobe, map, tracepoint},
-    maps::LruHashMap,
+    maps::{Array, LruHashMap},
     programs::{BtfTracePointContext, FEntryContext, ProbeContext, TracePointContext},
 };
 use copyscope_common::limits;
@@ -78,8 +78,21 @@ pub struct Added {
 /// makes its pages write-added rather than read misses. Two, because a file system may
 /// read a block of its own metadata (a bitmap, an extent block: another page added)
 /// between adding a data folio and dirtying it.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct LastAdds {
+    /// The thread that owns the slot (slots are shared modulo their number).
+    tid: u32,
+    _pad: u32,
+    added: [Added; 2],
+}
+
+/// Per-thread slots, by thread id modulo their number: an array, so that a thread's
+/// first add costs no allocation. Two live threads that share a slot take it in turn; a
+/// dirty that no longer finds its add counts the pages as read misses.
+const ADD_SLOTS: u32 = 8192;
 #[map]
-static LAST_ADD: LruHashMap<u32, [Added; 2]> = LruHashMap::with_max_entries(8192, 0);
+static LAST_ADD: Array<LastAdds> = Array::with_max_entries(ADD_SLOTS, 0);
 
 /// The start time of the counted syscall this thread is in, or 0.
 #[inline(always)]
@@ -152,19 +165,15 @@ pub fn pagecache_add(ctx: TracePointContext) -> i32 {
         index,
         pages,
     };
-    match LAST_ADD.get_ptr_mut(&tid) {
-        Some(last) => unsafe {
-            (*last)[1] = (*last)[0];
-            (*last)[0] = new;
-        },
-        None => {
-            let none = Added {
-                syscall_start: 0,
-                ino: 0,
-                index: 0,
-                pages: 0,
-            };
-            let _ = LAST_ADD.insert(&tid, &[new, none], 0);
+    if let Some(slot) = LAST_ADD.get_ptr_mut(tid & (ADD_SLOTS - 1)) {
+        unsafe {
+            if (*slot).tid == tid {
+                (*slot).added[1] = (*slot).added[0];
+            } else {
+                (*slot).tid = tid;
+                (*slot).added[1].pages = 0;
+            }
+            (*slot).added[0] = new;
         }
     }
     0
@@ -177,10 +186,13 @@ pub fn pagecache_add(ctx: TracePointContext) -> i32 {
 fn dirtied(ino: u64, index: u64, pages: Option<u64>) {
     let tid = bpf_get_current_pid_tgid() as u32;
     let mut added = 0;
-    if let Some(last) = LAST_ADD.get_ptr_mut(&tid) {
+    if let Some(slot) = LAST_ADD
+        .get_ptr_mut(tid & (ADD_SLOTS - 1))
+        .filter(|s| unsafe { (**s).tid } == tid)
+    {
         let start = syscall_start(tid);
         for i in 0..2 {
-            let a = unsafe { &mut (*last)[i] };
+            let a = unsafe { &mut (*slot).added[i] };
             if a.pages != 0 && a.ino == ino && a.index == index && a.syscall_start == start {
                 added = a.pages;
                 a.pages = 0;
