@@ -254,10 +254,12 @@ fn counts_a_workload(agent: &Agent, name: &str) {
     std::fs::write(&file, [1u8; 64]).unwrap();
     let workload = d.join(name);
     std::fs::copy(common::WORKLOAD, &workload).unwrap();
-    let out = Command::new(&workload)
-        .args(["pread", file.to_str().unwrap(), "3000", "8"])
-        .output()
-        .unwrap();
+    let out = common::output_of_copied(Command::new(&workload).args([
+        "pread",
+        file.to_str().unwrap(),
+        "3000",
+        "8",
+    ]));
     assert!(out.status.success());
     // 3000 of its own, and the dynamic loader's few.
     let series = format!(

@@ -534,10 +534,9 @@ fn every_dashboard_query_and_rule_works_on_a_real_agent() {
             let mut runs = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 for op in ["drop-cache", "read"] {
-                    let out = Command::new(&reader)
-                        .args([op, cold.to_str().unwrap()])
-                        .output()
-                        .unwrap();
+                    let out = common::output_of_copied(
+                        Command::new(&reader).args([op, cold.to_str().unwrap()]),
+                    );
                     assert!(out.status.success(), "pc-reader {op}: {out:?}");
                 }
                 runs += 1;

@@ -209,6 +209,21 @@ pub fn run_workload_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (Va
     (snap, serde_json::from_str(&result).unwrap())
 }
 
+/// Run a command to its end. A binary the test has just copied may still be open for
+/// writing in a child that another test's thread forked meanwhile (until that child
+/// execs): exec then fails with ETXTBSY for a moment, and is tried again.
+pub fn output_of_copied(cmd: &mut Command) -> Output {
+    for _ in 0..100 {
+        match cmd.output() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => return r.unwrap_or_else(|e| panic!("running {cmd:?}: {e}")),
+        }
+    }
+    panic!("{cmd:?}: the binary stayed busy (ETXTBSY) for 2 s");
+}
+
 pub fn assert_ok(out: &Output, what: &str) {
     assert!(
         out.status.success(),
