@@ -302,19 +302,6 @@ pub struct FakeContainer {
     root: PathBuf,
 }
 
-/// The cgroup v2 mount point (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on hybrid
-/// v1/v2 hosts), from /proc/self/mountinfo.
-fn cgroup2_mount() -> Option<PathBuf> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .ok()?
-        .lines()
-        .find_map(|l| {
-            let (left, right) = l.split_once(" - ")?;
-            (right.split_whitespace().next()? == "cgroup2")
-                .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
-        })
-}
-
 impl FakeContainer {
     /// A containerd container (systemd cgroup driver): `kubepods-pod<UID>.slice/
     /// cri-containerd-<ID>.scope`, in the cgroup v2 hierarchy where there is one (the
@@ -329,7 +316,8 @@ impl FakeContainer {
     }
 
     fn make(pod_uid: &str, scope: &str, id: &str) -> FakeContainer {
-        let (root, dir) = match cgroup2_mount() {
+        // Where the agent itself looks: the cgroup v2 mount from /proc/self/mountinfo.
+        let (root, dir) = match copyscope::cgroups::cgroup2_mount() {
             Some(root) => {
                 let dir = root
                     .join(format!("copyscope-test-kubepods-pod{pod_uid}.slice"))
