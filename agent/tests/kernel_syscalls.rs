@@ -476,3 +476,74 @@ fn dd_from_dev_zero_to_dev_null_moves_no_byte_through_a_copy() {
         "dd /dev/zero -> /dev/null counted {copied} bytes of CPU copies: {p:#}"
     );
 }
+
+/// Kernel memory is sized for the node, not for its CPU count: every map is allocated
+/// when the agent starts, and the total stays within 32 MiB however many CPUs the kernel
+/// could bring up (only a few small counters are per CPU). The matrix boots one guest
+/// with 192 possible CPUs and names that count in COPYSCOPE_EXPECT_POSSIBLE_CPUS.
+#[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
+fn kernel_map_memory_stays_within_32_mib_whatever_the_cpu_count() {
+    require_kernel!();
+    const MIB: f64 = 1024.0 * 1024.0;
+    let possible = possible_cpus();
+    if let Ok(want) = std::env::var("COPYSCOPE_EXPECT_POSSIBLE_CPUS") {
+        assert_eq!(
+            possible.to_string(),
+            want,
+            "the kernel has another number of possible CPUs than the one this run measures"
+        );
+    }
+    let agent = agent::start_agent(&["--interval", "0.5"]);
+    let by_map: Vec<(String, f64)> = agent::wait_for(
+        std::time::Duration::from_secs(60),
+        "the agent's map memory in /metrics",
+        || {
+            let (200, m) = agent::get(&agent.addr, "/metrics").ok()? else {
+                return None;
+            };
+            let maps: Vec<(String, f64)> = m
+                .lines()
+                .filter_map(|l| l.strip_prefix("copyscope_map_memory_bytes{map=\""))
+                .filter_map(|l| {
+                    let (name, v) = l.split_once("\"} ")?;
+                    Some((name.to_string(), v.trim().parse().ok()?))
+                })
+                .collect();
+            (!maps.is_empty()).then_some(maps)
+        },
+    );
+    let total: f64 = by_map.iter().map(|(_, v)| v).sum();
+    eprintln!(
+        "kernel map memory: {:.2} MiB with {possible} possible CPUs ({})",
+        total / MIB,
+        by_map
+            .iter()
+            .map(|(n, v)| format!("{n} {:.2} MiB", v / MIB))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for stats in ["SYSCALL_STATS", "SCHED_STATS", "CACHE_STATS", "COPY_STATS"] {
+        assert!(
+            by_map.iter().any(|(n, v)| n == stats && *v > 0.0),
+            "{stats} is measured"
+        );
+    }
+    assert!(
+        total <= 32.0 * MIB,
+        "kernel map memory {:.2} MiB with {possible} possible CPUs, over 32 MiB",
+        total / MIB
+    );
+}
+
+/// The kernel's possible CPUs (/sys/devices/system/cpu/possible, e.g. "0-191").
+fn possible_cpus() -> usize {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap();
+    text.trim()
+        .split(',')
+        .map(|r| match r.split_once('-') {
+            Some((a, b)) => b.parse::<usize>().unwrap() - a.parse::<usize>().unwrap() + 1,
+            None => 1,
+        })
+        .sum()
+}

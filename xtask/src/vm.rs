@@ -26,6 +26,12 @@ pub const KERNELS: &[(&str, &str)] = &[
     ("7.2", "forky"),
 ];
 
+/// The guest of this series boots with `-smp 2,maxcpus=WIDE_CPUS`: its kernel allocates
+/// per-CPU memory for 192 CPUs, where copyscope's kernel memory is measured (a test asserts
+/// its bound there; COPYSCOPE_EXPECT_POSSIBLE_CPUS tells the test the count to expect).
+const WIDE_SERIES: &str = "6.12";
+const WIDE_CPUS: u32 = 192;
+
 /// The kernel test binaries run in each guest (their `#[ignore = "kernel tier"]` tests).
 const TESTS: &[&str] = &[
     "kernel_syscalls",
@@ -424,6 +430,9 @@ mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 mount -t bpf bpffs /sys/fs/bpf 2>/dev/null
 ip link set lo up
+for w in $(cat /proc/cmdline); do
+  case "$w" in copyscope.possible_cpus=*) export COPYSCOPE_EXPECT_POSSIBLE_CPUS="${w#*=}";; esac
+done
 while read -r m; do insmod "/lib/modules/$m" 2>/dev/null; done < /lib/modules/load.order
 mkdir -p "@ROOT@"
 mount -t 9p -o trans=virtio,version=9p2000.L,cache=mmap,msize=262144 workspace "@ROOT@" || echo "GUEST 9p mount failed"
@@ -655,7 +664,20 @@ pub fn probe_faults(v: &serde_json::Value) -> Vec<String> {
     out
 }
 
-fn boot(release: &str, cpio: &Path, timeout: u64, tests: &[TestBinary]) -> Result<GuestResult> {
+fn boot(
+    release: &str,
+    cpio: &Path,
+    timeout: u64,
+    tests: &[TestBinary],
+    possible_cpus: Option<u32>,
+) -> Result<GuestResult> {
+    let (smp, append) = match possible_cpus {
+        Some(n) => (
+            format!("2,maxcpus={n}"),
+            format!("console=ttyS0 quiet panic=-1 copyscope.possible_cpus={n}"),
+        ),
+        None => ("1".to_string(), "console=ttyS0 quiet panic=-1".to_string()),
+    };
     let out = work().join("out").join(release);
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out)?;
@@ -686,7 +708,7 @@ fn boot(release: &str, cpio: &Path, timeout: u64, tests: &[TestBinary]) -> Resul
         ])
         .args([
             "-smp",
-            "1",
+            &smp,
             "-m",
             "2048",
             "-display",
@@ -701,7 +723,7 @@ fn boot(release: &str, cpio: &Path, timeout: u64, tests: &[TestBinary]) -> Resul
         .arg(vmlinuz(release)?)
         .arg("-initrd")
         .arg(cpio)
-        .args(["-append", "console=ttyS0 quiet panic=-1"])
+        .args(["-append", &append])
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
         .arg("-drive")
         .arg(format!("file={},format=raw,if=virtio", disk.display()))
@@ -909,7 +931,8 @@ pub fn vm(args: VmArgs) -> Result<Vec<GuestResult>> {
                     tests.clone(),
                 );
                 std::thread::spawn(move || {
-                    boot(&rel, &cpio, timeout, &tests).map(|mut r| {
+                    let wide = (series == WIDE_SERIES).then_some(WIDE_CPUS);
+                    boot(&rel, &cpio, timeout, &tests, wide).map(|mut r| {
                         r.series = series;
                         r
                     })

@@ -1,19 +1,19 @@
-//! sched, pagecache and copies families: per-process per-CPU maps keyed by tgid, harvested
-//! the same way: sum the CPUs, move exited processes' final counts out of the kernel.
+//! sched, pagecache and copies families: per-process maps keyed by tgid (one row every CPU
+//! adds to), harvested the same way: move exited processes' final counts out of the kernel.
 
 use std::collections::{HashMap, HashSet};
 
 use anyhow::{Context as _, Result};
 use aya::{
     Pod,
-    maps::{MapData, PerCpuHashMap},
+    maps::{HashMap as BpfHashMap, MapData},
 };
 
 use crate::model::Tally;
 
 pub struct ProcMap<V: Pod + Tally> {
     name: &'static str,
-    map: PerCpuHashMap<MapData, u32, V>,
+    map: BpfHashMap<MapData, u32, V>,
     /// Final counts of processes that exited.
     retired: HashMap<u32, V>,
 }
@@ -22,7 +22,7 @@ impl<V: Pod + Tally> ProcMap<V> {
     pub fn new(name: &'static str, map: aya::maps::Map) -> Result<Self> {
         Ok(ProcMap {
             name,
-            map: PerCpuHashMap::try_from(map)?,
+            map: BpfHashMap::try_from(map)?,
             retired: HashMap::new(),
         })
     }
@@ -32,11 +32,7 @@ impl<V: Pod + Tally> ProcMap<V> {
         let mut rows = HashMap::new();
         let mut retire = Vec::new();
         for item in self.map.iter() {
-            let (tgid, values) = item.with_context(|| format!("reading the {} map", self.name))?;
-            let mut v = V::default();
-            for c in values.iter() {
-                v.add(c);
-            }
+            let (tgid, v) = item.with_context(|| format!("reading the {} map", self.name))?;
             if gone.contains(&tgid) {
                 retire.push((tgid, v));
             } else {

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use anyhow::{Context as _, Result};
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
 use copyscope_common::{
     CacheStats, CopyStats, Counter, Exited, SchedStats, SyscallKey, SyscallStats, maps,
 };
@@ -13,11 +13,11 @@ use super::procstats::ProcMap;
 
 use crate::{
     loader::Loaded,
-    model::{Counts, add, sum_percpu},
+    model::{Counts, add},
 };
 
 pub struct Collector {
-    stats: PerCpuHashMap<MapData, SyscallKey, SyscallStats>,
+    stats: BpfHashMap<MapData, SyscallKey, SyscallStats>,
     exited: BpfHashMap<MapData, u32, Exited>,
     watched: BpfHashMap<MapData, u32, u8>,
     counters: PerCpuArray<MapData, u64>,
@@ -46,7 +46,7 @@ impl Collector {
                 .with_context(|| format!("object has no {name} map"))
         };
         Ok(Collector {
-            stats: PerCpuHashMap::try_from(take(maps::SYSCALL_STATS)?)?,
+            stats: BpfHashMap::try_from(take(maps::SYSCALL_STATS)?)?,
             exited: BpfHashMap::try_from(take(maps::EXITED)?)?,
             watched: BpfHashMap::try_from(take(maps::WATCHED)?)?,
             counters: PerCpuArray::try_from(take(maps::COUNTERS)?)?,
@@ -86,8 +86,7 @@ impl Collector {
         let mut rows = HashMap::new();
         let mut retire = Vec::new();
         for item in self.stats.iter() {
-            let (key, values) = item.context("reading the syscall stats map")?;
-            let v = sum_percpu(values.iter());
+            let (key, v) = item.context("reading the syscall stats map")?;
             if gone_set.contains(&key.tgid) {
                 retire.push((key, v));
             } else {

@@ -1,6 +1,6 @@
 //! A small reader for the kernel's BTF (/sys/kernel/btf/vmlinux): just enough to find the
-//! byte offset of a struct member, following anonymous structs and unions, and the value
-//! of an enumerator.
+//! byte offset of a struct member, following anonymous structs and unions, the value
+//! of an enumerator, and how many arguments a BTF-typed tracepoint has.
 //! Format: Documentation/bpf/btf.rst.
 
 use anyhow::{Context as _, Result, bail};
@@ -9,6 +9,8 @@ const MAGIC: u16 = 0xeb9f;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
 const KIND_ENUM: u32 = 6;
+const KIND_TYPEDEF: u32 = 8;
+const KIND_FUNC_PROTO: u32 = 13;
 
 /// One parsed type: its kind, name and, for structs and unions, its members.
 #[derive(Debug, Clone)]
@@ -19,6 +21,10 @@ struct Type {
     members: Vec<(String, u32, u32)>,
     /// For enums: (enumerator, value).
     values: Vec<(String, i64)>,
+    /// The type a pointer, typedef or modifier refers to (`size_or_type`).
+    refers: u32,
+    /// vlen: members, enumerators or parameters.
+    vlen: u32,
 }
 
 #[derive(Debug)]
@@ -80,11 +86,14 @@ impl Btf {
             name: String::new(),
             members: vec![],
             values: vec![],
+            refers: 0,
+            vlen: 0,
         }];
         let mut p = 0;
         while p < types_sec.len() {
             let name_off = u32_at(types_sec, p)?;
             let info = u32_at(types_sec, p + 4)?;
+            let refers = u32_at(types_sec, p + 8)?;
             let vlen = (info & 0xffff) as usize;
             let kind = (info >> 24) & 0x1f;
             let kind_flag = info >> 31 == 1;
@@ -130,6 +139,8 @@ impl Btf {
                 name: str_at(strings, name_off)?,
                 members,
                 values,
+                refers,
+                vlen: vlen as u32,
             });
         }
         Ok(Btf { types })
@@ -163,6 +174,32 @@ impl Btf {
             .find(|(n, _)| n == enumerator)
             .map(|(_, v)| *v)
             .with_context(|| format!("enum {name} has no {enumerator} in kernel BTF"))
+    }
+
+    /// The arguments a BTF-typed tracepoint passes to its programs: the parameters of
+    /// `btf_trace_<name>` (a typedef of a pointer to a function prototype) less its first,
+    /// the tracepoint's private data.
+    pub fn tracepoint_args(&self, name: &str) -> Result<u32> {
+        let typedef = format!("btf_trace_{name}");
+        let mut t = self
+            .types
+            .iter()
+            .find(|t| t.kind == KIND_TYPEDEF && t.name == typedef)
+            .with_context(|| format!("{typedef} not found in kernel BTF"))?;
+        // PTR, TYPEDEF, VOLATILE, CONST, RESTRICT, TYPE_TAG: follow to the prototype.
+        for _ in 0..8 {
+            if t.kind == KIND_FUNC_PROTO {
+                return Ok(t.vlen.saturating_sub(1));
+            }
+            if !matches!(t.kind, 2 | 8 | 9 | 10 | 11 | 18) {
+                break;
+            }
+            t = self
+                .types
+                .get(t.refers as usize)
+                .with_context(|| format!("{typedef} refers to a missing type"))?;
+        }
+        bail!("{typedef} is not a function pointer in kernel BTF")
     }
 
     fn find(&self, id: usize, member: &str) -> Option<u64> {
@@ -243,6 +280,38 @@ pub(crate) mod tests {
         b.extend_from_slice(types);
         b.extend_from_slice(strings);
         b
+    }
+
+    #[test]
+    fn counts_a_btf_tracepoint_s_arguments_through_its_typedef() {
+        // id 1 int; 2 FUNC_PROTO(void *, bool, int, int, int); 3 PTR -> 2;
+        // 4 TYPEDEF btf_trace_sched_switch -> 3; 5 TYPEDEF btf_trace_short -> 6;
+        // 6 PTR -> 7; 7 FUNC_PROTO(void *, int).
+        let mut strings = vec![0u8];
+        let mut add = |s: &str| {
+            let off = strings.len() as u32;
+            strings.extend_from_slice(s.as_bytes());
+            strings.push(0);
+            off
+        };
+        let (int, switch, short) = (
+            add("int"),
+            add("btf_trace_sched_switch"),
+            add("btf_trace_short"),
+        );
+        let mut t: Vec<u32> = vec![int, 1 << 24, 4, 32];
+        t.extend([0, (KIND_FUNC_PROTO << 24) | 5, 0]);
+        t.extend([0, 1, 0, 1, 0, 1, 0, 1, 0, 1]);
+        t.extend([0, 2 << 24, 2]);
+        t.extend([switch, KIND_TYPEDEF << 24, 3]);
+        t.extend([short, KIND_TYPEDEF << 24, 6]);
+        t.extend([0, 2 << 24, 7]);
+        t.extend([0, (KIND_FUNC_PROTO << 24) | 2, 0, 0, 1, 0, 1]);
+        let types: Vec<u8> = t.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let btf = Btf::parse(&framed(&types, &strings)).unwrap();
+        assert_eq!(btf.tracepoint_args("sched_switch").unwrap(), 4);
+        assert_eq!(btf.tracepoint_args("short").unwrap(), 1);
+        assert!(btf.tracepoint_args("missing").is_err());
     }
 
     #[test]

@@ -207,7 +207,21 @@ fn struct_offsets(btf: &btf::Btf) -> Result<Vec<(&'static str, u64)>> {
         out.push((g, btf.member_offset(st, member)? + extra));
     }
     out.extend(folio_offsets(btf));
+    out.extend(switch_state(btf));
     Ok(out)
+}
+
+/// Where the BTF-typed sched_switch program finds the previous task's state: the
+/// tracepoint's fourth argument (5.18+), else `task_struct.__state` (`state` before 5.14).
+/// Neither: that program stays unusable and the record-based one is used.
+fn switch_state(btf: &btf::Btf) -> Vec<(&'static str, u64)> {
+    if btf.tracepoint_args("sched_switch").is_ok_and(|n| n >= 4) {
+        return vec![(globals::SWITCH_STATE_ARG, 1)];
+    }
+    btf.member_offset("task_struct", "__state")
+        .or_else(|_| btf.member_offset("task_struct", "state"))
+        .map(|off| vec![(globals::OFF_TASK_STATE, off)])
+        .unwrap_or_default()
 }
 
 /// What the BTF-typed dirty program reads of a folio. Kernels without folios (before

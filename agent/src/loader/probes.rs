@@ -146,7 +146,14 @@ pub const PROBES: &[ProbeSpec] = &[
     ProbeSpec {
         family: "sched",
         hook: "sched_switch",
-        methods: &[tp(programs::SCHED_SWITCH, "sched", "sched_switch")],
+        methods: &[
+            Attach {
+                method: Method::TpBtf,
+                program: programs::SCHED_SWITCH_BTF,
+                target: Target::Raw("sched_switch"),
+            },
+            tp(programs::SCHED_SWITCH, "sched", "sched_switch"),
+        ],
         required: false,
     },
     ProbeSpec {

@@ -148,18 +148,6 @@ pub fn delta_by_pid<V: Tally>(
         .collect()
 }
 
-/// Sum one key's per-CPU values.
-pub fn sum_percpu<'a>(values: impl IntoIterator<Item = &'a SyscallStats>) -> SyscallStats {
-    values
-        .into_iter()
-        .fold(SyscallStats::default(), |a, v| SyscallStats {
-            calls: a.calls + v.calls,
-            bytes: a.bytes + v.bytes,
-            errors: a.errors + v.errors,
-            nanos: a.nanos + v.nanos,
-        })
-}
-
 pub fn add(a: &mut SyscallStats, b: &SyscallStats) {
     a.calls += b.calls;
     a.bytes += b.bytes;
@@ -587,12 +575,6 @@ mod tests {
             errors: 0,
             nanos: calls * 100,
         }
-    }
-
-    #[test]
-    fn percpu_values_sum() {
-        let s = sum_percpu(&[st(2, 10), st(3, 5)]);
-        assert_eq!((s.calls, s.bytes, s.nanos), (5, 15, 500));
     }
 
     #[test]

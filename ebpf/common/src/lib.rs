@@ -53,6 +53,7 @@ pub mod programs {
     pub const PROCESS_EXIT: &str = "process_exit";
     pub const PROCESS_FORK: &str = "process_fork";
     pub const SCHED_SWITCH: &str = "sched_switch";
+    pub const SCHED_SWITCH_BTF: &str = "sched_switchbtf";
     pub const PAGECACHE_LOOKUP_TP: &str = "pagecache_get";
     pub const PAGECACHE_LOOKUP_FENTRY: &str = "pagecache_acc_f";
     pub const PAGECACHE_LOOKUP_KPROBE: &str = "pagecache_acc_k";
@@ -110,6 +111,10 @@ pub mod globals {
     pub const OFF_EXIT_GROUP_DEAD: &str = "OFF_EXIT_GROUP_DEAD";
     /// `sched:sched_switch` record layout.
     pub const OFF_SWITCH_PREV_STATE: &str = "OFF_SWITCH_PREV_STATE";
+    /// BTF-typed sched_switch: 1 when the tracepoint passes `prev_state` (5.18+), else the
+    /// state is read from `task_struct.__state` (`state` before 5.14) at this offset.
+    pub const SWITCH_STATE_ARG: &str = "SWITCH_STATE_ARG";
+    pub const OFF_TASK_STATE: &str = "OFF_TASK_STATE";
     /// `filemap:mm_filemap_get_pages`: first and last page index of a buffered read.
     pub const OFF_GETPAGES_INDEX: &str = "OFF_GETPAGES_INDEX";
     pub const OFF_GETPAGES_LAST: &str = "OFF_GETPAGES_LAST";
@@ -191,7 +196,7 @@ pub mod limits {
 /// Version of everything pinned under bpffs: the maps' key and value layouts, their
 /// meaning, and `PinMeta`. A pin of another version is never reused. Raise it with any
 /// such change.
-pub const PIN_LAYOUT: u32 = 2;
+pub const PIN_LAYOUT: u32 = 3;
 
 /// `PIN_META[0]`, written by the agent.
 #[repr(C)]
@@ -346,7 +351,7 @@ impl FdKind {
     }
 }
 
-/// Key of `SYSCALL_STATS` (per-CPU hash): one row per process, syscall and fd kinds.
+/// Key of `SYSCALL_STATS` (a hash shared by every CPU): one row per process, syscall and fd kinds.
 #[repr(C)]
 #[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -362,7 +367,7 @@ pub struct SyscallKey {
     pub _pad: u8,
 }
 
-/// Value of `SYSCALL_STATS`, one per CPU.
+/// Value of `SYSCALL_STATS`, counted with atomic adds.
 #[repr(C)]
 #[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -387,6 +392,11 @@ pub struct Inflight {
     pub fd_out: u8,
     pub _pad: u8,
     pub start_ns: u64,
+    /// The file (inode number; 0: none yet) and the last page index this call's page-cache
+    /// lookups covered: filemap_get_pages() runs again for the rest of a range after it
+    /// waited for readahead, and pages already counted in this call are not counted twice.
+    pub lookup_ino: u64,
+    pub lookup_end: u64,
 }
 
 /// Value of `EXITED`: a process whose last thread exited.
@@ -400,7 +410,7 @@ pub struct Exited {
     pub cgroup_id: u64,
 }
 
-/// Value of `SCHED_STATS` (per-CPU, by tgid): context switches from sched_switch.
+/// Value of `SCHED_STATS` (by tgid, atomic adds): context switches from sched_switch.
 #[repr(C)]
 #[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -413,7 +423,7 @@ pub struct SchedStats {
     pub in_io: u64,
 }
 
-/// Value of `CACHE_STATS` (per-CPU, by tgid): page-cache activity caused by the process.
+/// Value of `CACHE_STATS` (by tgid, atomic adds): page-cache activity caused by the process.
 #[repr(C)]
 #[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -432,7 +442,7 @@ pub struct CacheStats {
     pub dirtied: u64,
 }
 
-/// Value of `COPY_STATS` (per-CPU, by tgid): bytes the CPU copied, at their source.
+/// Value of `COPY_STATS` (by tgid, atomic adds): bytes the CPU copied, at their source.
 #[repr(C)]
 #[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -463,7 +473,7 @@ mod pod {
 
 const _: () = assert!(core::mem::size_of::<SyscallKey>() == 8);
 const _: () = assert!(core::mem::size_of::<SyscallStats>() == 32);
-const _: () = assert!(core::mem::size_of::<Inflight>() == 16);
+const _: () = assert!(core::mem::size_of::<Inflight>() == 32);
 const _: () = assert!(core::mem::size_of::<Exited>() == 32);
 const _: () = assert!(core::mem::size_of::<SchedStats>() == 24);
 const _: () = assert!(core::mem::size_of::<CacheStats>() == 40);

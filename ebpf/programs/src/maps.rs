@@ -1,7 +1,11 @@
 //! Every map is bounded; what does not fit is counted in COUNTERS.
+//!
+//! Memory is sized for the node, not for its CPU count: the rows are shared by every CPU
+//! and counted with atomic adds, so a 192-CPU node holds the same maps as a 2-CPU one.
+//! Only COUNTERS (a handful of u64) is per CPU.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, PerCpuArray},
 };
 use copyscope_common::{
     CacheStats, CopyStats, Counter, Exited, Inflight, PinMeta, SchedStats, SyscallKey,
@@ -13,8 +17,8 @@ use copyscope_common::{
 pub static SYSCALL_INDEX: Array<u16> = Array::with_max_entries(limits::SYSCALL_NR_MAX, 0);
 
 #[map]
-pub static SYSCALL_STATS: PerCpuHashMap<SyscallKey, SyscallStats> =
-    PerCpuHashMap::with_max_entries(limits::SYSCALL_STATS_ENTRIES, 0);
+pub static SYSCALL_STATS: HashMap<SyscallKey, SyscallStats> =
+    HashMap::with_max_entries(limits::SYSCALL_STATS_ENTRIES, 0);
 
 /// Syscalls in flight, one slot per thread id modulo the size.
 #[map]
@@ -30,23 +34,25 @@ pub static INFLIGHT_SPILL: HashMap<u32, Inflight> =
 pub static EXITED: HashMap<u32, Exited> = HashMap::with_max_entries(limits::EXITED_ENTRIES, 0);
 
 /// Processes followed by `snapshot -- COMMAND` (a command and its descendants), by tgid.
+/// BPF_F_NO_PREALLOC: empty, and no memory, unless a command is watched.
 #[map]
-pub static WATCHED: HashMap<u32, u8> = HashMap::with_max_entries(limits::WATCHED_ENTRIES, 0);
+pub static WATCHED: HashMap<u32, u8> =
+    HashMap::with_max_entries(limits::WATCHED_ENTRIES, BPF_F_NO_PREALLOC);
 
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
 
 #[map]
-pub static SCHED_STATS: PerCpuHashMap<u32, SchedStats> =
-    PerCpuHashMap::with_max_entries(limits::PROC_STATS_ENTRIES, 0);
+pub static SCHED_STATS: HashMap<u32, SchedStats> =
+    HashMap::with_max_entries(limits::PROC_STATS_ENTRIES, 0);
 
 #[map]
-pub static CACHE_STATS: PerCpuHashMap<u32, CacheStats> =
-    PerCpuHashMap::with_max_entries(limits::PROC_STATS_ENTRIES, 0);
+pub static CACHE_STATS: HashMap<u32, CacheStats> =
+    HashMap::with_max_entries(limits::PROC_STATS_ENTRIES, 0);
 
 #[map]
-pub static COPY_STATS: PerCpuHashMap<u32, CopyStats> =
-    PerCpuHashMap::with_max_entries(limits::PROC_STATS_ENTRIES, 0);
+pub static COPY_STATS: HashMap<u32, CopyStats> =
+    HashMap::with_max_entries(limits::PROC_STATS_ENTRIES, 0);
 
 /// The programs never touch the two maps below: they are declared here so that the agent's
 /// pinned state lives in maps created, pinned and checked like the others.
@@ -56,25 +62,31 @@ pub static PIN_META: Array<PinMeta> = Array::with_max_entries(1, 0);
 /// Chunks of the agent's saved totals. BPF_F_NO_PREALLOC: memory only for chunks in use.
 #[map]
 pub static AGENT_STATE: HashMap<u32, [u8; limits::STATE_CHUNK]> =
-    HashMap::with_max_entries(limits::STATE_ENTRIES, 1);
+    HashMap::with_max_entries(limits::STATE_ENTRIES, BPF_F_NO_PREALLOC);
 
-/// The current process's row of a per-process per-CPU map, created on first use.
+/// include/uapi/linux/bpf.h: map flags and update flags.
+const BPF_F_NO_PREALLOC: u32 = 1;
+pub const BPF_NOEXIST: u64 = 1;
+
+/// The current process's row of a per-process map, created on first use. BPF_NOEXIST:
+/// when another CPU creates the row first, its counts are kept and this one adds to it.
 #[inline(always)]
-pub fn proc_row<V: Default>(map: &PerCpuHashMap<u32, V>, tgid: u32) -> Option<*mut V> {
+pub fn proc_row<V: Default>(map: &HashMap<u32, V>, tgid: u32) -> Option<*mut V> {
     if let Some(v) = map.get_ptr_mut(&tgid) {
         return Some(v);
     }
-    if map.insert(&tgid, &V::default(), 0).is_err() {
+    let _ = map.insert(&tgid, &V::default(), BPF_NOEXIST);
+    let row = map.get_ptr_mut(&tgid);
+    if row.is_none() {
         count(Counter::ProcStatsFull);
-        return None;
     }
-    map.get_ptr_mut(&tgid)
+    row
 }
 
-/// Add to a counter in a per-CPU row. Atomic, because on preemptible kernels (e.g.
-/// CONFIG_PREEMPT_LAZY, where the syscall tracepoints and BPF trampolines run with only
-/// migration disabled) another task can run the same program on this CPU between a plain
-/// load and store, and one of the two increments would be lost. Written as the BPF
+/// Add to a counter in a row every CPU shares: atomic, so that no increment is lost to
+/// another CPU, nor to another task on this CPU (on preemptible kernels, e.g.
+/// CONFIG_PREEMPT_LAZY, the syscall tracepoints and BPF trampolines run with only
+/// migration disabled). Written as the BPF
 /// atomic add without fetch (BPF_XADD), which every BPF kernel supports; Rust's bpf target
 /// has no 64-bit atomic types.
 #[inline(always)]

@@ -5,7 +5,7 @@
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
     macros::{btf_tracepoint, fentry, kprobe, map, tracepoint},
-    maps::{Array, LruHashMap},
+    maps::Array,
     programs::{BtfTracePointContext, FEntryContext, ProbeContext, TracePointContext},
 };
 use copyscope_common::limits;
@@ -51,16 +51,6 @@ fn add(f: impl FnOnce(&mut copyscope_common::CacheStats)) {
     }
 }
 
-/// The last range a thread's current syscall looked up.
-#[derive(Clone, Copy)]
-#[repr(C)]
-pub struct LastRange {
-    /// Start of the syscall (from INFLIGHT), telling one syscall's retries from the next call.
-    syscall_start: u64,
-    ino: u64,
-    end: u64,
-}
-
 /// A folio a thread added to the cache.
 #[derive(Clone, Copy)]
 #[repr(C)]
@@ -103,41 +93,36 @@ fn syscall_start(tid: u32) -> u64 {
         .map_or(0, |s| s.start_ns)
 }
 
-/// By thread: filemap_get_pages() is called again for the rest of a range after waiting
-/// for readahead I/O; pages already counted in the same syscall are not counted twice.
-#[map]
-static LOOKUP_LAST: LruHashMap<u32, LastRange> = LruHashMap::with_max_entries(8192, 0);
-
 // mm/filemap.c: filemap_get_pages() -> trace_mm_filemap_get_pages(mapping, index, last_index - 1)
 #[tracepoint]
 pub fn pagecache_get(ctx: TracePointContext) -> i32 {
     let first: u64 = unsafe { ctx.read_at(global(&OFF_GETPAGES_INDEX) as usize) }.unwrap_or(0);
     let last: u64 = unsafe { ctx.read_at(global(&OFF_GETPAGES_LAST) as usize) }.unwrap_or(0);
-    let ino: u64 = unsafe { ctx.read_at(global(&OFF_GETPAGES_INO) as usize) }.unwrap_or(0);
     if last < first {
         return 0;
     }
-    let tid = bpf_get_current_pid_tgid() as u32;
-    let start = syscall_start(tid);
     let mut pages = last - first + 1;
-    if start != 0 {
-        let mut end = last;
-        let prev = unsafe { LOOKUP_LAST.get(&tid) }.copied();
-        if let Some(p) = prev.filter(|p| p.syscall_start == start && p.ino == ino) {
-            if first <= p.end {
-                pages = last.saturating_sub(p.end);
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // Inside a counted syscall, its in-flight slot remembers what this call looked up
+    // (filemap_get_pages() runs again for the rest of a range after waiting for
+    // readahead): no map but the slot the syscall already holds.
+    if let Some(slot) = INFLIGHT
+        .get_ptr_mut(tid & (limits::INFLIGHT_SLOTS - 1))
+        .filter(|s| unsafe { (**s).tid } == tid)
+    {
+        let ino: u64 = unsafe { ctx.read_at(global(&OFF_GETPAGES_INO) as usize) }.unwrap_or(0);
+        unsafe {
+            let mut end = last;
+            if (*slot).lookup_ino == ino && ino != 0 {
+                let prev = (*slot).lookup_end;
+                if first <= prev {
+                    pages = last.saturating_sub(prev);
+                }
+                end = end.max(prev);
             }
-            end = end.max(p.end);
+            (*slot).lookup_ino = ino;
+            (*slot).lookup_end = end;
         }
-        let _ = LOOKUP_LAST.insert(
-            &tid,
-            &LastRange {
-                syscall_start: start,
-                ino,
-                end,
-            },
-            0,
-        );
     }
     if pages > 0 {
         add(|s| bump(&raw mut s.lookups, pages));

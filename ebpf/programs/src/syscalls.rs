@@ -24,7 +24,9 @@ use copyscope_common::{
 
 use crate::{
     global,
-    maps::{INFLIGHT, INFLIGHT_SPILL, SYSCALL_INDEX, SYSCALL_STATS, WATCHED, bump, count},
+    maps::{
+        BPF_NOEXIST, INFLIGHT, INFLIGHT_SPILL, SYSCALL_INDEX, SYSCALL_STATS, WATCHED, bump, count,
+    },
 };
 
 #[unsafe(no_mangle)]
@@ -194,6 +196,8 @@ fn try_enter_with(
         fd_out,
         _pad: 0,
         start_ns: unsafe { bpf_ktime_get_ns() },
+        lookup_ino: 0,
+        lookup_end: 0,
     };
     let slot = INFLIGHT.get_ptr_mut(tid & SLOT_MASK).ok_or(1)?;
     let held = unsafe { (*slot).tid };
@@ -349,7 +353,21 @@ fn try_exit<C: EbpfContext>(
 /// Add one call to its row; false when the row could not be created (map full, counted).
 #[inline(always)]
 fn add_call(key: SyscallKey, bytes: u64, errors: u64, nanos: u64) -> bool {
-    match SYSCALL_STATS.get_ptr_mut(&key) {
+    let mut row = SYSCALL_STATS.get_ptr_mut(&key);
+    if row.is_none() {
+        let v = SyscallStats {
+            calls: 1,
+            bytes,
+            errors,
+            nanos,
+        };
+        // BPF_NOEXIST: when another CPU created the row first, add to it below.
+        if SYSCALL_STATS.insert(&key, &v, BPF_NOEXIST).is_ok() {
+            return true;
+        }
+        row = SYSCALL_STATS.get_ptr_mut(&key);
+    }
+    match row {
         Some(v) => unsafe {
             bump(&raw mut (*v).calls, 1);
             bump(&raw mut (*v).bytes, bytes);
@@ -360,17 +378,8 @@ fn add_call(key: SyscallKey, bytes: u64, errors: u64, nanos: u64) -> bool {
             true
         },
         None => {
-            let v = SyscallStats {
-                calls: 1,
-                bytes,
-                errors,
-                nanos,
-            };
-            if SYSCALL_STATS.insert(&key, &v, 0).is_err() {
-                count(Counter::StatsFull);
-                return false;
-            }
-            true
+            count(Counter::StatsFull);
+            false
         }
     }
 }
