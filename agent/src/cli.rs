@@ -196,6 +196,11 @@ pub struct RunArgs {
     #[arg(long, env = "COPYSCOPE_WEB_CONFIG", value_name = "FILE")]
     pub web_config: Option<std::path::PathBuf>,
 
+    /// Probe families not to attach, comma-separated: sched, pagecache, copies (see the
+    /// README's overhead table for what each costs). syscalls and process are always on.
+    #[arg(long, env = "COPYSCOPE_DISABLE_FAMILIES", value_name = "FAMILY,...", value_delimiter = ',', value_parser = parse_family)]
+    pub disable_families: Vec<String>,
+
     /// Once the probes are attached, become this user (and group), names or numeric ids,
     /// keeping only the capabilities collecting needs. Needs CAP_SETUID and CAP_SETGID
     /// at start; without GROUP, the user's group in /etc/passwd.
@@ -310,6 +315,10 @@ pub struct SnapshotArgs {
     #[arg(long)]
     pub bpf_stats: bool,
 
+    /// Probe families not to attach, comma-separated: sched, pagecache, copies.
+    #[arg(long, env = "COPYSCOPE_DISABLE_FAMILIES", value_name = "FAMILY,...", value_delimiter = ',', value_parser = parse_family)]
+    pub disable_families: Vec<String>,
+
     #[command(flatten)]
     pub advice: AdviceArgs,
 
@@ -383,6 +392,23 @@ fn parse_duration(s: &str) -> Result<f64, String> {
         ));
     }
     Ok(v)
+}
+
+/// A probe family that can be turned off.
+fn parse_family(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if crate::loader::OPTIONAL_FAMILIES.contains(&s) {
+        Ok(s.to_string())
+    } else if crate::loader::probes::PROBES.iter().any(|p| p.family == s) {
+        Err(format!(
+            "the {s} family cannot be turned off: every other figure builds on it"
+        ))
+    } else {
+        Err(format!(
+            "no probe family {s:?}: the families that can be turned off are {}",
+            crate::loader::OPTIONAL_FAMILIES.join(", ")
+        ))
+    }
 }
 
 #[cfg(test)]

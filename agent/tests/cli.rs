@@ -39,6 +39,10 @@ fn unknown_flags_and_bad_values_are_rejected() {
     assert_clean_error(code, &err, "invalid value 'many' for '--pid <PID>'");
     let (code, _, err) = run(&["nonsense"], &[]);
     assert_clean_error(code, &err, "unrecognized subcommand");
+    let (code, _, err) = run(&["run", "--disable-families", "sched,nope"], &[]);
+    assert_clean_error(code, &err, "no probe family \"nope\"");
+    let (code, _, err) = run(&["snapshot"], &[("COPYSCOPE_DISABLE_FAMILIES", "syscalls")]);
+    assert_clean_error(code, &err, "the syscalls family cannot be turned off");
 }
 
 #[test]

@@ -36,3 +36,32 @@ fn competing_for_one_cpu_counts_involuntary_switches() {
     // Two runnable threads on one CPU for 400 ms: the scheduler preempts them every few ms.
     assert!(invol >= 10, "{invol} involuntary switches: {p:#}");
 }
+
+#[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
+fn a_family_turned_off_is_not_attached_and_the_rest_still_counts() {
+    require_kernel!();
+    let d = scratch("sched-off");
+    let (snap, result) = run_workload_with(
+        &d,
+        &["pipe-sleep", "20"],
+        &[("COPYSCOPE_DISABLE_FAMILIES", "sched,copies")],
+    );
+    let probes = snap["probes"].as_array().expect("probes");
+    for p in probes
+        .iter()
+        .filter(|p| p["family"] == "sched" || p["family"] == "copies")
+    {
+        assert_eq!(p["attached"], false, "{p}");
+    }
+    assert!(
+        probes
+            .iter()
+            .any(|p| p["family"] == "syscalls" && p["attached"] == true),
+        "the syscalls family stays on"
+    );
+    let p = command_process(&snap);
+    assert_eq!(num(p, &["context_switches", "voluntary"]), 0, "{p:#}");
+    let reads = row(p, "read", "pipe");
+    assert_eq!(reads.calls, result["reads"].as_u64().unwrap(), "{p:#}");
+}

@@ -187,6 +187,7 @@ pub fn run(args: &BenchArgs) -> Result<i32> {
         watch_only: true,
         debug_log: false,
         pin: None,
+        disabled_families: Vec::new(),
     })
     .and_then(|l| loader::require_all(&l.probes).map(|_| l))
     {

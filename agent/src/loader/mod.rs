@@ -56,7 +56,12 @@ pub struct LoadOptions {
     pub debug_log: bool,
     /// Pin maps, programs and links here (bpffs), and continue from what is pinned.
     pub pin: Option<PinRequest>,
+    /// Families whose probes are not attached (one of [`OPTIONAL_FAMILIES`] each).
+    pub disabled_families: Vec<String>,
 }
+
+/// The probe families a user may turn off; the others carry every figure.
+pub const OPTIONAL_FAMILIES: &[&str] = &["sched", "pagecache", "copies"];
 
 pub struct Loaded {
     pub ebpf: Ebpf,
@@ -394,8 +399,17 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     loader.override_global(globals::DEBUG_LOG, &debug, true);
     let reject = test_reject()?;
     loader.override_global(globals::TEST_REJECT, &reject, true);
+    let families_off: u64 = OPTIONAL_FAMILIES
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| opts.disabled_families.iter().any(|d| d == *f))
+        .map(|(i, _)| 1 << i)
+        .sum();
     let build = pinning::build_hash(
-        offsets.iter().chain(records.iter()),
+        offsets
+            .iter()
+            .chain(records.iter())
+            .chain(std::iter::once(&("families_off", families_off))),
         watch,
         debug ^ (reject << 1),
     );
@@ -437,7 +451,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     };
     let mut links = Vec::new();
     let Some(plan) = pin_plan else {
-        let probes = attach_all(&mut ebpf, &root, &kernel_btf, &mut links);
+        let probes = attach_all(&mut ebpf, &root, &kernel_btf, &mut links, opts);
         return Ok(Loaded {
             ebpf,
             probes,
@@ -447,7 +461,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
         });
     };
     pinning::attach(ebpf, plan, build, links, |ebpf, links| {
-        attach_all(ebpf, &root, &kernel_btf, links)
+        attach_all(ebpf, &root, &kernel_btf, links, opts)
     })
 }
 
@@ -457,10 +471,33 @@ fn attach_all(
     root: &Path,
     kernel_btf: &KernelBtf,
     links: &mut Vec<HeldLink>,
+    opts: &LoadOptions,
 ) -> Vec<ProbeStatus> {
     PROBES
         .iter()
-        .map(|spec| attach_probe(ebpf, spec, root, kernel_btf, links))
+        .map(|spec| {
+            if opts.disabled_families.iter().any(|f| f == spec.family) && !spec.required {
+                return ProbeStatus {
+                    family: spec.family,
+                    hook: spec.hook,
+                    name: spec
+                        .methods
+                        .first()
+                        .map(|m| m.program.to_string())
+                        .unwrap_or_default(),
+                    method: None,
+                    attached: false,
+                    required: false,
+                    detail: format!(
+                        "the {} family is turned off (--disable-families)",
+                        spec.family
+                    ),
+                    reason: Some(Reason::Disabled),
+                    fired: None,
+                };
+            }
+            attach_probe(ebpf, spec, root, kernel_btf, links)
+        })
         .collect()
 }
 
