@@ -11,6 +11,11 @@
 //!   copyscope-workload badfd COUNT                  COUNT read() on a closed fd (EBADF)
 //!   copyscope-workload threads THREADS COUNT FILE   THREADS threads, COUNT pread(1) each
 //!   copyscope-workload pread-timed FILE COUNT SIZE  COUNT pread(SIZE), reports ns per call
+//!   copyscope-workload getppid-timed COUNT          COUNT getppid(), reports ns per call
+//!   copyscope-workload switch-timed ROUNDS          two threads pass a byte back and forth over
+//!                                                   two pipes ROUNDS times (two context
+//!                                                   switches a round at least), reports ns
+//!                                                   per round
 //!   copyscope-workload drop-cache FILE              fsync, then drop FILE (only) from the page cache
 //!   copyscope-workload read FILE                    read() FILE to the end, 64 KiB at a time
 //!   copyscope-workload mmap-read FILE               mmap FILE and touch every page
@@ -33,6 +38,10 @@
 //! Before the workload, `--comm NAME` renames the process (what copyscope groups it by) and
 //! `--cpu N` pins it to CPU N; the result then says which CPU it ended on.
 //! The result goes to stdout, or to the file named by COPYSCOPE_WORKLOAD_OUT.
+//!
+//! With COPYSCOPE_WORKLOAD_GATE set, the timed workloads (`*-timed`) write `ready` and a
+//! newline to stderr once warmed up, and start timing only when a byte arrives on stdin:
+//! whoever runs them can take readings right around the timed loop.
 use std::{
     ffi::CString,
     io::Read as _,
@@ -138,6 +147,30 @@ fn pin(cpu: usize) {
     }
 }
 
+/// With COPYSCOPE_WORKLOAD_GATE set: say `ready` on stderr, then wait for a byte on stdin.
+fn gate() {
+    if std::env::var_os("COPYSCOPE_WORKLOAD_GATE").is_none() {
+        return;
+    }
+    eprintln!("ready");
+    let mut b = [0u8; 1];
+    // SAFETY: read into our buffer.
+    if check(
+        unsafe { libc::read(0, b.as_mut_ptr().cast(), 1) },
+        "read stdin",
+    ) == 0
+    {
+        die("stdin closed before the go byte");
+    }
+}
+
+/// The result of a timed loop: `count` under the key `what`, `ns` in all, and the time per
+/// one under `per`.
+fn timed(what: &str, per: &str, count: u64, ns: u128) -> String {
+    let each = ns as f64 / count.max(1) as f64;
+    format!(r#"{{"{what}":{count},"{per}":{each:.2}}}"#)
+}
+
 /// `count` pwrite(size) at offset 0 of `fd`: the bytes written.
 fn pwrites(fd: RawFd, count: u64, size: usize) -> u64 {
     let buf = vec![5u8; size];
@@ -207,6 +240,7 @@ fn main() {
                     "pread",
                 );
             }
+            gate();
             let t = std::time::Instant::now();
             for _ in 0..count {
                 check(
@@ -214,8 +248,61 @@ fn main() {
                     "pread",
                 );
             }
-            let ns = t.elapsed().as_nanos() as f64 / count.max(1) as f64;
-            format!(r#"{{"calls":{count},"ns_per_call":{ns:.2}}}"#)
+            timed("calls", "ns_per_call", count, t.elapsed().as_nanos())
+        }
+        "getppid-timed" => {
+            // A system call copyscope counts nowhere: what its syscall probes cost on the
+            // calls they pass over.
+            let count = num(a(1), "COUNT");
+            for _ in 0..1000 {
+                // SAFETY: getppid has no arguments and cannot fail.
+                unsafe { libc::syscall(libc::SYS_getppid) };
+            }
+            gate();
+            let t = std::time::Instant::now();
+            for _ in 0..count {
+                // SAFETY: as above; the raw syscall, never a cached value.
+                std::hint::black_box(unsafe { libc::syscall(libc::SYS_getppid) });
+            }
+            timed("calls", "ns_per_call", count, t.elapsed().as_nanos())
+        }
+        "switch-timed" => {
+            // Ping-pong: this thread writes a byte into one pipe, the other thread reads it
+            // and answers on the second; each round blocks each thread once.
+            let rounds = num(a(1), "ROUNDS");
+            let (mut there, mut back) = ([0; 2], [0; 2]);
+            for p in [&mut there, &mut back] {
+                check(
+                    unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } as isize,
+                    "pipe2",
+                );
+            }
+            let warm = 1000;
+            let (r, w) = (there[0], back[1]);
+            let echo = thread::spawn(move || {
+                let mut b = [0u8; 1];
+                for _ in 0..warm + rounds {
+                    // SAFETY: read into and write from our buffer.
+                    check(unsafe { libc::read(r, b.as_mut_ptr().cast(), 1) }, "read");
+                    check(unsafe { libc::write(w, b.as_ptr().cast(), 1) }, "write");
+                }
+            });
+            let (w, r) = (there[1], back[0]);
+            let mut b = [0u8; 1];
+            let mut ping = |n: u64| {
+                for _ in 0..n {
+                    // SAFETY: write from and read into our buffer.
+                    check(unsafe { libc::write(w, b.as_ptr().cast(), 1) }, "write");
+                    check(unsafe { libc::read(r, b.as_mut_ptr().cast(), 1) }, "read");
+                }
+            };
+            ping(warm);
+            gate();
+            let t = std::time::Instant::now();
+            ping(rounds);
+            let ns = t.elapsed().as_nanos();
+            echo.join().unwrap();
+            timed("rounds", "ns_per_round", rounds, ns)
         }
         "drop-cache" => {
             let fd = open(
