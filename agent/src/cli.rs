@@ -196,10 +196,8 @@ pub struct RunArgs {
     #[arg(long, env = "COPYSCOPE_WEB_CONFIG", value_name = "FILE")]
     pub web_config: Option<std::path::PathBuf>,
 
-    /// Probe families not to attach, comma-separated: sched, pagecache, copies (see the
-    /// README's overhead table for what each costs). syscalls and process are always on.
-    #[arg(long, env = "COPYSCOPE_DISABLE_FAMILIES", value_name = "FAMILY,...", value_delimiter = ',', value_parser = parse_family)]
-    pub disable_families: Vec<String>,
+    #[command(flatten)]
+    pub families: FamilyArgs,
 
     /// Once the probes are attached, become this user (and group), names or numeric ids,
     /// keeping only the capabilities collecting needs. Needs CAP_SETUID and CAP_SETGID
@@ -215,6 +213,21 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub advice: AdviceArgs,
+}
+
+/// Which probe families to attach.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FamilyArgs {
+    /// Probe families not to attach, comma-separated: sched, pagecache, copies (see the
+    /// README's overhead table for what each costs). syscalls and process are always on.
+    #[arg(
+        long,
+        env = "COPYSCOPE_DISABLE_FAMILIES",
+        value_name = "FAMILY,...",
+        value_delimiter = ',',
+        value_parser = parse_family
+    )]
+    pub disable_families: Vec<String>,
 }
 
 /// Where `copyscope run` keeps its programs, maps and totals between restarts.
@@ -315,9 +328,8 @@ pub struct SnapshotArgs {
     #[arg(long)]
     pub bpf_stats: bool,
 
-    /// Probe families not to attach, comma-separated: sched, pagecache, copies.
-    #[arg(long, env = "COPYSCOPE_DISABLE_FAMILIES", value_name = "FAMILY,...", value_delimiter = ',', value_parser = parse_family)]
-    pub disable_families: Vec<String>,
+    #[command(flatten)]
+    pub families: FamilyArgs,
 
     #[command(flatten)]
     pub advice: AdviceArgs,

@@ -20,7 +20,7 @@ use std::{
 
 use common::{
     Slack, WORKLOAD,
-    agent::{Agent, Guard, get, start_agent, wait_for},
+    agent::{Agent, Guard, by_label, get, start_agent, sum, wait_for},
     assert_near, assert_ok, scratch,
 };
 use copyscope::collect::footprint::parse_vm_rss;
@@ -47,42 +47,6 @@ const LOSSY_DROPS: [&str; 4] = [
     "exited_full",
     "process_stats_full",
 ];
-
-/// The sum of every series of `name` whose labels include all of `labels`.
-fn sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    series(text, name)
-        .filter(|(l, _)| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .map(|(_, v)| v)
-        .sum()
-}
-
-/// (labels, value) of every series of `name`.
-fn series<'a>(text: &'a str, name: &'a str) -> impl Iterator<Item = (&'a str, f64)> + 'a {
-    text.lines().filter_map(move |l| {
-        let rest = l.strip_prefix(name)?;
-        let (labels, value) = match rest.strip_prefix('{') {
-            Some(r) => r.rsplit_once("} ")?,
-            None => ("", rest.strip_prefix(' ')?),
-        };
-        Some((labels, value.parse().ok()?))
-    })
-}
-
-/// A gauge's values by one label.
-fn by_label(text: &str, name: &str, label: &str) -> BTreeMap<String, f64> {
-    let key = format!("{label}=\"");
-    series(text, name)
-        .filter_map(|(l, v)| {
-            let start = l.find(&key)? + key.len();
-            let end = l[start..].find('"')? + start;
-            Some((l[start..end].to_string(), v))
-        })
-        .collect()
-}
 
 fn rss(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

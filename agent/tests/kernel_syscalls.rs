@@ -495,21 +495,11 @@ fn kernel_map_memory_stays_within_32_mib_whatever_the_cpu_count() {
         );
     }
     let agent = agent::start_agent(&["--interval", "0.5"]);
-    let by_map: Vec<(String, f64)> = agent::wait_for(
+    let by_map = agent::wait_for(
         std::time::Duration::from_secs(60),
         "the agent's map memory in /metrics",
         || {
-            let (200, m) = agent::get(&agent.addr, "/metrics").ok()? else {
-                return None;
-            };
-            let maps: Vec<(String, f64)> = m
-                .lines()
-                .filter_map(|l| l.strip_prefix("copyscope_map_memory_bytes{map=\""))
-                .filter_map(|l| {
-                    let (name, v) = l.split_once("\"} ")?;
-                    Some((name.to_string(), v.trim().parse().ok()?))
-                })
-                .collect();
+            let maps = agent::by_label(&agent.metrics(), "copyscope_map_memory_bytes", "map");
             (!maps.is_empty()).then_some(maps)
         },
     );
@@ -517,7 +507,8 @@ fn kernel_map_memory_stays_within_32_mib_whatever_the_cpu_count() {
     // for the two maps without preallocation (the agent's saved state, used only when
     // pinned, and the processes `snapshot -- COMMAND` follows) that is memory they
     // never hold unless full. Since 6.5 it is the memory in use, and every map counts.
-    let actual = kernel_at_least(6, 5);
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let actual = copyscope::loader::kernel_version(&release).is_some_and(|v| v >= (6, 5));
     let total: f64 = by_map
         .iter()
         .filter(|(n, _)| actual || !["AGENT_STATE", "WATCHED"].contains(&n.as_str()))
@@ -548,17 +539,6 @@ fn kernel_map_memory_stays_within_32_mib_whatever_the_cpu_count() {
         "kernel map memory {:.2} MiB with {possible} possible CPUs, over 32 MiB",
         total / MIB
     );
-}
-
-/// Whether the running kernel is at least MAJOR.MINOR.
-fn kernel_at_least(major: u32, minor: u32) -> bool {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
-    let mut parts = release
-        .trim()
-        .split(|c: char| !c.is_ascii_digit())
-        .map(|p| p.parse::<u32>().unwrap_or(0));
-    let (a, b) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    (a, b) >= (major, minor)
 }
 
 /// The kernel's possible CPUs (/sys/devices/system/cpu/possible, e.g. "0-191").

@@ -430,28 +430,12 @@ fn verdict(value: f64, goal: f64) -> &'static str {
     }
 }
 
-/// A number for the tables: one decimal, a dash for none.
-fn f1(x: f64) -> String {
+/// A number for the tables with `places` decimals, a dash for none.
+fn fixed(x: f64, places: usize) -> String {
     if x.is_nan() {
         "–".into()
     } else {
-        format!("{x:.1}")
-    }
-}
-
-fn f2(x: f64) -> String {
-    if x.is_nan() {
-        "–".into()
-    } else {
-        format!("{x:.2}")
-    }
-}
-
-fn f3(x: f64) -> String {
-    if x.is_nan() {
-        "–".into()
-    } else {
-        format!("{x:.3}")
+        format!("{x:.places$}")
     }
 }
 
@@ -1074,9 +1058,9 @@ fn report(s: &Settings, samples: &[Vec<Vec<Sample>>], maps: &[(String, MapStat)]
             println!(
                 "| {} | {p} | {} | {} | {} |",
                 config.name(),
-                f3(rpc),
-                f1(npr),
-                f1(npc)
+                fixed(rpc, 3),
+                fixed(npr, 1),
+                fixed(npc, 1)
             );
         }
         let runs = median(&per_round(samples, config, w, |s| s.sum_per(|_| true).0));
@@ -1084,8 +1068,8 @@ fn report(s: &Settings, samples: &[Vec<Vec<Sample>>], maps: &[(String, MapStat)]
         println!(
             "| {} | **total** | {} | | **{}** |",
             config.name(),
-            f3(runs),
-            f1(ns)
+            fixed(runs, 3),
+            fixed(ns, 1)
         );
     }
     if !idle.is_empty() {
@@ -1114,12 +1098,12 @@ fn report(s: &Settings, samples: &[Vec<Vec<Sample>>], maps: &[(String, MapStat)]
         }));
         println!(
             "| {fam} | {} | {} | {:.0} % |",
-            f3(runs),
-            f1(ns),
+            fixed(runs, 3),
+            fixed(ns, 1),
             100.0 * ns / cs_total
         );
     }
-    println!("| **total** | | **{}** | |", f1(cs_total));
+    println!("| **total** | | **{}** | |", fixed(cs_total, 1));
 
     // Net of the per-run cost the empty program shows (the measurement's own share): per
     // round, each run of copyscope and of bpftrace less the floor program's ns per run.
@@ -1150,9 +1134,9 @@ fn report(s: &Settings, samples: &[Vec<Vec<Sample>>], maps: &[(String, MapStat)]
     println!(
         "\nThe empty program costs {} ns per run here; net of that per run, copyscope spends \
          {} ns per call, bpftrace {} ns.\n",
-        f1(floor_run),
-        f1(cs_net),
-        f1(bt_net)
+        fixed(floor_run, 1),
+        fixed(cs_net, 1),
+        fixed(bt_net, 1)
     );
 
     // sched_switch.
@@ -1169,10 +1153,10 @@ fn report(s: &Settings, samples: &[Vec<Vec<Sample>>], maps: &[(String, MapStat)]
         }));
         println!(
             "| {label} | {} | {} | {}–{} |",
-            f2(runs),
-            f1(per_run.median),
-            f1(per_run.p10),
-            f1(per_run.p90)
+            fixed(runs, 2),
+            fixed(per_run.median, 1),
+            fixed(per_run.p10, 1),
+            fixed(per_run.p90, 1)
         );
         per_run.median
     };
@@ -1183,7 +1167,7 @@ fn report(s: &Settings, samples: &[Vec<Vec<Sample>>], maps: &[(String, MapStat)]
     }));
     println!(
         "\ncopyscope's programs in all: {} ns per ping-pong round.\n",
-        f1(cs_round)
+        fixed(cs_round, 1)
     );
 
     // The uncounted syscall.
@@ -1202,14 +1186,14 @@ fn report(s: &Settings, samples: &[Vec<Vec<Sample>>], maps: &[(String, MapStat)]
     for config in [Config::Baseline, Config::Floor, Config::Copyscope] {
         let ns = Spread::of(&per_round(samples, config, gw, |s| s.ns));
         if config == Config::Baseline {
-            println!("| {} | {} | | |", config.name(), f1(ns.median));
+            println!("| {} | {} | | |", config.name(), fixed(ns.median, 1));
             continue;
         }
         let a = Spread::of(&added(config, gw));
         println!(
             "| {} | {} | {:+.1} | {:+.1}–{:+.1} |",
             config.name(),
-            f1(ns.median),
+            fixed(ns.median, 1),
             a.median,
             a.p10,
             a.p90
@@ -1228,7 +1212,12 @@ fn report(s: &Settings, samples: &[Vec<Vec<Sample>>], maps: &[(String, MapStat)]
         if rpc == 0.0 && npr.is_nan() {
             continue;
         }
-        println!("| {p} | {} | {} | {} |", f3(rpc), f1(npr), f1(npc));
+        println!(
+            "| {p} | {} | {} | {} |",
+            fixed(rpc, 3),
+            fixed(npr, 1),
+            fixed(npc, 1)
+        );
     }
     println!();
 
@@ -1257,11 +1246,11 @@ fn report(s: &Settings, samples: &[Vec<Vec<Sample>>], maps: &[(String, MapStat)]
                 w.name(),
                 w.unit(),
                 config.name(),
-                f1(ns.median),
-                f1(ns.min),
-                f1(ns.max),
-                f1(ns.p10),
-                f1(ns.p90)
+                fixed(ns.median, 1),
+                fixed(ns.min, 1),
+                fixed(ns.max, 1),
+                fixed(ns.p10, 1),
+                fixed(ns.p90, 1)
             );
         }
     }
@@ -1271,8 +1260,8 @@ fn report(s: &Settings, samples: &[Vec<Vec<Sample>>], maps: &[(String, MapStat)]
     println!(
         "\npread 4 KiB, wall clock added: copyscope {pread_cs:+.1} ns = {} x bpftrace's \
          {pread_bt:+.1} ns and {} x the floor's {pread_floor:+.1} ns (no goal).\n",
-        f2(ratio(pread_cs, pread_bt)),
-        f2(ratio(pread_cs, pread_floor))
+        fixed(ratio(pread_cs, pread_bt), 2),
+        fixed(ratio(pread_cs, pread_floor), 2)
     );
 
     // Map memory.
@@ -1318,29 +1307,29 @@ fn report(s: &Settings, samples: &[Vec<Vec<Sample>>], maps: &[(String, MapStat)]
     println!("|---|---:|---:|---|");
     println!(
         "| program time per pread 4 KiB, copyscope / bpftrace ({} / {} ns) | {} | ≤ 0.30 | {} |",
-        f1(cs_total),
-        f1(bt_total),
-        f2(prog_ratio),
+        fixed(cs_total, 1),
+        fixed(bt_total, 1),
+        fixed(prog_ratio, 2),
         verdict(prog_ratio, 0.30)
     );
     println!(
         "| the same net of the empty program's {} ns per run ({} / {} ns) | {} | ≤ 0.30 | {} |",
-        f1(floor_run),
-        f1(cs_net),
-        f1(bt_net),
-        f2(ratio_net),
+        fixed(floor_run, 1),
+        fixed(cs_net, 1),
+        fixed(bt_net, 1),
+        fixed(ratio_net, 2),
         verdict(ratio_net, 0.30)
     );
     println!(
         "| sched_switch ns per run, copyscope / empty program ({} / {} ns) | {} | ≤ 3.0 | {} |",
-        f1(cs_switch),
-        f1(empty_switch),
-        f2(switch_ratio),
+        fixed(cs_switch, 1),
+        fixed(empty_switch, 1),
+        fixed(switch_ratio, 2),
         verdict(switch_ratio, 3.0)
     );
     println!(
         "| getppid added ns, copyscope / floor ({getppid_cs:+.1} / {getppid_floor:+.1} ns) | {} | ≤ 2.0 | {} |",
-        f2(getppid_ratio),
+        fixed(getppid_ratio, 2),
         verdict(getppid_ratio, 2.0)
     );
     println!(

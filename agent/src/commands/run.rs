@@ -85,7 +85,7 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         watch_only: false,
         debug_log: false,
         pin: pin_request(&args.pin),
-        disabled_families: args.disable_families.clone(),
+        disabled_families: args.families.disable_families.clone(),
     })?;
     loader::require_all(&loaded.probes)?;
     // A pinned restart: the programs were attached while calibrating, so the first

@@ -29,7 +29,7 @@ pub fn run(args: &SnapshotArgs) -> Result<i32> {
         watch_only: watch,
         debug_log: args.debug_bpf,
         pin: None,
-        disabled_families: args.disable_families.clone(),
+        disabled_families: args.families.disable_families.clone(),
     })?;
     loader::require_all(&loaded.probes)?;
     let mut logger = if args.debug_bpf {

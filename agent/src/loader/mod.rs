@@ -99,14 +99,19 @@ fn uname_release() -> String {
         .into_owned()
 }
 
+/// MAJOR.MINOR of a kernel release string ("6.12.95+deb12-amd64" -> (6, 12)).
+pub fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.trim().split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
 /// Refuse kernels older than [`MIN_KERNEL`]; a release that does not parse is left to the
 /// loading to judge.
 pub fn check_kernel(release: &str) -> Result<()> {
-    let mut parts = release.split(|c: char| !c.is_ascii_digit());
-    let major = parts.next().and_then(|p| p.parse::<u32>().ok());
-    let minor = parts.next().and_then(|p| p.parse::<u32>().ok());
-    match (major, minor) {
-        (Some(a), Some(b)) if (a, b) < MIN_KERNEL => bail!(
+    match kernel_version(release) {
+        Some((a, b)) if (a, b) < MIN_KERNEL => bail!(
             "this kernel ({release}) is too old: copyscope needs Linux {}.{} or later (BTF, \
              BTF tracepoints, bpf_probe_read_kernel)",
             MIN_KERNEL.0,
@@ -399,19 +404,11 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     loader.override_global(globals::DEBUG_LOG, &debug, true);
     let reject = test_reject()?;
     loader.override_global(globals::TEST_REJECT, &reject, true);
-    let families_off: u64 = OPTIONAL_FAMILIES
-        .iter()
-        .enumerate()
-        .filter(|(_, f)| opts.disabled_families.iter().any(|d| d == *f))
-        .map(|(i, _)| 1 << i)
-        .sum();
     let build = pinning::build_hash(
-        offsets
-            .iter()
-            .chain(records.iter())
-            .chain(std::iter::once(&("families_off", families_off))),
+        offsets.iter().chain(records.iter()),
         watch,
         debug ^ (reject << 1),
+        &opts.disabled_families,
     );
     // Pinning: lock and check the pin, and point every shared map at it.
     let pin_plan = opts
@@ -477,24 +474,14 @@ fn attach_all(
         .iter()
         .map(|spec| {
             if opts.disabled_families.iter().any(|f| f == spec.family) && !spec.required {
-                return ProbeStatus {
-                    family: spec.family,
-                    hook: spec.hook,
-                    name: spec
-                        .methods
-                        .first()
-                        .map(|m| m.program.to_string())
-                        .unwrap_or_default(),
-                    method: None,
-                    attached: false,
-                    required: false,
-                    detail: format!(
+                return not_attached(
+                    spec,
+                    format!(
                         "the {} family is turned off (--disable-families)",
                         spec.family
                     ),
-                    reason: Some(Reason::Disabled),
-                    fired: None,
-                };
+                    Reason::Disabled,
+                );
             }
             attach_probe(ebpf, spec, root, kernel_btf, links)
         })
@@ -608,6 +595,11 @@ fn attach_probe(
             }
         }
     }
+    not_attached(spec, reasons.join("; "), kind.unwrap_or(Reason::Failed))
+}
+
+/// The status of a probe that is not attached: why, and the kind of why.
+fn not_attached(spec: &ProbeSpec, detail: String, reason: Reason) -> ProbeStatus {
     ProbeStatus {
         family: spec.family,
         hook: spec.hook,
@@ -619,8 +611,8 @@ fn attach_probe(
         method: None,
         attached: false,
         required: spec.required,
-        detail: reasons.join("; "),
-        reason: Some(kind.unwrap_or(Reason::Failed)),
+        detail,
+        reason: Some(reason),
         fired: None,
     }
 }
@@ -1069,7 +1061,7 @@ pub fn enable_bpf_stats() -> Result<std::os::fd::OwnedFd> {
 
 #[cfg(test)]
 mod tests {
-    use super::{check_kernel, explain, explain_with, missing_from};
+    use super::{check_kernel, explain, explain_with, kernel_version, missing_from};
 
     #[test]
     fn kernels_before_5_5_are_refused() {
@@ -1096,6 +1088,9 @@ mod tests {
         ] {
             assert!(check_kernel(ok).is_ok(), "{ok}");
         }
+        assert_eq!(kernel_version("6.12.95+deb12-amd64\n"), Some((6, 12)));
+        assert_eq!(kernel_version("5.10.0-46-amd64"), Some((5, 10)));
+        assert_eq!(kernel_version("weird"), None);
     }
 
     #[test]

@@ -306,6 +306,7 @@ pub(super) fn build_hash<'a>(
     globals: impl Iterator<Item = &'a (&'static str, u64)>,
     watch: u8,
     debug: u8,
+    disabled_families: &[String],
 ) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut eat = |bytes: &[u8]| {
@@ -322,6 +323,12 @@ pub(super) fn build_hash<'a>(
     }
     eat(&[watch, debug]);
     eat(disabled_methods().join(",").as_bytes());
+    // Sorted: the same families in another order are the same programs.
+    let mut families: Vec<&str> = disabled_families.iter().map(String::as_str).collect();
+    families.sort_unstable();
+    families.dedup();
+    eat(b";");
+    eat(families.join(",").as_bytes());
     h
 }
 

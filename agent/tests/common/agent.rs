@@ -2,6 +2,7 @@
 //! however the test ends, plain HTTP gets, and polling with a limit.
 
 use std::{
+    collections::BTreeMap,
     io::{BufRead as _, BufReader, Read as _, Write as _},
     net::TcpStream,
     process::{Child, Command, Stdio},
@@ -185,4 +186,40 @@ pub fn require_tool(cmd: &str, package: &str) -> bool {
     );
     eprintln!("skipped: {msg}");
     false
+}
+
+/// The sum of every series of `name` whose labels include all of `labels`.
+pub fn sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    series(text, name)
+        .filter(|(l, _)| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// (labels, value) of every series of `name`.
+pub fn series<'a>(text: &'a str, name: &'a str) -> impl Iterator<Item = (&'a str, f64)> + 'a {
+    text.lines().filter_map(move |l| {
+        let rest = l.strip_prefix(name)?;
+        let (labels, value) = match rest.strip_prefix('{') {
+            Some(r) => r.rsplit_once("} ")?,
+            None => ("", rest.strip_prefix(' ')?),
+        };
+        Some((labels, value.parse().ok()?))
+    })
+}
+
+/// A gauge's values by one label (series without that label are left out).
+pub fn by_label(text: &str, name: &str, label: &str) -> BTreeMap<String, f64> {
+    let key = format!("{label}=\"");
+    series(text, name)
+        .filter_map(|(l, v)| {
+            let start = l.find(&key)? + key.len();
+            let end = l[start..].find('"')? + start;
+            Some((l[start..end].to_string(), v))
+        })
+        .collect()
 }
