@@ -1144,12 +1144,14 @@ fn report(s: &Settings, samples: &[Vec<Vec<Sample>>], maps: &[(String, MapStat)]
     println!("### sched_switch (ping-pong, two threads on one CPU)\n");
     println!("| program | runs / round | ns / run (median) | ns / run p10–p90 |");
     println!("|---|---:|---:|---:|");
+    // The sched family's programs: `sched_switchbtf` or `sched_switch` (copyscope, by
+    // method), `sched_switch` (bpftrace's empty program).
+    let sched = |s: &Sample| s.sum_per(|p| family(p) == "sched");
     let sched_row = |label: &str, config: Config| {
-        let runs = median(&per_round(samples, config, sw, |s| {
-            s.runs_per("sched_switch")
-        }));
+        let runs = median(&per_round(samples, config, sw, |s| sched(s).0));
         let per_run = Spread::of(&per_round(samples, config, sw, |s| {
-            s.ns_per_run("sched_switch")
+            let (runs, ns) = sched(s);
+            ratio(ns, runs)
         }));
         println!(
             "| {label} | {} | {} | {}–{} |",
