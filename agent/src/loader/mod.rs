@@ -518,7 +518,8 @@ fn fill_syscall_index(ebpf: &mut Ebpf) -> Result<()> {
 }
 
 /// Methods named in COPYSCOPE_DISABLE_METHODS (comma-separated) are not tried: to test the
-/// fallbacks, or to work around a broken method on one kernel.
+/// fallbacks, or to work around a broken method on one kernel. `METHOD` turns a method off
+/// for every probe, `HOOK:METHOD` for one probe only (e.g. `sys_enter:tracepoint`).
 fn disabled_methods() -> Vec<String> {
     std::env::var("COPYSCOPE_DISABLE_METHODS")
         .map(|v| {
@@ -528,6 +529,14 @@ fn disabled_methods() -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Whether COPYSCOPE_DISABLE_METHODS (see [`disabled_methods`]) turns `method` off for `hook`.
+fn method_disabled(disabled: &[String], hook: &str, method: Method) -> bool {
+    disabled.iter().any(|d| match d.split_once(':') {
+        Some((h, m)) => h == hook && m == method.name(),
+        None => d == method.name(),
+    })
 }
 
 fn attach_probe(
@@ -543,7 +552,7 @@ fn attach_probe(
     let disabled = disabled_methods();
     let missing_caps = missing_capabilities();
     for m in spec.methods {
-        if disabled.iter().any(|d| d == m.method.name()) {
+        if method_disabled(&disabled, spec.hook, m.method) {
             reasons.push(format!(
                 "{}: disabled by COPYSCOPE_DISABLE_METHODS",
                 m.method.name()
@@ -1061,7 +1070,23 @@ pub fn enable_bpf_stats() -> Result<std::os::fd::OwnedFd> {
 
 #[cfg(test)]
 mod tests {
-    use super::{check_kernel, explain, explain_with, kernel_version, missing_from};
+    use super::{
+        check_kernel, explain, explain_with, kernel_version, method_disabled, missing_from,
+        probes::Method,
+    };
+
+    #[test]
+    fn a_method_is_disabled_everywhere_or_for_one_hook() {
+        let d: Vec<String> = ["tp_btf", "sys_exit:tracepoint"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert!(method_disabled(&d, "sys_enter", Method::TpBtf));
+        assert!(method_disabled(&d, "sched_switch", Method::TpBtf));
+        assert!(method_disabled(&d, "sys_exit", Method::Tracepoint));
+        assert!(!method_disabled(&d, "sys_enter", Method::Tracepoint));
+        assert!(!method_disabled(&d, "sys_exit", Method::RawTracepoint));
+    }
 
     #[test]
     fn kernels_before_5_5_are_refused() {

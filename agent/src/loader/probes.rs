@@ -87,7 +87,16 @@ pub const PROBES: &[ProbeSpec] = &[
     ProbeSpec {
         family: "syscalls",
         hook: "sys_enter",
+        // The per-syscall tracepoints first: a program on them runs for the counted
+        // syscalls only, so every other system call on the node pays nothing but the
+        // kernel's syscall-tracepoint slow path. On `sys_enter` a program runs for every
+        // system call of every process (`cargo xtask bench overhead`, getppid row).
         methods: &[
+            Attach {
+                method: Method::Tracepoint,
+                program: programs::SYSCALLS_TP_ENTER,
+                target: Target::EachSyscall("enter"),
+            },
             Attach {
                 method: Method::TpBtf,
                 program: programs::SYSCALLS_BTF_ENTER,
@@ -98,11 +107,6 @@ pub const PROBES: &[ProbeSpec] = &[
                 program: programs::SYSCALLS_ENTER,
                 target: Target::Raw("sys_enter"),
             },
-            Attach {
-                method: Method::Tracepoint,
-                program: programs::SYSCALLS_TP_ENTER,
-                target: Target::EachSyscall("enter"),
-            },
         ],
         required: true,
     },
@@ -110,6 +114,11 @@ pub const PROBES: &[ProbeSpec] = &[
         family: "syscalls",
         hook: "sys_exit",
         methods: &[
+            Attach {
+                method: Method::Tracepoint,
+                program: programs::SYSCALLS_TP_EXIT_REGS,
+                target: Target::EachSyscall("exit"),
+            },
             Attach {
                 method: Method::RawTracepoint,
                 program: programs::SYSCALLS_EXIT,

@@ -50,6 +50,7 @@ pub mod programs {
     pub const SYSCALLS_EXIT: &str = "syscalls_exit";
     pub const SYSCALLS_TP_ENTER: &str = "syscalls_tp_ent";
     pub const SYSCALLS_TP_EXIT: &str = "syscalls_tp_ext";
+    pub const SYSCALLS_TP_EXIT_REGS: &str = "syscalls_tp_exr";
     pub const PROCESS_EXIT: &str = "process_exit";
     pub const PROCESS_FORK: &str = "process_fork";
     pub const SCHED_SWITCH: &str = "sched_switch";

@@ -10,7 +10,7 @@ use aya_ebpf::{
     EbpfContext,
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_task_btf, bpf_ktime_get_ns,
-        bpf_probe_read_kernel,
+        bpf_probe_read_kernel, bpf_task_pt_regs,
     },
     macros::{btf_tracepoint, raw_tracepoint, tracepoint},
     programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
@@ -137,8 +137,33 @@ pub fn syscalls_tp_ent(ctx: TracePointContext) -> i32 {
 }
 
 // kernel/trace/trace_syscalls.c: perf_syscall_exit (record: nr, ret). The record has no
-// arguments: a call whose enter run was skipped is not counted here (only in
-// `syscall_time_unknown`).
+// arguments; the task's saved user registers (bpf_task_pt_regs, 5.15+) still hold them, so
+// a call whose enter run was skipped is counted, with its fds classified here, as on the
+// raw sys_exit. Kernels without that helper refuse this program and use the raw sys_exit.
+#[tracepoint]
+pub fn syscalls_tp_exr(ctx: TracePointContext) -> i32 {
+    crate::rejected_when_asked(test_reject::SYSCALLS_EXIT);
+    let ret = unsafe { ctx.read_at::<i64>(global(&OFF_TP_RET) as usize) }.unwrap_or(0);
+    let nr = unsafe { ctx.read_at::<i32>(global(&OFF_TP_EXIT_NR) as usize) }.unwrap_or(-1);
+    // Only on the rare path (no record from enter): the helper is not free.
+    let arg = |i: u8| {
+        let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf() as *mut _) } as *const u8;
+        if regs.is_null() {
+            return u64::MAX;
+        }
+        match i {
+            0 => read_reg_at(regs, global(&OFF_REGS_EXIT_ARG0)),
+            _ => read_reg(regs, i),
+        }
+    };
+    match try_exit(&ctx, nr as u64, ret, Some(arg)) {
+        Ok(()) => 0,
+        Err(e) => e,
+    }
+}
+
+// The same without the registers, for kernels where neither of the above loads: a call
+// whose enter run was skipped is not counted here (only in `syscall_time_unknown`).
 #[tracepoint]
 pub fn syscalls_tp_ext(ctx: TracePointContext) -> i32 {
     crate::rejected_when_asked(test_reject::SYSCALLS_EXIT);
