@@ -94,6 +94,11 @@ pub const PROBES: &[ProbeSpec] = &[
         methods: &[
             Attach {
                 method: Method::Tracepoint,
+                program: programs::SYSCALLS_TP_BTF_ENTER,
+                target: Target::EachSyscall("enter"),
+            },
+            Attach {
+                method: Method::Tracepoint,
                 program: programs::SYSCALLS_TP_ENTER,
                 target: Target::EachSyscall("enter"),
             },

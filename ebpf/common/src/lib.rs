@@ -49,6 +49,7 @@ pub mod programs {
     pub const SYSCALLS_ENTER: &str = "syscalls_enter";
     pub const SYSCALLS_EXIT: &str = "syscalls_exit";
     pub const SYSCALLS_TP_ENTER: &str = "syscalls_tp_ent";
+    pub const SYSCALLS_TP_BTF_ENTER: &str = "syscalls_tp_enb";
     pub const SYSCALLS_TP_EXIT: &str = "syscalls_tp_ext";
     pub const SYSCALLS_TP_EXIT_REGS: &str = "syscalls_tp_exr";
     pub const PROCESS_EXIT: &str = "process_exit";

@@ -11,7 +11,7 @@ use aya_ebpf::{
 use copyscope_common::{CopyStats, limits, syscalls::ZERO_COPY_MASK};
 
 use crate::{
-    global,
+    field, global,
     maps::{COPY_STATS, INFLIGHT, bump, current_tgid, proc_row},
 };
 
@@ -37,8 +37,8 @@ fn add(bytes: i64, f: impl FnOnce(&mut CopyStats, u64)) {
 
 #[inline(always)]
 fn socklen(ctx: &TracePointContext) -> (i64, i32) {
-    let ret: i32 = unsafe { ctx.read_at(global(&OFF_SOCKLEN_RET) as usize) }.unwrap_or(0);
-    let flags: i32 = unsafe { ctx.read_at(global(&OFF_SOCKLEN_FLAGS) as usize) }.unwrap_or(0);
+    let ret: i32 = field(&ctx, global(&OFF_SOCKLEN_RET));
+    let flags: i32 = field(&ctx, global(&OFF_SOCKLEN_FLAGS));
     (ret as i64, flags)
 }
 

@@ -11,7 +11,7 @@ use aya_ebpf::{
 use copyscope_common::limits;
 
 use crate::{
-    global,
+    field, global,
     maps::{CACHE_STATS, INFLIGHT, bump, current_tgid, proc_row},
 };
 
@@ -96,8 +96,8 @@ fn syscall_start(tid: u32) -> u64 {
 // mm/filemap.c: filemap_get_pages() -> trace_mm_filemap_get_pages(mapping, index, last_index - 1)
 #[tracepoint]
 pub fn pagecache_get(ctx: TracePointContext) -> i32 {
-    let first: u64 = unsafe { ctx.read_at(global(&OFF_GETPAGES_INDEX) as usize) }.unwrap_or(0);
-    let last: u64 = unsafe { ctx.read_at(global(&OFF_GETPAGES_LAST) as usize) }.unwrap_or(0);
+    let first: u64 = field(&ctx, global(&OFF_GETPAGES_INDEX));
+    let last: u64 = field(&ctx, global(&OFF_GETPAGES_LAST));
     if last < first {
         return 0;
     }
@@ -110,7 +110,7 @@ pub fn pagecache_get(ctx: TracePointContext) -> i32 {
         .get_ptr_mut(tid & (limits::INFLIGHT_SLOTS - 1))
         .filter(|s| unsafe { (**s).tid } == tid)
     {
-        let ino: u64 = unsafe { ctx.read_at(global(&OFF_GETPAGES_INO) as usize) }.unwrap_or(0);
+        let ino: u64 = field(&ctx, global(&OFF_GETPAGES_INO));
         unsafe {
             let mut end = last;
             if (*slot).lookup_ino == ino && ino != 0 {
@@ -141,8 +141,8 @@ pub fn pagecache_add(ctx: TracePointContext) -> i32 {
     };
     let pages = 1u64 << (order & 31);
     add(|s| bump(&raw mut s.added, pages));
-    let ino: u64 = unsafe { ctx.read_at(global(&OFF_ADD_INO) as usize) }.unwrap_or(0);
-    let index: u64 = unsafe { ctx.read_at(global(&OFF_ADD_INDEX) as usize) }.unwrap_or(0);
+    let ino: u64 = field(&ctx, global(&OFF_ADD_INO));
+    let index: u64 = field(&ctx, global(&OFF_ADD_INDEX));
     let tid = bpf_get_current_pid_tgid() as u32;
     let new = Added {
         syscall_start: syscall_start(tid),
@@ -207,8 +207,8 @@ pub fn pagecache_fault(_ctx: TracePointContext) -> i32 {
 // index, not the folio's size.
 #[tracepoint]
 pub fn pagecache_dirty(ctx: TracePointContext) -> i32 {
-    let ino: u64 = unsafe { ctx.read_at(global(&OFF_DIRTY_INO) as usize) }.unwrap_or(0);
-    let index: u64 = unsafe { ctx.read_at(global(&OFF_DIRTY_INDEX) as usize) }.unwrap_or(0);
+    let ino: u64 = field(&ctx, global(&OFF_DIRTY_INO));
+    let index: u64 = field(&ctx, global(&OFF_DIRTY_INDEX));
     dirtied(ino, index, None);
     0
 }

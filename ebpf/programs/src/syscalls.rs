@@ -23,7 +23,7 @@ use copyscope_common::{
 };
 
 use crate::{
-    global,
+    field, global,
     maps::{
         BPF_NOEXIST, INFLIGHT, INFLIGHT_SPILL, SYSCALL_INDEX, SYSCALL_STATS, WATCHED, bump, count,
     },
@@ -122,17 +122,37 @@ pub fn syscalls_exit(ctx: RawTracePointContext) -> i32 {
     }
 }
 
-// kernel/trace/trace_syscalls.c: ftrace_syscall_enter -> perf_syscall_enter (record: nr, args[6])
+// kernel/trace/trace_syscalls.c: ftrace_syscall_enter -> perf_syscall_enter (record: nr,
+// args[6]). The fd walk starts from the BTF-typed current task (5.11+), so its first hops
+// are plain loads; kernels without bpf_get_current_task_btf load `syscalls_tp_ent`.
+#[tracepoint]
+pub fn syscalls_tp_enb(ctx: TracePointContext) -> i32 {
+    crate::rejected_when_asked(test_reject::SYSCALLS_ENTER);
+    let nr: i32 = field(&ctx, global(&OFF_TP_NR));
+    match try_enter_with(nr as u64, |i| record_arg(&ctx, i), classify_btf) {
+        Ok(()) => 0,
+        Err(e) => e,
+    }
+}
+
 #[tracepoint]
 pub fn syscalls_tp_ent(ctx: TracePointContext) -> i32 {
     crate::rejected_when_asked(test_reject::SYSCALLS_ENTER);
-    let nr = unsafe { ctx.read_at::<i32>(global(&OFF_TP_NR) as usize) }.unwrap_or(-1);
-    let base = global(&OFF_TP_ARGS) as usize;
-    match try_enter(nr as u64, |i| {
-        unsafe { ctx.read_at::<u64>(base + 8 * i as usize) }.unwrap_or(u64::MAX)
-    }) {
+    let nr: i32 = field(&ctx, global(&OFF_TP_NR));
+    match try_enter(nr as u64, |i| record_arg(&ctx, i)) {
         Ok(()) => 0,
         Err(e) => e,
+    }
+}
+
+/// Argument `i` (0-2: the fd positions) of a syscall enter record.
+#[inline(always)]
+fn record_arg(ctx: &TracePointContext, i: u8) -> u64 {
+    let base = global(&OFF_TP_ARGS);
+    match i {
+        0 => field(ctx, base),
+        1 => field(ctx, base + 8),
+        _ => field(ctx, base + 16),
     }
 }
 
@@ -143,8 +163,8 @@ pub fn syscalls_tp_ent(ctx: TracePointContext) -> i32 {
 #[tracepoint]
 pub fn syscalls_tp_exr(ctx: TracePointContext) -> i32 {
     crate::rejected_when_asked(test_reject::SYSCALLS_EXIT);
-    let ret = unsafe { ctx.read_at::<i64>(global(&OFF_TP_RET) as usize) }.unwrap_or(0);
-    let nr = unsafe { ctx.read_at::<i32>(global(&OFF_TP_EXIT_NR) as usize) }.unwrap_or(-1);
+    let ret: i64 = field(&ctx, global(&OFF_TP_RET));
+    let nr: i32 = field(&ctx, global(&OFF_TP_EXIT_NR));
     // Only on the rare path (no record from enter): the helper is not free.
     let arg = |i: u8| {
         let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf() as *mut _) } as *const u8;
@@ -167,8 +187,8 @@ pub fn syscalls_tp_exr(ctx: TracePointContext) -> i32 {
 #[tracepoint]
 pub fn syscalls_tp_ext(ctx: TracePointContext) -> i32 {
     crate::rejected_when_asked(test_reject::SYSCALLS_EXIT);
-    let ret = unsafe { ctx.read_at::<i64>(global(&OFF_TP_RET) as usize) }.unwrap_or(0);
-    let nr = unsafe { ctx.read_at::<i32>(global(&OFF_TP_EXIT_NR) as usize) }.unwrap_or(-1);
+    let ret: i64 = field(&ctx, global(&OFF_TP_RET));
+    let nr: i32 = field(&ctx, global(&OFF_TP_EXIT_NR));
     match try_exit(&ctx, nr as u64, ret, None::<fn(u8) -> u64>) {
         Ok(()) => 0,
         Err(e) => e,
