@@ -177,7 +177,7 @@ pub struct RunArgs {
     pub max_workloads: usize,
 
     /// Label series with the pid as well (one series per process: high cardinality).
-    #[arg(long, env = "COPYSCOPE_PID_LABELS")]
+    #[arg(long, env = "COPYSCOPE_PID_LABELS", value_parser = boolish())]
     pub pid_labels: bool,
 
     /// Seconds a workload may stay idle before its series are dropped.
@@ -186,7 +186,7 @@ pub struct RunArgs {
 
     /// Export per-program run counts and times (turns on the kernel's BPF stats, which
     /// cost a little on every program run).
-    #[arg(long, env = "COPYSCOPE_BPF_STATS")]
+    #[arg(long, env = "COPYSCOPE_BPF_STATS", value_parser = boolish())]
     pub bpf_stats: bool,
 
     /// TLS, client certificates and basic auth for the HTTP server, in the Prometheus
@@ -248,12 +248,12 @@ pub struct PinArgs {
 
     /// Do not pin: the programs detach when copyscope exits, and counts start from zero
     /// with each agent.
-    #[arg(long, env = "COPYSCOPE_NO_PIN")]
+    #[arg(long, env = "COPYSCOPE_NO_PIN", value_parser = boolish())]
     pub no_pin: bool,
 
     /// Discard a pin of another layout version, or a damaged one, and start from zero,
     /// instead of failing.
-    #[arg(long, env = "COPYSCOPE_REPIN")]
+    #[arg(long, env = "COPYSCOPE_REPIN", value_parser = boolish())]
     pub repin: bool,
 }
 
@@ -301,7 +301,9 @@ fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
 fn parse_interval(s: &str) -> Result<f64, String> {
     let v = parse_duration(s)?;
     if v < 0.1 {
-        return Err(format!("the interval must be at least 0.1 s, got {s}"));
+        return Err(format!(
+            "the interval must be at least 0.1 s (and at most 86400 s), got {s}"
+        ));
     }
     Ok(v)
 }
@@ -359,7 +361,7 @@ pub struct AdviceArgs {
     pub advise_min_saving: f64,
     /// Also list the findings below --advise-min-saving in the JSON, marked
     /// `"below_threshold": true` (never in the metrics).
-    #[arg(long, env = "COPYSCOPE_ADVISE_ALL")]
+    #[arg(long, env = "COPYSCOPE_ADVISE_ALL", value_parser = boolish())]
     pub advise_all: bool,
 }
 
@@ -394,13 +396,19 @@ fn parse_fraction(s: &str) -> Result<f64, String> {
     Ok(v)
 }
 
+/// A switch that can also be set from the environment: 1/0, yes/no, true/false (and
+/// y/n, t/f, on/off); anything else is an error rather than "on".
+fn boolish() -> clap::builder::BoolishValueParser {
+    clap::builder::BoolishValueParser::new()
+}
+
 fn parse_duration(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .parse()
         .map_err(|_| format!("{s:?} is not a number of seconds"))?;
     if !v.is_finite() || v <= 0.0 || v > 86_400.0 {
         return Err(format!(
-            "duration must be between 0 and 86400 seconds, got {s}"
+            "duration must be more than 0 and at most 86400 seconds, got {s}"
         ));
     }
     Ok(v)
@@ -441,6 +449,32 @@ mod tests {
                 .unwrap_err()
                 .contains("too large")
         );
+    }
+
+    #[test]
+    fn switches_from_the_environment_take_yes_no_1_0_true_false() {
+        // SAFETY: no other test reads or writes this variable.
+        for (value, want) in [
+            ("1", true),
+            ("yes", true),
+            ("true", true),
+            ("0", false),
+            ("no", false),
+            ("false", false),
+        ] {
+            unsafe { std::env::set_var("COPYSCOPE_ADVISE_ALL", value) };
+            let c = Cli::try_parse_from(["copyscope", "snapshot", "--json"]).unwrap();
+            let Command::Snapshot(a) = c.command else {
+                panic!("not snapshot")
+            };
+            assert_eq!(a.advice.advise_all, want, "COPYSCOPE_ADVISE_ALL={value}");
+        }
+        unsafe { std::env::set_var("COPYSCOPE_ADVISE_ALL", "maybe") };
+        let e = Cli::try_parse_from(["copyscope", "snapshot"])
+            .unwrap_err()
+            .to_string();
+        unsafe { std::env::remove_var("COPYSCOPE_ADVISE_ALL") };
+        assert!(e.contains("invalid value 'maybe'"), "{e}");
     }
 
     #[test]

@@ -164,6 +164,9 @@ pub struct Dropped {
     pub bounding: bool,
     /// The user switched to, as [`User`] displays it.
     pub user: Option<String>,
+    /// Whether no_new_privs is set: no exec can gain privileges (setuid, file
+    /// capabilities) again.
+    pub no_new_privs: bool,
 }
 
 /// A user and group to become: `--user USER[:GROUP]`.
@@ -386,11 +389,18 @@ pub fn keep_only_as(keep: &[Cap], user: Option<&User>) -> Result<Dropped> {
     if prm2 & !want != 0 || eff2 & !want != 0 || inh2 != 0 {
         bail!("the capabilities did not drop: effective {eff2:#x}, permitted {prm2:#x}");
     }
+    // SAFETY: prctl with integer arguments; applies to this thread and the threads it
+    // starts later.
+    let no_new_privs = unsafe {
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
+            && libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == 1
+    };
     Ok(Dropped {
         kept: names(kept),
         dropped: names(dropped),
         bounding,
         user: user.map(User::to_string),
+        no_new_privs,
     })
 }
 

@@ -235,9 +235,23 @@ fn once_attached_the_agent_keeps_only_what_collecting_needs_and_still_counts() {
     let log = agent.log();
     assert!(
         log.contains("keeping CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE, CAP_BPF and dropping")
-            && log.contains("(bounding set too)"),
+            && log.contains("(bounding set too); no new privileges (NoNewPrivs)"),
         "it says what it kept:\n{log}"
     );
+    assert!(
+        log.contains("still uid 0") && log.contains("give --user a dedicated user"),
+        "it says why it stays uid 0:\n{log}"
+    );
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap();
+        assert!(
+            status.lines().any(|l| l == "NoNewPrivs:\t1"),
+            "every thread has no_new_privs: {status}"
+        );
+    }
     counts_a_workload(&agent, "caps-after");
 }
 

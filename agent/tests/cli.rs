@@ -131,7 +131,11 @@ fn run_refuses_bad_flags_addresses_and_thresholds() {
     let (code, _, err) = run(&["run"], &[("COPYSCOPE_LISTEN", "10.0.0.1:http")]);
     assert_clean_error(code, &err, "is not an address to listen on");
     let (code, _, err) = run(&["run", "--interval", "0"], &[]);
-    assert_clean_error(code, &err, "duration must be between 0 and 86400");
+    assert_clean_error(code, &err, "duration must be more than 0 and at most 86400");
+    let (code, _, err) = run(&["run", "--interval", "0.05"], &[]);
+    assert_clean_error(code, &err, "must be at least 0.1 s (and at most 86400 s)");
+    let (code, _, err) = run(&["run"], &[("COPYSCOPE_NO_PIN", "nope")]);
+    assert_clean_error(code, &err, "invalid value 'nope'");
     let (code, _, err) = run(&["run", "--advise-min-ratio", "1.5"], &[]);
     assert_clean_error(code, &err, "must be between 0 and 1");
     let (code, _, err) = run(&["run", "--advise-min-ratio", "0"], &[]);

@@ -135,16 +135,29 @@ pub fn run(args: &RunArgs) -> Result<i32> {
                 d.kept.join(", ")
             };
             eprintln!(
-                "copyscope: attached; keeping {kept} and dropping {} other capabilities{}",
+                "copyscope: attached; keeping {kept} and dropping {} other capabilities{}{}",
                 d.dropped.len(),
                 if d.bounding {
                     " (bounding set too)"
                 } else {
                     ""
+                },
+                if d.no_new_privs {
+                    "; no new privileges (NoNewPrivs)"
+                } else {
+                    ""
                 }
             );
-            if let Some(u) = &d.user {
-                eprintln!("copyscope: switched to user {u}, keeping {kept}");
+            match &d.user {
+                Some(u) => eprintln!("copyscope: switched to user {u}, keeping {kept}"),
+                // SAFETY: getuid cannot fail.
+                None if unsafe { libc::getuid() } == 0 => eprintln!(
+                    "copyscope: still uid 0, with only the capabilities above: no --user \
+                     was given, and no other uid is safe to pick unasked (nobody is shared \
+                     with other services, which could then signal or trace the agent); give \
+                     --user a dedicated user to leave uid 0"
+                ),
+                None => {}
             }
         }
         // Never go on as root when asked not to.
