@@ -275,10 +275,53 @@ fn check_bcrypt(hash: &str) -> Result<()> {
         "not a bcrypt hash (make one with `htpasswd -nBC 10 USER`, which prints USER:HASH)";
     let parts: bcrypt::HashParts = hash.parse().map_err(|e| anyhow!("{WHAT}: {e}"))?;
     let cost = parts.get_cost();
-    if !(4..=31).contains(&cost) {
-        bail!("{WHAT}: cost {cost} is outside 4 to 31");
+    if cost < 4 {
+        bail!("{WHAT}: cost {cost} is below bcrypt's minimum, 4");
+    }
+    if cost > MAX_BCRYPT_COST {
+        bail!(
+            "cost {cost} is above {MAX_BCRYPT_COST}: every request with a password would take \
+             from about a second (cost 14) to days (cost 31) of CPU to check; make the hash again \
+             with `htpasswd -nBC 10 USER`"
+        );
     }
     Ok(())
+}
+
+/// The highest bcrypt cost accepted: each step doubles the time to check a password
+/// (cost 14 is about a second of one core here), and every request with a password pays
+/// it.
+pub const MAX_BCRYPT_COST: u32 = 14;
+
+/// The largest file a web configuration, certificate, key or CA bundle may be.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// A web configuration file, or a file it names: a regular file of at most
+/// [`MAX_FILE_BYTES`]. Opened without blocking (a FIFO cannot hang start-up) and checked on
+/// the open file, so that a device such as /dev/zero is refused instead of read forever.
+pub fn read_bounded(path: &Path) -> Result<Vec<u8>> {
+    use std::{io::Read as _, os::unix::fs::OpenOptionsExt as _};
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        bail!("not a regular file");
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        bail!(
+            "{} bytes, more than the {} a certificate, key or web configuration may be",
+            meta.len(),
+            MAX_FILE_BYTES
+        );
+    }
+    let mut buf = Vec::new();
+    f.take(MAX_FILE_BYTES + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > MAX_FILE_BYTES {
+        bail!("it grew past {MAX_FILE_BYTES} bytes while being read");
+    }
+    Ok(buf)
 }
 
 /// What `copyscope run` serves with: the web configuration with its files read.
@@ -289,14 +332,20 @@ pub struct Loaded {
     pub client_auth: ClientAuth,
     pub basic_auth_users: BTreeMap<String, String>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Neither TLS nor basic auth is configured (an empty file, or headers only): the
+    /// server is as open as without a web configuration.
+    pub empty: bool,
 }
 
 /// Read and check `path`, then the certificates and keys it names (relative paths from
 /// its directory).
 pub fn load(path: &Path) -> Result<Loaded> {
     let what = || format!("web config {}", path.display());
-    let text = std::fs::read_to_string(path).with_context(what)?;
+    let text = String::from_utf8(read_bounded(path).with_context(what)?)
+        .map_err(|_| anyhow!("not UTF-8 text"))
+        .with_context(what)?;
     let config = parse(&text).with_context(what)?;
+    let empty = config.tls.is_none() && config.basic_auth_users.is_empty();
     let dir = path.parent().unwrap_or(Path::new("."));
     let tls = config
         .tls
@@ -324,13 +373,14 @@ pub fn load(path: &Path) -> Result<Loaded> {
         tls,
         basic_auth_users: config.basic_auth_users,
         headers,
+        empty,
     })
 }
 
 /// PEM certificates from `file` (`key` names it in messages).
 fn read_certs(key: &str, file: &Path) -> Result<Vec<CertificateDer<'static>>> {
     let ctx = || format!("tls_server_config.{key} {}", file.display());
-    let pem = std::fs::read(file).with_context(ctx)?;
+    let pem = read_bounded(file).with_context(ctx)?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| anyhow!("not PEM certificates: {e}"))
@@ -349,7 +399,7 @@ fn read_certified_key(
 ) -> Result<CertifiedKey> {
     let chain = read_certs("cert_file", cert_file)?;
     let key_ctx = || format!("tls_server_config.key_file {}", key_file.display());
-    let pem = std::fs::read(key_file).with_context(key_ctx)?;
+    let pem = read_bounded(key_file).with_context(key_ctx)?;
     let key = PrivateKeyDer::from_pem_slice(&pem)
         .map_err(|e| {
             anyhow!(
@@ -624,5 +674,55 @@ basic_auth_users:\n  prometheus: {HASH}\n"
             assert!(check_bcrypt(bad).is_err(), "{bad:?}");
         }
         assert!(bcrypt::verify("secret", HASH).unwrap());
+    }
+
+    #[test]
+    fn costs_above_the_maximum_are_refused_with_a_reason() {
+        let at = |cost: u32| HASH.replacen("$04$", &format!("${cost:02}$"), 1);
+        assert!(check_bcrypt(&at(MAX_BCRYPT_COST)).is_ok());
+        for cost in [MAX_BCRYPT_COST + 1, 31] {
+            let e = format!("{:#}", check_bcrypt(&at(cost)).unwrap_err());
+            assert!(
+                e.contains(&format!("cost {cost} is above {MAX_BCRYPT_COST}"))
+                    && e.contains("htpasswd -nBC 10"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_small_regular_files_are_read() {
+        let dir = std::env::temp_dir().join(format!("copyscope-webconfig-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let small = dir.join("small.pem");
+        std::fs::write(&small, b"text").unwrap();
+        assert_eq!(read_bounded(&small).unwrap(), b"text");
+        let big = dir.join("big.pem");
+        std::fs::write(&big, vec![b'a'; MAX_FILE_BYTES as usize + 1]).unwrap();
+        let e = format!("{:#}", read_bounded(&big).unwrap_err());
+        assert!(e.contains("more than the 1048576"), "{e}");
+        let fifo = dir.join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        for p in [Path::new("/dev/zero"), &fifo, &dir] {
+            let e = format!("{:#}", read_bounded(p).unwrap_err());
+            assert!(e.contains("not a regular file"), "{}: {e}", p.display());
+        }
+        // The same through load(): a web config naming /dev/zero as its certificate.
+        let config = dir.join("web.yml");
+        std::fs::write(
+            &config,
+            "tls_server_config:\n  cert_file: /dev/zero\n  key_file: /dev/zero\n",
+        )
+        .unwrap();
+        let e = format!("{:#}", load(&config).err().unwrap());
+        assert!(
+            e.contains("/dev/zero") && e.contains("not a regular file"),
+            "{e}"
+        );
+        std::fs::write(&config, "").unwrap();
+        assert!(load(&config).unwrap().empty);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -58,6 +58,13 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         .as_deref()
         .map(webconfig::load)
         .transpose()?;
+    if let Some(w) = web.as_ref().filter(|w| w.empty) {
+        warn!(
+            "web config {}: no tls_server_config and no basic_auth_users: the HTTP server is \
+             plain HTTP without authentication, as without --web-config",
+            w.path.display()
+        );
+    }
     let server = http::Server::new(web)?;
     let user = args
         .user
