@@ -10,6 +10,37 @@ use crate::advisor::Calibration;
 /// speed as the kernel's copies of streamed data do.
 const BUF: usize = 32 << 20;
 
+/// [`calibrate`] in a child process (`copyscope calibrate`, hidden), so that the two
+/// 32 MiB buffers are never part of a long-running agent's own memory: its peak RSS
+/// stays what collecting needs. In-process when the child cannot run or answer.
+pub fn calibrate_apart() -> Calibration {
+    let child = std::env::current_exe().and_then(|exe| {
+        std::process::Command::new(exe)
+            .arg("calibrate")
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .output()
+    });
+    match child {
+        Ok(out) if out.status.success() => match serde_json::from_slice(&out.stdout) {
+            Ok(c) => return c,
+            Err(e) => log::warn!("calibration child: {e}; measuring in this process"),
+        },
+        Ok(out) => log::warn!(
+            "calibration child exited with {}; measuring in this process",
+            out.status
+        ),
+        Err(e) => log::warn!("calibration child: {e}; measuring in this process"),
+    }
+    calibrate()
+}
+
+/// `copyscope calibrate`: the measurement as one JSON object on stdout.
+pub fn print() -> anyhow::Result<i32> {
+    println!("{}", serde_json::to_string(&calibrate())?);
+    Ok(0)
+}
+
 pub fn calibrate() -> Calibration {
     Calibration {
         memcpy_bytes_per_second: memcpy_bandwidth(),

@@ -48,6 +48,10 @@ pub enum Command {
     /// One transfer of `copyscope bench`, in its own process so that its counts are its own.
     #[command(hide = true)]
     BenchSend(BenchSendArgs),
+    /// Measure memory-copy bandwidth and one system call's cost, as JSON (what `run`
+    /// starts in a child process of its own).
+    #[command(hide = true)]
+    Calibrate,
 }
 
 #[derive(Debug, clap::Args)]

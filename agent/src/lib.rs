@@ -34,5 +34,6 @@ pub fn run(cli: cli::Cli) -> Result<i32> {
         cli::Command::Top(args) => tui::run(&args),
         cli::Command::Bench(args) => bench::run(&args),
         cli::Command::BenchSend(args) => bench::send::run(&args),
+        cli::Command::Calibrate => calibrate::print(),
     }
 }

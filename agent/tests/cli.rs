@@ -157,3 +157,17 @@ fn run_reports_a_port_in_use_before_loading_anything() {
     assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
     assert!(err.contains("--listen"), "{err}");
 }
+
+/// `run` measures the copy bandwidth and a syscall's cost in a child process of its own
+/// (so that its 64 MiB of buffers are never the agent's): the hidden `calibrate` command
+/// prints them as JSON.
+#[test]
+fn calibrate_prints_plausible_costs_as_json() {
+    let (code, out, err) = run(&["calibrate"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let bw = v["memcpy_bytes_per_second"].as_f64().unwrap();
+    let sys = v["syscall_seconds"].as_f64().unwrap();
+    assert!((1e8..1e12).contains(&bw), "memcpy bandwidth {bw} B/s");
+    assert!((1e-9..1e-4).contains(&sys), "syscall cost {sys} s");
+}

@@ -87,7 +87,7 @@ pub fn run(args: &RunArgs) -> Result<i32> {
     let addr = listener.local_addr()?;
 
     // Before the probes attach: the costs an application pays without copyscope.
-    let mut calibration = calibrate::calibrate();
+    let mut calibration = calibrate::calibrate_apart();
     let mut loaded = loader::load(&LoadOptions {
         watch_only: false,
         debug_log: false,
@@ -170,6 +170,13 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         // Never go on as root when asked not to.
         Err(e) if user.is_some() => return Err(e),
         Err(e) => warn!("could not drop capabilities: {e:#}"),
+    }
+    // Loading parsed the kernel's BTF and the object (tens of MB, freed by now): give
+    // the freed heap back, so that the steady RSS is what collecting holds.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory.
+    unsafe {
+        libc::malloc_trim(0);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -392,10 +392,17 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     raise_memlock();
 
     let offsets = struct_offsets(&btf)?;
+    // The raw BTF (5.5 MB here) is not needed past the offsets.
+    drop(btf);
     let records = record_offsets(&root)?;
     let watch = u8::from(opts.watch_only);
     let debug = u8::from(opts.debug_log);
     let mut loader = EbpfLoader::new();
+    // The object has no CO-RE relocations (the offsets above are globals), so the loader
+    // needs no kernel BTF of its own: the copy it parsed is dropped here, and the one
+    // tp_btf and fentry need is parsed on first use (KernelBtf), so that at most one
+    // parsed copy (tens of MB) is alive at a time.
+    loader.btf(None);
     for (name, value) in offsets.iter().chain(records.iter()) {
         log::debug!("global {name} = {value}");
         loader.override_global(name, value, true);
