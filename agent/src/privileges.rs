@@ -288,6 +288,14 @@ fn passwd_by_uid(uid: u32) -> Option<PasswdEntry> {
     )
 }
 
+/// `nobody (uid 65534)`, or `uid 65534` for a uid that /etc/passwd does not name.
+pub fn describe_uid(uid: u32) -> String {
+    match passwd_by_uid(uid).and_then(|(_, _, name)| name) {
+        Some(n) => format!("{n} (uid {uid})"),
+        None => format!("uid {uid}"),
+    }
+}
+
 fn group_by_name(name: &str) -> Option<u32> {
     let c = std::ffi::CString::new(name).ok()?;
     lookup(

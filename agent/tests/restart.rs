@@ -1,14 +1,18 @@
 //! Pinned state across agent restarts: a workload that runs while the agent is stopped
 //! and started again (cleanly, or killed) is counted exactly; another build replaces the
 //! pinned programs and keeps the totals; a pin of another layout, a damaged one, a busy
-//! one and a path off bpffs are refused with what to do; `copyscope unpin` clears it.
-//! Each test mounts its own BPF file system, so nothing touches the host's /sys/fs/bpf.
+//! one, one that another user owns or may write, one on a read-only bpffs and a path off
+//! bpffs are refused with what to do; no other user can take the lock; links moved out
+//! of the pin cannot make an event count twice; `copyscope unpin` removes copyscope's
+//! pins and only those. Each test mounts its own BPF file system, so nothing touches the
+//! host's /sys/fs/bpf.
 
 mod common;
 
 use std::{
+    os::unix::fs::{MetadataExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::{Command, Output, Stdio},
     time::Duration,
 };
 
@@ -24,11 +28,16 @@ struct Bpffs(PathBuf);
 
 impl Bpffs {
     fn mount(name: &str) -> Bpffs {
+        Bpffs::mount_with(name, "rw")
+    }
+
+    /// Mounted with `-o OPTIONS`.
+    fn mount_with(name: &str, options: &str) -> Bpffs {
         let dir =
             std::env::temp_dir().join(format!("copyscope-bpffs-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let st = Command::new("mount")
-            .args(["-t", "bpf", "bpf"])
+            .args(["-t", "bpf", "-o", options, "bpf"])
             .arg(&dir)
             .status()
             .expect("running mount");
@@ -318,12 +327,304 @@ fn bad_pins_are_refused_with_what_to_do_and_unpin_clears_them() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("removed"));
     assert!(!pin.exists(), "{} is still there", pin.display());
-    let out = Command::new(COPYSCOPE)
-        .args(["unpin", "--pin-path", &p])
+    // Twice is fine (uninstall scripts): nothing to unpin, exit 0.
+    let out = unpin(&pin);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("nothing to unpin at {p}")),
+        "{out:?}"
+    );
+}
+
+fn unpin(path: &Path) -> Output {
+    Command::new(COPYSCOPE)
+        .args(["unpin", "--pin-path"])
+        .arg(path)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// A map that is not copyscope's, pinned at `path`.
+fn foreign_map(path: &Path) {
+    bpftool(&[
+        "map",
+        "create",
+        path.to_str().unwrap(),
+        "type",
+        "hash",
+        "key",
+        "4",
+        "value",
+        "4",
+        "entries",
+        "1",
+        "name",
+        "foo",
+    ]);
+}
+
+#[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
+fn unpin_removes_copyscopes_pins_and_names_and_leaves_everything_else() {
+    require_kernel!();
+    if !common::agent::require_tool("bpftool", "bpftool") {
+        return;
+    }
+    let fs = Bpffs::mount("unpin");
+    let pin = fs.pin();
+    drop(pinned_agent(&pin, &[]));
+    assert!(pin.join("maps/PIN_META").exists());
+    // Pins of others: beside copyscope's, in a directory of their own, and one in a
+    // place of copyscope's layout that is not of the kind copyscope puts there.
+    foreign_map(&pin.join("foo"));
+    std::fs::create_dir(pin.join("cilium")).unwrap();
+    foreign_map(&pin.join("cilium/x"));
+    foreign_map(&pin.join("progs/foo"));
+
+    let out = unpin(&pin);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("removed"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "left in {} what is not copyscope's: cilium, foo, progs/foo",
+            pin.display()
+        )),
+        "{err}"
+    );
+    for gone in ["maps", "links", "lock"] {
+        assert!(
+            pin.join(gone).symlink_metadata().is_err(),
+            "{gone} is still there"
+        );
+    }
+    let progs: Vec<_> = std::fs::read_dir(pin.join("progs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(progs, ["foo"], "the programs' pins are still there");
+    for kept in ["foo", "cilium/x", "progs/foo"] {
+        assert!(pin.join(kept).exists(), "{kept} was removed");
+    }
+
+    // Now no copyscope pin is there: refused, with what is there, nothing removed. The
+    // same for the whole file system (pointed at /sys/fs/bpf by mistake).
+    for not_ours in [&pin, &fs.0] {
+        let out = unpin(not_ours);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert!(
+            err.contains(&format!(
+                "{} is not a copyscope pin (it has no maps/PIN_META that copyscope wrote): \
+                 nothing removed",
+                not_ours.display()
+            )),
+            "{err}"
+        );
+    }
+    let err = String::from_utf8_lossy(&unpin(&fs.0).stderr).into_owned();
+    assert!(err.contains("it holds copyscope"), "{err}");
+    for kept in ["foo", "cilium/x", "progs/foo"] {
+        assert!(pin.join(kept).exists(), "{kept} was removed");
+    }
+
+    // A path with nothing at it: nothing to unpin, exit 0.
+    let missing = fs.0.join("never-pinned");
+    let out = unpin(&missing);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains(&format!("nothing to unpin at {}", missing.display())),
+        "{out:?}"
+    );
+}
+
+fn chown(path: &Path, uid: u32) {
+    std::os::unix::fs::lchown(path, Some(uid), Some(uid)).unwrap();
+}
+
+fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
+fn a_pin_directory_that_another_user_owns_or_may_write_is_refused_with_the_reason() {
+    require_kernel!();
+    let fs = Bpffs::mount("owner");
+    let pin = fs.pin();
+    let p = pin.display().to_string();
+
+    // Made by another user (the bpffs root is writable by all, as `mount -t bpf` makes
+    // it): that user could move the pins about.
+    std::fs::create_dir(&pin).unwrap();
+    chown(&pin, 65534);
+    let err = refused(&pin, &[]);
+    assert!(
+        err.contains(&format!("the pin directory {p} (owner ")),
+        "{err}"
+    );
+    assert!(
+        err.contains("uid 65534), mode 0755) belongs to another user"),
+        "{err}"
+    );
+    assert!(err.contains(&format!("`rm -r {p}`")), "{err}");
+    // unpin does not touch it either.
+    std::fs::create_dir(pin.join("maps")).unwrap();
+    let out = unpin(&pin);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing is pinned at"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("belongs to another user"),
+        "{out:?}"
+    );
+    assert!(pin.join("maps").exists());
+    std::fs::remove_dir(pin.join("maps")).unwrap();
+
+    // Root's, but writable by all.
+    chown(&pin, 0);
+    chmod(&pin, 0o777);
+    let err = refused(&pin, &[]);
+    assert!(
+        err.contains(&format!(
+            "the pin directory {p} (owner root (uid 0), mode 0777) is writable by other users"
+        )),
+        "{err}"
+    );
+
+    // Root's and 0700, with an entry another user made.
+    chmod(&pin, 0o700);
+    let maps = pin.join("maps");
+    std::fs::create_dir(&maps).unwrap();
+    chown(&maps, 65534);
+    let err = refused(&pin, &[]);
+    assert!(
+        err.contains(&format!(
+            "{} in the pin directory {p} (owner ",
+            maps.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("belongs to another user"), "{err}");
+    std::fs::remove_dir(&maps).unwrap();
+
+    // The file system's root itself (1777): writable by all.
+    let err = refused(&fs.0, &[]);
+    assert!(
+        err.contains("mode 1777) is writable by other users"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("--pin-path {}", fs.0.join("copyscope").display())),
+        "{err}"
+    );
+}
+
+#[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
+fn a_read_only_bpffs_is_refused_with_no_pin_as_a_way_out() {
+    require_kernel!();
+    let fs = Bpffs::mount_with("ro", "ro");
+    let err = refused(&fs.pin(), &[]);
+    assert!(err.contains("is on a read-only BPF file system"), "{err}");
+    assert!(
+        err.contains("or run without pinning with --no-pin"),
+        "{err}"
+    );
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::symlink_metadata(path).unwrap().mode() & 0o7777
+}
+
+/// `COMMAND` as nobody (uid and gid 65534, no other groups).
+fn as_nobody(command: &[&str]) -> Output {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args(command)
+        .output()
+        .expect("running setpriv")
+}
+
+#[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
+fn a_pin_is_0700_and_no_other_user_can_take_its_lock() {
+    require_kernel!();
+    if !common::agent::require_tool("setpriv", "util-linux")
+        || !common::agent::require_tool("flock", "util-linux")
+    {
+        return;
+    }
+    let fs = Bpffs::mount("lock");
+    let pin = fs.pin();
+    let agent = pinned_agent(&pin, &[]);
+    for dir in ["", "lock", "maps", "progs", "links", "links/1"] {
+        let d = pin.join(dir);
+        assert_eq!(mode(&d), 0o700, "{}", d.display());
+        assert_eq!(std::fs::metadata(&d).unwrap().uid(), 0, "{}", d.display());
+    }
+    // Another user cannot open the lock (nor the directory), so cannot hold it.
+    for target in [pin.join("lock"), pin.clone()] {
+        let out = as_nobody(&["flock", "--nonblock", target.to_str().unwrap(), "true"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "nobody locked {}", target.display());
+        assert!(err.contains("Permission denied"), "{err}");
+    }
+    drop(agent);
+
+    // A pin directory an earlier copyscope made 0755 is made 0700 on the next start.
+    chmod(&pin, 0o755);
+    let again = pinned_agent(&pin, &[]);
+    assert!(
+        again.log().contains("adopted the programs pinned at"),
+        "{}",
+        again.log()
+    );
+    assert_eq!(mode(&pin), 0o700);
+}
+
+#[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
+fn links_moved_out_of_the_pin_cannot_make_an_event_count_twice() {
+    require_kernel!();
+    let fs = Bpffs::mount("twice");
+    let pin = fs.pin();
+    let d = scratch("restart-twice");
+    drop(pinned_agent(&pin, &[]));
+    // The links, still attached, moved out of the pin: the next agent finds none to
+    // adopt, and must not attach a second set beside them.
+    let moved = fs.0.join("moved");
+    std::fs::rename(pin.join("links"), &moved).unwrap();
+    let err = refused(&pin, &[]);
+    assert!(
+        err.contains(&format!(
+            "programs are still attached and counting into the maps pinned at {} through \
+             links that are not pinned there (",
+            pin.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("would count every event twice"), "{err}");
+
+    // Once they are gone, an agent attaches its own and counts each call once.
+    std::fs::remove_dir_all(&moved).unwrap();
+    let agent = pinned_agent(&pin, &[]);
+    let out = d.join("pwrite.json");
+    let st = Command::new(WORKLOAD)
+        .args(["--comm", "cs-once", "pwrite"])
+        .arg(d.join("pwrite.dat"))
+        .args(["1000", "1"])
+        .env("COPYSCOPE_WORKLOAD_OUT", &out)
+        .stdout(Stdio::null())
+        .status()
+        .expect("running the workload");
+    assert!(st.success(), "the workload failed: {st}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(v["calls"].as_u64(), Some(1000), "{v}");
+    let n = wait_for(Duration::from_secs(20), "the agent to count", || {
+        counted(&agent, "cs-once").filter(|&n| n >= 1000)
+    });
+    assert_eq!(n, 1000, "1,000 pwrite calls were counted as {n}");
 }
 
 #[test]

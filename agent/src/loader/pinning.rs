@@ -2,7 +2,12 @@
 //! this process holds, what a pin held, and the two ways to continue from it: adopt the
 //! attached programs of the same build, or replace another build's.
 
-use std::{collections::BTreeMap, os::fd::OwnedFd, path::PathBuf, time::Instant};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    os::fd::OwnedFd,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use aya::{
@@ -115,9 +120,7 @@ pub(super) fn prepare(req: &PinRequest, loader: &mut EbpfLoader<'_>) -> Result<P
         }
         Err(e) => return Err(e),
     };
-    let maps_dir = dir.path().join("maps");
-    std::fs::create_dir_all(&maps_dir)
-        .with_context(|| format!("creating {}", maps_dir.display()))?;
+    dir.make_dir(&dir.path().join("maps"))?;
     for name in maps::PINNED {
         loader.map_pin_path(name, dir.map_path(name));
     }
@@ -172,6 +175,7 @@ pub(super) fn attach(
     let (probes, how, generation, unpinnable, programs) = if let Some(meta) = adopt {
         let saved_probes = saved.as_ref().map_or(&[][..], |s| &s.probes[..]);
         let probes = restore_probes(saved_probes)?;
+        counting_alone(&dir, &dir.link_ids(meta.generation))?;
         let mut programs = Vec::new();
         if let Ok(entries) = std::fs::read_dir(dir.path().join("progs")) {
             for e in entries.flatten() {
@@ -201,6 +205,8 @@ pub(super) fn attach(
             // Another build: its programs go, this build's come (no overlap: an event is
             // never counted twice).
             dir.remove_programs()?;
+            // An earlier pin's maps only: maps created at this start have no other users.
+            counting_alone(&dir, &BTreeSet::new())?;
         }
         let probes = attach_all(&mut ebpf, &mut links);
         let how = if old.is_some() {
@@ -236,6 +242,47 @@ pub(super) fn attach(
     })
 }
 
+/// No program may count into the pin's maps but through the links pinned in it (`ours`):
+/// links moved out of the pin directory, or held by another process, would keep counting
+/// beside this agent's programs, and every event would be counted twice. Links just
+/// unpinned are released by the kernel a moment later (deferred work): they are waited
+/// for, up to two seconds.
+fn counting_alone(dir: &PinDir, ours: &BTreeSet<u32>) -> Result<()> {
+    let maps = dir.map_ids()?;
+    let until = Instant::now() + Duration::from_secs(2);
+    loop {
+        let others = match pin::kernel::counting_into(&maps, ours) {
+            Ok(v) => v,
+            // Without CAP_SYS_ADMIN (the DaemonSet does not grant it) the directory's
+            // protections stand alone: only root and the agent's user can move links.
+            Err(e) => {
+                log::info!(
+                    "not checked that no other programs count into the maps pinned at {} \
+                     (listing BPF links needs CAP_SYS_ADMIN and Linux 5.8): {e}",
+                    dir.path().display()
+                );
+                return Ok(());
+            }
+        };
+        if others.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= until {
+            let p = dir.path().display();
+            bail!(
+                "programs are still attached and counting into the maps pinned at {p} through \
+                 links that are not pinned there ({}): they were moved out of {p}/links or are \
+                 held by another process, and attaching this agent's programs as well would \
+                 count every event twice. Detach them (`bpftool link show` lists them: remove \
+                 their pins, or stop the process that holds them), or discard this pin with \
+                 `copyscope unpin --pin-path {p}` (its counts are lost)",
+                pin::kernel::describe(&others)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Pin every link that can be (and its program), under `links/GENERATION`; returns the
 /// programs whose links cannot be pinned on this kernel.
 fn pin_links(
@@ -245,9 +292,8 @@ fn pin_links(
     links: &mut Vec<HeldLink>,
 ) -> Result<Vec<String>> {
     let links_dir = dir.links_dir(generation);
-    std::fs::create_dir_all(&links_dir)
-        .with_context(|| format!("creating {}", links_dir.display()))?;
-    std::fs::create_dir_all(dir.path().join("progs"))?;
+    dir.make_dir(&links_dir)?;
+    dir.make_dir(&dir.path().join("progs"))?;
     let mut unpinnable = Vec::new();
     let mut count: BTreeMap<String, usize> = BTreeMap::new();
     for held in std::mem::take(links) {

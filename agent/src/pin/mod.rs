@@ -5,7 +5,11 @@
 //! - `maps/NAME`: every map the programs and the agent share (`maps::PINNED`);
 //! - `progs/NAME`: the attached programs (their run counts, after a restart);
 //! - `links/GENERATION/PROGRAM_N`: the links that keep the programs attached while no
-//!   agent runs (no dots: bpffs refuses them in names).
+//!   agent runs (no dots: bpffs refuses them in names);
+//! - `lock`: a directory the running agent holds a lock on (`trust`).
+//!
+//! The directory is copyscope's alone: 0700, root's or the agent's user's, with nothing
+//! in it that another user owns or may write (`trust`), and nothing but this layout.
 //!
 //! `PIN_META` says which layout and which build made the pin, and where the agent's saved
 //! state is in `AGENT_STATE` (two copies, so that a crash while writing one leaves the
@@ -13,12 +17,14 @@
 //! counting. Another build replaces them. A pin of another layout, or a damaged one, is
 //! never reused.
 
+pub mod kernel;
+pub mod trust;
+
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     ffi::CString,
-    fs::File,
     os::{
-        fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+        fd::{FromRawFd as _, OwnedFd},
         unix::ffi::OsStrExt as _,
     },
     path::{Path, PathBuf},
@@ -59,11 +65,14 @@ fn statfs_type(path: &Path) -> Option<i64> {
     (unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0).then_some(st.f_type as i64)
 }
 
-/// A pin directory, locked for this agent.
+/// What a pin directory may hold: anything else is not copyscope's.
+const LAYOUT: [&str; 4] = ["maps", "progs", "links", trust::LOCK];
+
+/// A pin directory, checked and locked for this agent.
 pub struct PinDir {
     path: PathBuf,
-    /// flock(LOCK_EX) on the directory: one agent per pin.
-    _lock: File,
+    /// The directory and its lock (flock(LOCK_EX) on `lock`: one agent per pin).
+    _held: trust::Secured,
 }
 
 /// What a pin directory held when it was opened.
@@ -87,8 +96,33 @@ pub struct MapDef {
     pub max_entries: u32,
 }
 
+/// `statvfs.f_flag` says read-only.
+fn read_only(path: &Path) -> bool {
+    let Some(dir) = path.ancestors().find(|d| d.exists()) else {
+        return false;
+    };
+    let Ok(c) = CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: a zeroed statvfs is valid; statvfs writes into it.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is a NUL-terminated path, st a live statvfs.
+    (unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0) && st.f_flag & libc::ST_RDONLY != 0
+}
+
+/// The names in a directory, sorted.
+fn names(dir: &Path) -> Result<Vec<String>> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        v.push(e?.file_name().to_string_lossy().into_owned());
+    }
+    v.sort();
+    Ok(v)
+}
+
 impl PinDir {
-    /// Open (creating it) a pin directory on bpffs and lock it.
+    /// Open (creating it 0700) a pin directory on bpffs, check who may change it, and
+    /// lock it.
     pub fn open(path: &Path) -> Result<PinDir> {
         if !on_bpffs(path) {
             bail!(
@@ -97,24 +131,26 @@ impl PinDir {
                 path.display()
             );
         }
-        std::fs::create_dir_all(path)
-            .with_context(|| format!("creating the pin directory {}", path.display()))?;
-        let lock = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        // SAFETY: flock on a file descriptor this function owns.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                bail!(
-                    "another copyscope is using the state pinned at {}: stop it first, or give \
-                     this one its own --pin-path",
-                    path.display()
-                );
-            }
-            return Err(e).with_context(|| format!("locking {}", path.display()));
+        if read_only(path) {
+            bail!(
+                "{} is on a read-only BPF file system, where nothing can be pinned: remount it \
+                 read-write (`mount -o remount,rw` on its mount point), pick another place with \
+                 --pin-path, or run without pinning with --no-pin (the programs then detach \
+                 when copyscope stops, and counts restart from zero)",
+                path.display()
+            );
         }
         Ok(PinDir {
             path: path.to_path_buf(),
-            _lock: lock,
+            _held: trust::secure(path, true)?,
+        })
+    }
+
+    /// Open an existing pin directory (for `unpin`): checked and locked, not created.
+    fn open_existing(path: &Path) -> Result<PinDir> {
+        Ok(PinDir {
+            path: path.to_path_buf(),
+            _held: trust::secure(path, false)?,
         })
     }
 
@@ -136,10 +172,22 @@ impl PinDir {
 
     /// Read and check what is pinned. `defs`: the maps as this build defines them.
     pub fn inspect(&self, defs: &BTreeMap<String, MapDef>) -> Result<Found> {
-        let entries = std::fs::read_dir(&self.path)
-            .with_context(|| format!("reading {}", self.path.display()))?
-            .count();
-        if entries == 0 {
+        let entries = names(&self.path)?;
+        let foreign: Vec<&str> = entries
+            .iter()
+            .map(String::as_str)
+            .filter(|n| !LAYOUT.contains(n))
+            .collect();
+        if !foreign.is_empty() {
+            bail!(
+                "the pin directory {} holds {}, which copyscope did not put there: a pin \
+                 directory is copyscope's alone. Move them elsewhere, or give copyscope a \
+                 directory of its own with --pin-path",
+                self.path.display(),
+                foreign.join(", ")
+            );
+        }
+        if entries.iter().all(|n| n == trust::LOCK) {
             return Ok(Found::Empty);
         }
         let damaged = |why: String| {
@@ -229,13 +277,46 @@ impl PinDir {
         Ok(n)
     }
 
-    /// Remove everything pinned here (the directory itself stays, locked).
+    /// Remove everything pinned here (the directory itself and its lock stay).
     pub fn clear(&self) -> Result<usize> {
         let mut n = 0;
-        for e in std::fs::read_dir(&self.path)? {
-            n += remove_tree(&e?.path())?;
+        for sub in LAYOUT.iter().filter(|n| **n != trust::LOCK) {
+            let p = self.path.join(sub);
+            if p.symlink_metadata().is_ok() {
+                n += remove_tree(&p)?;
+            }
         }
         Ok(n)
+    }
+
+    /// Make a directory of the layout (0700).
+    pub fn make_dir(&self, p: &Path) -> Result<()> {
+        debug_assert!(p.starts_with(&self.path));
+        trust::make_dirs(p)
+    }
+
+    /// The ids of the pinned maps.
+    pub fn map_ids(&self) -> Result<BTreeSet<u32>> {
+        maps::PINNED
+            .iter()
+            .map(|name| {
+                let p = self.map_path(name);
+                MapInfo::from_pin(&p)
+                    .map(|i| i.id())
+                    .with_context(|| format!("reading {}", p.display()))
+            })
+            .collect()
+    }
+
+    /// The ids of the links pinned under `links/GENERATION`.
+    pub fn link_ids(&self, generation: u32) -> BTreeSet<u32> {
+        self.links(generation)
+            .iter()
+            .filter_map(|p| match kernel::pinned_kind(p) {
+                Some(kernel::Kind::Link(id)) => Some(id),
+                _ => None,
+            })
+            .collect()
     }
 }
 
@@ -247,7 +328,11 @@ fn read_meta(path: &Path) -> Result<PinMeta> {
 
 /// Remove a pinned file or a directory tree of them; returns the files removed.
 fn remove_tree(p: &Path) -> Result<usize> {
-    if p.is_dir() {
+    let is_dir = p
+        .symlink_metadata()
+        .with_context(|| format!("reading {}", p.display()))?
+        .is_dir();
+    if is_dir {
         let mut n = 0;
         for e in std::fs::read_dir(p)? {
             n += remove_tree(&e?.path())?;
@@ -260,26 +345,188 @@ fn remove_tree(p: &Path) -> Result<usize> {
     }
 }
 
-/// `copyscope unpin`: remove a pin directory. Programs detach and maps are freed once no
-/// running agent holds them.
-pub fn unpin(path: &Path) -> Result<usize> {
-    if !path.exists() {
-        bail!("nothing is pinned at {}", path.display());
+/// What `copyscope unpin` did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Unpinned {
+    /// Nothing at the path.
+    Nothing,
+    /// The pin was removed: this many objects; `left` names what is not copyscope's,
+    /// left in place (the directory then stays).
+    Removed { objects: usize, left: Vec<String> },
+}
+
+/// Whether `dir` holds a copyscope pin: `maps/PIN_META` is the array copyscope writes its
+/// header into (the header itself, or zeroes when the agent stopped before writing it),
+/// or, from an agent that stopped earlier still, nothing but empty directories of the
+/// layout.
+fn recognise(dir: &Path) -> bool {
+    let meta = dir.join("maps").join(maps::PIN_META);
+    if meta.symlink_metadata().is_ok() {
+        let Ok(info) = MapInfo::from_pin(&meta) else {
+            return false;
+        };
+        let array = info
+            .map_type()
+            .is_ok_and(|t| t == aya::maps::MapType::Array);
+        if !array
+            || info.name_as_str() != Some(maps::PIN_META)
+            || info.key_size() != 4
+            || info.max_entries() != 1
+        {
+            return false;
+        }
+        // The first eight bytes: copyscope's magic, or zeroes.
+        return matches!(first_word(&meta), Ok(0 | PinMeta::MAGIC));
     }
-    if !on_bpffs(path) {
-        bail!(
-            "{} is not on a BPF file system: not a copyscope pin",
-            path.display()
-        );
+    names(dir).is_ok_and(|entries| {
+        entries.iter().all(|n| {
+            LAYOUT.contains(&n.as_str())
+                && std::fs::symlink_metadata(dir.join(n)).is_ok_and(|m| m.is_dir())
+                && names(&dir.join(n)).is_ok_and(|v| v.is_empty())
+        })
+    })
+}
+
+/// The first eight bytes of element 0 of a pinned array, whatever its value size.
+fn first_word(path: &Path) -> Result<u64> {
+    use std::os::fd::AsRawFd as _;
+    const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+    #[repr(C)]
+    struct LookupAttr {
+        map_fd: u32,
+        _pad: u32,
+        key: u64,
+        value: u64,
+        flags: u64,
     }
-    let dir = PinDir::open(path)?;
-    let n = dir.clear()?;
-    drop(dir);
-    std::fs::remove_dir(path).with_context(|| format!("removing {}", path.display()))?;
+    let info = MapInfo::from_pin(path)?;
+    let size = info.value_size() as usize;
+    if size < 8 {
+        bail!("{}-byte values", size);
+    }
+    let fd = open_pinned(path)?;
+    let key = 0u32;
+    let mut value = vec![0u8; size];
+    let attr = LookupAttr {
+        map_fd: fd.as_raw_fd() as u32,
+        _pad: 0,
+        key: (&raw const key) as u64,
+        value: value.as_mut_ptr() as u64,
+        flags: 0,
+    };
+    // SAFETY: attr is a live BPF_MAP_LOOKUP_ELEM attribute; key and value outlive the
+    // call and value holds the map's value size.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_LOOKUP_ELEM,
+            &raw const attr,
+            std::mem::size_of::<LookupAttr>(),
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("reading {}", path.display()));
+    }
+    Ok(u64::from_le_bytes(value[..8].try_into()?))
+}
+
+/// Which kind of object each subdirectory of the layout holds (`links` holds one
+/// directory of links per generation).
+fn expected(sub: &str) -> fn(Option<kernel::Kind>) -> bool {
+    match sub {
+        "maps" => |k| k == Some(kernel::Kind::Map),
+        "progs" => |k| k == Some(kernel::Kind::Program),
+        _ => |k| matches!(k, Some(kernel::Kind::Link(_))),
+    }
+}
+
+/// Remove the objects of the kind `sub` holds from `dir` (and `dir` when it is then
+/// empty); name anything else in `left`, relative to the pin directory.
+fn remove_kind(pin: &Path, sub: &str, dir: &Path, left: &mut Vec<String>) -> Result<usize> {
+    let mut n = 0;
+    let depth = dir.strip_prefix(pin).map_or(0, |r| r.components().count());
+    for name in names(dir)? {
+        let p = dir.join(&name);
+        let m = p
+            .symlink_metadata()
+            .with_context(|| format!("reading {}", p.display()))?;
+        if sub == "links" && depth == 1 && m.is_dir() {
+            n += remove_kind(pin, sub, &p, left)?;
+        } else if m.is_file() && expected(sub)(kernel::pinned_kind(&p)) {
+            std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
+            n += 1;
+        } else {
+            left.push(p.strip_prefix(pin).unwrap_or(&p).display().to_string());
+        }
+    }
+    if names(dir)?.is_empty() {
+        std::fs::remove_dir(dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
     Ok(n)
 }
 
-/// Open a pinned object (a program) by path.
+/// `copyscope unpin`: remove the copyscope pin at `path`, and only that: its maps,
+/// programs and links (programs detach and maps are freed once no running agent holds
+/// them). Whatever else is there is named and left alone; a directory that is not a
+/// copyscope pin is refused, with what it holds.
+pub fn unpin(path: &Path) -> Result<Unpinned> {
+    let Ok(m) = path.symlink_metadata() else {
+        return Ok(Unpinned::Nothing);
+    };
+    if !on_bpffs(path) {
+        bail!(
+            "{} is not on a BPF file system: not a copyscope pin, nothing removed",
+            path.display()
+        );
+    }
+    if !m.is_dir() {
+        bail!(
+            "{} is not a directory: not a copyscope pin, nothing removed",
+            path.display()
+        );
+    }
+    if !recognise(path) {
+        let held = names(path)?;
+        bail!(
+            "{} is not a copyscope pin (it has no maps/{} that copyscope wrote): nothing \
+             removed; it holds {}",
+            path.display(),
+            maps::PIN_META,
+            if held.is_empty() {
+                "nothing".to_string()
+            } else {
+                held.join(", ")
+            }
+        );
+    }
+    let dir = PinDir::open_existing(path)?;
+    let mut objects = 0;
+    let mut left = Vec::new();
+    for name in names(path)? {
+        let p = path.join(&name);
+        let is_dir = p.symlink_metadata().is_ok_and(|m| m.is_dir());
+        if name == trust::LOCK {
+            continue;
+        }
+        if is_dir && LAYOUT.contains(&name.as_str()) {
+            objects += remove_kind(path, &name, &p, &mut left)?;
+        } else {
+            left.push(name);
+        }
+    }
+    // The lock last, while still held; then the directory, if nothing else is there.
+    std::fs::remove_dir(path.join(trust::LOCK))
+        .with_context(|| format!("removing {}", path.join(trust::LOCK).display()))?;
+    drop(dir);
+    if left.is_empty() {
+        std::fs::remove_dir(path).with_context(|| format!("removing {}", path.display()))?;
+    }
+    left.sort();
+    Ok(Unpinned::Removed { objects, left })
+}
+
+/// Open a pinned object (a map, program or link) by path.
 pub fn open_pinned(path: &Path) -> Result<OwnedFd> {
     const BPF_OBJ_GET: libc::c_long = 7;
     #[repr(C)]
@@ -288,6 +535,9 @@ pub fn open_pinned(path: &Path) -> Result<OwnedFd> {
         bpf_fd: u32,
         file_flags: u32,
         path_fd: i32,
+        /// Explicit: the kernel refuses an attribute whose bytes past its last field are
+        /// not zero, and implicit padding is not.
+        _pad: u32,
     }
     let c = CString::new(path.as_os_str().as_bytes())?;
     let attr = ObjAttr {
@@ -295,6 +545,7 @@ pub fn open_pinned(path: &Path) -> Result<OwnedFd> {
         bpf_fd: 0,
         file_flags: 0,
         path_fd: 0,
+        _pad: 0,
     };
     // SAFETY: attr is a live BPF_OBJ_GET attribute whose path outlives the call.
     let fd = unsafe {
