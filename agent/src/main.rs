@@ -1,6 +1,14 @@
 use clap::Parser as _;
 
 fn main() {
+    // One malloc arena for every thread: the agent allocates little at a time, and with an
+    // arena per thread the pages a burst of exits freed stayed scattered and resident
+    // (RSS 20.4 MB after 20,000 exits against 9.1 MB before; 11.7 MB with one arena).
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
     let cli = copyscope::cli::Cli::parse();
     env_logger::Builder::new()
         .filter_level(cli.log_level)

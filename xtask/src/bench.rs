@@ -54,6 +54,14 @@ pub enum Which {
         /// The agent's collection interval, seconds.
         #[arg(long, default_value_t = 1.0)]
         interval: f64,
+        /// Then, with an agent of its own collecting every --burst-interval seconds, this
+        /// many short-lived processes at once, within one window (0: no burst).
+        #[arg(long, default_value_t = 20_000)]
+        burst: u64,
+        /// The burst agent's collection interval, seconds: long enough that the whole
+        /// burst exits within one window.
+        #[arg(long, default_value_t = 60.0)]
+        burst_interval: f64,
     },
 }
 
@@ -74,7 +82,18 @@ pub fn run(which: Which, bin_dir: &Path) -> Result<()> {
                 .map(str::to_string)
                 .collect(),
         }),
-        Which::Soak { minutes, interval } => soak(bin_dir, minutes, interval),
+        Which::Soak {
+            minutes,
+            interval,
+            burst: procs,
+            burst_interval,
+        } => {
+            soak(bin_dir, minutes, interval)?;
+            if procs > 0 {
+                burst(bin_dir, procs, burst_interval)?;
+            }
+            Ok(())
+        }
     }
 }
 
@@ -1385,6 +1404,121 @@ fn resident(pid: u32) -> Result<f64> {
 }
 
 /// The value at quantile `q` (0..=1) of sorted values, nearest rank.
+/// VmHWM of a process (its peak resident set), in bytes.
+fn peak_resident(pid: u32) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse().ok())
+        .context("no VmHWM")?;
+    Ok(kib * 1024.0)
+}
+
+/// Peak RSS, through start-up and through `procs` exits in one window, and the RSS a
+/// few windows later against the steady state before the burst.
+fn burst(bin_dir: &Path, procs: u64, interval: f64) -> Result<()> {
+    const PEAK_GOAL: f64 = 64.0;
+    const BACK_GOAL: f64 = 8.0;
+    let dir = root().join("target/xtask/bench");
+    let file = dir.join("burst.bin");
+    std::fs::write(&file, vec![0u8; 4096])?;
+    let comm = format!("burst{}", std::process::id() % 100_000);
+    let (mut agent, addr) = start_copyscope_run(bin_dir, interval, &[])?;
+    let pid = agent.pid();
+    let r = (|| -> Result<()> {
+        let collections = || -> Result<f64> {
+            Ok(metric(
+                &http_get(&addr, "/metrics")?,
+                "copyscope_collections_total",
+                &[],
+            ))
+        };
+        // Right after a collection, so that the whole burst falls in the next window.
+        let wait_for = |n: f64| -> Result<f64> {
+            let deadline = Instant::now() + Duration::from_secs_f64(interval * (n + 2.0) + 60.0);
+            loop {
+                if let Ok(c) = collections()
+                    && c >= n
+                {
+                    return Ok(c);
+                }
+                if Instant::now() > deadline {
+                    bail!("the agent stopped collecting");
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        };
+        let first = wait_for(1.0)?;
+        let steady = resident(pid)?;
+        let start_peak = peak_resident(pid)?;
+        eprintln!("xtask: burst of {procs} short-lived processes (10 pwrite each)");
+        let t = Instant::now();
+        output(
+            Command::new(bin_dir.join("copyscope-workload"))
+                .args(["spawn", &procs.to_string(), "16", "--comm", &comm, "pwrite"])
+                .arg(&file)
+                .args(["10", "1"]),
+        )?;
+        let took = t.elapsed().as_secs_f64();
+        let in_one_window = collections()? == first;
+        // The window with the burst, then two more.
+        let after = wait_for(first + 3.0)?;
+        let m = http_get(&addr, "/metrics")?;
+        let counted = metric(
+            &m,
+            "copyscope_syscalls_total",
+            &[("comm", &comm), ("syscall", "pwrite64"), ("fd_kind", "file")],
+        );
+        let (rss, peak) = (resident(pid)?, peak_resident(pid)?);
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        println!(
+            "\n### A burst of exits\n\nKernel {}, {procs} processes of 10 pwrite each, spawned 16 at \
+             a time in {took:.1} s ({}), the agent collecting every {interval} s; {} \
+             collections later.\n",
+            kernel.trim(),
+            if in_one_window {
+                "all within one window"
+            } else {
+                "over more than one window"
+            },
+            after - first
+        );
+        println!("| figure | value | goal | |");
+        println!("|---|---:|---:|---|");
+        println!(
+            "| peak RSS through start-up | {:.1} MiB | ≤ {PEAK_GOAL} MiB | {} |",
+            start_peak / MIB,
+            verdict(start_peak / MIB, PEAK_GOAL)
+        );
+        println!(
+            "| peak RSS through the burst | {:.1} MiB | ≤ {PEAK_GOAL} MiB | {} |",
+            peak / MIB,
+            verdict(peak / MIB, PEAK_GOAL)
+        );
+        println!("| RSS before the burst | {:.1} MiB | | |", steady / MIB);
+        println!(
+            "| RSS after, over before | {:+.1} MiB | ≤ +{BACK_GOAL} MiB | {} |",
+            (rss - steady) / MIB,
+            verdict((rss - steady) / MIB, BACK_GOAL)
+        );
+        println!(
+            "| pwrite64 counted / made | {counted:.0} / {} | equal | {} |",
+            procs * 10,
+            if counted == (procs * 10) as f64 {
+                "PASS"
+            } else {
+                "FAIL"
+            }
+        );
+        Ok(())
+    })();
+    let stopped = agent.stop();
+    r?;
+    stopped?;
+    Ok(())
+}
+
 fn quantile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
