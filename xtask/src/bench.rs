@@ -92,6 +92,9 @@ pub enum Which {
         /// Modes, comma-separated: plain, tls, auth, tls+auth.
         #[arg(long, default_value = "plain,tls,auth,tls+auth")]
         modes: String,
+        /// The attacker's source address (a loopback one); the scraper's is 127.0.0.1.
+        #[arg(long, default_value = "127.0.0.1")]
+        from: std::net::Ipv4Addr,
     },
 }
 
@@ -123,6 +126,7 @@ pub fn run(which: Which, bin_dir: &Path) -> Result<()> {
             slow_byte_ms,
             round_ms,
             modes,
+            from,
         } => attack::run(&attack::Settings {
             bin_dir: bin_dir.to_path_buf(),
             idle,
@@ -137,6 +141,7 @@ pub fn run(which: Which, bin_dir: &Path) -> Result<()> {
                 .split(',')
                 .map(|m| attack::Mode::parse(m.trim()))
                 .collect::<Result<_>>()?,
+            from,
         }),
     }
 }
