@@ -1,8 +1,11 @@
 //! The HTTP server of `copyscope run` against clients that misbehave: a header sent by
-//! halves (slowloris), more connections than it serves at once, methods other than GET,
-//! oversized headers and bodies; and its web configuration (`--web-config`): TLS with a
-//! CA made by openssl for the test, client certificates, basic auth, and the files it
-//! refuses at start.
+//! halves (slowloris), connections that send nothing, more connections from one address
+//! than it keeps, a TLS handshake that stalls, methods other than GET, oversized headers
+//! and bodies; and its web configuration (`--web-config`): TLS with a CA made by openssl
+//! for the test, client certificates, basic auth, and the files it refuses at start.
+//!
+//! The connection limits are tested on the server alone, in this process (no eBPF
+//! programs): `serve` starts it with a router of two routes.
 
 mod common;
 
@@ -11,9 +14,14 @@ use std::{
     net::TcpStream,
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
+
+use copyscope::http::{Limits, Server};
 
 use common::{
     COPYSCOPE,
@@ -23,8 +31,8 @@ use common::{
 
 /// What the server may take to send a request head (copyscope::http::LIMITS).
 const HEADER_READ: Duration = Duration::from_secs(10);
-/// Connections it serves at once.
-const CONNECTIONS: usize = 64;
+/// Connections the server keeps open from one address in the test of many.
+const PER_SOURCE: usize = 256;
 
 /// One raw request on a new connection: (status, the whole response as text). A status
 /// of 0 when the server answered nothing (closed the connection).
@@ -94,32 +102,18 @@ fn a_header_sent_by_halves_is_cut_off_while_scrapes_go_on() {
 
 #[test]
 #[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
-fn connections_beyond_the_limit_wait_for_a_free_one() {
+fn idle_and_slow_connections_never_hold_up_a_scrape_of_the_agent() {
     require_kernel!();
     let agent = start_agent(&["--interval", "1"]);
-    // Every connection the server takes, each sending nothing.
-    let idle: Vec<TcpStream> = (0..CONNECTIONS)
-        .map(|_| TcpStream::connect(&agent.addr).unwrap())
-        .collect();
-    let opened = Instant::now();
-    // One more: it connects (the kernel's backlog) but is not served until the idle
-    // ones are closed at the header timeout.
-    let mut s = TcpStream::connect(&agent.addr).unwrap();
-    write!(s, "GET /readyz HTTP/1.0\r\n\r\n").unwrap();
-    s.set_read_timeout(Some(HEADER_READ * 3)).unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).unwrap();
-    let waited = opened.elapsed();
-    let text = String::from_utf8_lossy(&buf);
-    assert!(
-        text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200"),
-        "{text}"
-    );
-    assert!(
-        waited >= HEADER_READ - Duration::from_secs(1),
-        "served after {waited:?}, while {CONNECTIONS} connections were open"
-    );
-    drop(idle);
+    // More than the server keeps from one address: it sheds the ones that sent nothing.
+    let attack = Attack::open(&agent.addr, 300, 100);
+    let (status, body) = get(&agent.addr, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("copyscope_build_info"), "{body}");
+    // Every idle one is closed in the end: shed, or past the first-byte deadline.
+    wait_for(HEADER_READ, "the idle connections to be closed", || {
+        (attack.idle_closed() == attack.idle.len()).then_some(())
+    });
     assert_eq!(get(&agent.addr, "/readyz").unwrap().0, 200);
 }
 
@@ -470,5 +464,266 @@ fn a_bad_web_config_is_one_clear_error_before_anything_loads() {
     assert!(
         err.contains("no-such.yml") && err.contains("No such file"),
         "{err}"
+    );
+}
+
+/// Connections from this test that misbehave: `idle` ones connect and send nothing,
+/// `slow` ones send the start of a request head and never finish it.
+struct Attack {
+    idle: Vec<TcpStream>,
+    slow: Vec<TcpStream>,
+}
+
+impl Attack {
+    fn open(addr: &str, idle: usize, slow: usize) -> Attack {
+        let idle = (0..idle)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect();
+        let slow = (0..slow)
+            .map(|_| {
+                let mut s = TcpStream::connect(addr).unwrap();
+                // A write may fail on a connection the server already shed.
+                let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: a");
+                s
+            })
+            .collect();
+        Attack { idle, slow }
+    }
+
+    fn idle_closed(&self) -> usize {
+        self.idle.iter().filter(|s| closed(s)).count()
+    }
+
+    fn slow_closed(&self) -> usize {
+        self.slow.iter().filter(|s| closed(s)).count()
+    }
+}
+
+/// Whether the server has closed (or reset) a connection to which it sends nothing,
+/// without waiting.
+fn closed(s: &TcpStream) -> bool {
+    s.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 1024];
+    let r = loop {
+        match (&*s).read(&mut buf) {
+            // An answer (408) before the close: read on.
+            Ok(n) if n > 0 => continue,
+            r => break r,
+        }
+    };
+    s.set_nonblocking(false).unwrap();
+    match r {
+        Ok(_) => true,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    }
+}
+
+/// Whether the server closed (or reset) a connection within `limit` of waiting on it,
+/// rather than leaving it open.
+fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut buf = Vec::new();
+    match s.read_to_end(&mut buf) {
+        Ok(_) => true,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+/// copyscope's HTTP server with `limits`, in this process on a free port of 127.0.0.1:
+/// `/metrics` answers at once, `/hold` when the test releases it. Stopped when dropped.
+struct InProcess {
+    addr: String,
+    /// Requests of /hold that have begun.
+    holding: Arc<AtomicUsize>,
+    release: Arc<tokio::sync::Notify>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl InProcess {
+    fn start(web: Option<copyscope::webconfig::Loaded>, limits: Limits) -> InProcess {
+        use axum::routing::get;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let holding = Arc::new(AtomicUsize::new(0));
+        let release = Arc::new(tokio::sync::Notify::new());
+        let app = axum::Router::new()
+            .route("/metrics", get(|| async { "copyscope_build_info 1\n" }))
+            .route(
+                "/hold",
+                get({
+                    let (holding, release) = (holding.clone(), release.clone());
+                    move || async move {
+                        let released = release.notified();
+                        holding.fetch_add(1, Ordering::SeqCst);
+                        released.await;
+                        "released\n"
+                    }
+                }),
+            );
+        let server = Server::new(web).unwrap().with_limits(limits);
+        runtime.spawn(server.serve(listener, app, std::future::pending()));
+        InProcess {
+            addr,
+            holding,
+            release,
+            _runtime: runtime,
+        }
+    }
+}
+
+/// Limits whose deadlines never strike during a test, so that only the rule under test
+/// closes connections.
+const LONG: Limits = Limits {
+    first_byte: Duration::from_secs(300),
+    tls_handshake: Duration::from_secs(300),
+    header_read: Duration::from_secs(300),
+    request: Duration::from_secs(600),
+    ..copyscope::http::LIMITS
+};
+
+#[test]
+fn a_scrape_is_answered_while_hundreds_of_idle_and_slow_connections_are_open() {
+    // Fewer than the 700 connections below kept from one address, so that some are shed.
+    let server = InProcess::start(
+        None,
+        Limits {
+            per_source: PER_SOURCE,
+            ..copyscope::http::LIMITS
+        },
+    );
+    let attack = Attack::open(&server.addr, 500, 200);
+    let (status, body) = get(&server.addr, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body, "copyscope_build_info 1\n");
+    // More than one address may keep were open: the server shed the difference, the
+    // connections that had sent nothing first, so every slow one is still there.
+    wait_for(Duration::from_secs(30), "connections to be shed", || {
+        (attack.idle_closed() >= 500 + 200 + 1 - PER_SOURCE).then_some(())
+    });
+    assert_eq!(attack.slow_closed(), 0);
+    // And the scrapes go on.
+    for _ in 0..10 {
+        assert_eq!(get(&server.addr, "/metrics").unwrap().0, 200);
+    }
+}
+
+#[test]
+fn a_connection_that_sends_nothing_is_reset_at_the_first_byte_deadline() {
+    let limits = Limits {
+        first_byte: Duration::from_secs(1),
+        ..LONG
+    };
+    let server = InProcess::start(None, limits);
+    let mut silent = TcpStream::connect(&server.addr).unwrap();
+    let mut started = TcpStream::connect(&server.addr).unwrap();
+    started.write_all(b"G").unwrap();
+    // The header deadline is minutes away: only the first-byte one can close it.
+    assert!(closed_within(&mut silent, Duration::from_secs(60)));
+    // One byte was enough for the other, which may now take its time over its head.
+    assert!(!closed(&started));
+    started.write_all(b"ET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    started.read_to_end(&mut answer).unwrap();
+    assert_eq!(response(&answer), (200, "copyscope_build_info 1\n".into()));
+}
+
+#[test]
+fn one_address_keeps_its_newest_connections_and_sheds_the_oldest_silent_one() {
+    let limits = Limits {
+        per_source: 4,
+        ..LONG
+    };
+    let server = InProcess::start(None, limits);
+    let silent: Vec<TcpStream> = (0..10)
+        .map(|_| TcpStream::connect(&server.addr).unwrap())
+        .collect();
+    // The oldest go: six of ten, beyond the four an address keeps.
+    wait_for(
+        Duration::from_secs(30),
+        "six connections to be shed",
+        || silent[..6].iter().all(closed).then_some(()),
+    );
+    assert!(silent[6..].iter().all(|s| !closed(s)));
+    // A scrape from the same address is answered, and takes the place of the oldest
+    // silent one left.
+    assert_eq!(get(&server.addr, "/metrics").unwrap().0, 200);
+    wait_for(Duration::from_secs(30), "the seventh to be shed", || {
+        closed(&silent[6]).then_some(())
+    });
+    assert!(silent[7..].iter().all(|s| !closed(s)));
+}
+
+#[test]
+fn a_connection_with_a_request_in_flight_is_never_shed() {
+    let limits = Limits {
+        per_source: 4,
+        ..LONG
+    };
+    let server = InProcess::start(None, limits);
+    let held: Vec<_> = (0..4)
+        .map(|_| {
+            let addr = server.addr.clone();
+            std::thread::spawn(move || get(&addr, "/hold").unwrap())
+        })
+        .collect();
+    wait_for(Duration::from_secs(30), "four requests in flight", || {
+        (server.holding.load(Ordering::SeqCst) == 4).then_some(())
+    });
+    // Nothing of this address can be shed: a fifth connection is closed unanswered.
+    let (status, text) = raw(&server.addr, b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    assert_eq!(
+        status, 0,
+        "no answer while every connection is busy: {text}"
+    );
+    server.release.notify_waiters();
+    for h in held {
+        assert_eq!(h.join().unwrap(), (200, "released\n".into()));
+    }
+    assert_eq!(get(&server.addr, "/metrics").unwrap().0, 200);
+}
+
+#[test]
+fn a_tls_handshake_that_stalls_is_reset_at_its_deadline_while_others_are_served() {
+    if !require_tool("openssl", "openssl") {
+        return;
+    }
+    let d = common::scratch("http-tls-stall");
+    let [ca, ..] = certificates(&d);
+    let config = d.join("web-config.yml");
+    std::fs::write(
+        &config,
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n",
+    )
+    .unwrap();
+    let web = copyscope::webconfig::load(&config).unwrap();
+    let limits = Limits {
+        first_byte: Duration::from_secs(1),
+        tls_handshake: Duration::from_secs(2),
+        ..LONG
+    };
+    let server = InProcess::start(Some(web), limits);
+    // A TLS record header that announces 16 KiB of handshake, and one byte of it.
+    let mut stalled = TcpStream::connect(&server.addr).unwrap();
+    stalled
+        .write_all(&[0x16, 0x03, 0x01, 0x40, 0x00, 0x01])
+        .unwrap();
+    let client = tls_client(&ca, None);
+    let (status, body) = tls_get(&client, &server.addr, "/metrics", None).unwrap();
+    assert_eq!((status, body.as_str()), (200, "copyscope_build_info 1\n"));
+    // The header deadline is minutes away: only the handshake one can close it.
+    assert!(closed_within(&mut stalled, Duration::from_secs(60)));
+    assert_eq!(
+        tls_get(&client, &server.addr, "/metrics", None).unwrap().0,
+        200
     );
 }

@@ -8,6 +8,9 @@
 //! steady churn of short-lived ones) for minutes: the agent's resident memory, its maps'
 //! kernel memory, counted against expected syscalls, and the collection time per window,
 //! early against late.
+//!
+//! `cargo xtask bench scrape-under-attack`: `/metrics` latency while one address holds
+//! idle and slowloris connections (in bench_attack.rs).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -25,6 +28,9 @@ use anyhow::{Context as _, Result, bail};
 use clap::Subcommand;
 
 use crate::util::{is_root, output, root, show, succeeds};
+
+#[path = "bench_attack.rs"]
+mod attack;
 
 #[derive(Subcommand)]
 pub enum Which {
@@ -63,6 +69,41 @@ pub enum Which {
         #[arg(long, default_value_t = 60.0)]
         burst_interval: f64,
     },
+    /// `/metrics` latency and the agent's memory while one address holds idle and
+    /// slowloris connections: plain HTTP, TLS, basic auth, TLS with basic auth.
+    ScrapeUnderAttack {
+        /// Idle connections held (connected, nothing sent).
+        #[arg(long, default_value_t = 10_000)]
+        idle: usize,
+        /// Slowloris connections held (a request head a byte at a time, never finished).
+        #[arg(long, default_value_t = 1_000)]
+        slow: usize,
+        /// Scrapes per mode, one after another.
+        #[arg(long, default_value_t = 300)]
+        scrapes: usize,
+        /// Pause between two scrapes, milliseconds.
+        #[arg(long, default_value_t = 100)]
+        gap_ms: u64,
+        /// At most this many seconds of scrapes per mode.
+        #[arg(long, default_value_t = 90)]
+        limit_seconds: u64,
+        /// Seconds between the attacker's first round and the first scrape.
+        #[arg(long, default_value_t = 5)]
+        warmup_seconds: u64,
+        /// A slow connection sends a byte every this many milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        slow_byte_ms: u64,
+        /// The attacker opens again the connections the agent closed every this many
+        /// milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        round_ms: u64,
+        /// Modes, comma-separated: plain, tls, auth, tls+auth.
+        #[arg(long, default_value = "plain,tls,auth,tls+auth")]
+        modes: String,
+        /// The attacker's source address (a loopback one); the scraper's is 127.0.0.1.
+        #[arg(long, default_value = "127.0.0.1")]
+        from: std::net::Ipv4Addr,
+    },
 }
 
 pub fn run(which: Which, bin_dir: &Path) -> Result<()> {
@@ -94,6 +135,33 @@ pub fn run(which: Which, bin_dir: &Path) -> Result<()> {
             }
             Ok(())
         }
+        Which::ScrapeUnderAttack {
+            idle,
+            slow,
+            scrapes,
+            gap_ms,
+            limit_seconds,
+            warmup_seconds,
+            slow_byte_ms,
+            round_ms,
+            modes,
+            from,
+        } => attack::run(&attack::Settings {
+            bin_dir: bin_dir.to_path_buf(),
+            idle,
+            slow,
+            scrapes,
+            gap: Duration::from_millis(gap_ms),
+            limit: Duration::from_secs(limit_seconds),
+            warmup: Duration::from_secs(warmup_seconds),
+            slow_byte: Duration::from_millis(slow_byte_ms),
+            round: Duration::from_millis(round_ms),
+            modes: modes
+                .split(',')
+                .map(|m| attack::Mode::parse(m.trim()))
+                .collect::<Result<_>>()?,
+            from,
+        }),
     }
 }
 
