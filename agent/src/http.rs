@@ -825,6 +825,10 @@ struct BasicAuth {
     users: BTreeMap<String, String>,
     /// Verified for unknown users too, so that they take as long as known ones.
     decoy: String,
+    /// What making the decoy took (the highest cost of any user): every failed check
+    /// takes at least this long, so that neither an unknown user nor a user whose hash
+    /// is cheaper can be told apart by the time a wrong password takes.
+    failure_floor: Duration,
     key: ring::hmac::Key,
     cache: Mutex<HashMap<Vec<u8>, Instant>>,
     bcrypt_slots: Semaphore,
@@ -838,13 +842,16 @@ impl BasicAuth {
             .map(|p| p.get_cost())
             .max()
             .unwrap_or(bcrypt::DEFAULT_COST);
+        let t = Instant::now();
         let decoy = bcrypt::hash("copyscope decoy", cost).context("a bcrypt hash")?;
+        let failure_floor = t.elapsed();
         let rng = ring::rand::SystemRandom::new();
         let key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng)
             .map_err(|_| anyhow::anyhow!("no random numbers for the credentials cache's key"))?;
         Ok(BasicAuth {
             users,
             decoy,
+            failure_floor,
             key,
             cache: Mutex::default(),
             bcrypt_slots: Semaphore::new(BCRYPT_AT_ONCE),
@@ -875,15 +882,23 @@ impl BasicAuth {
             Some(h) => (h.clone(), true),
             None => (self.decoy.clone(), false),
         };
-        let Ok(_slot) = self.bcrypt_slots.acquire().await else {
+        let Ok(slot) = self.bcrypt_slots.acquire().await else {
             return false;
         };
+        let started = Instant::now();
         let verified = tokio::task::spawn_blocking(move || bcrypt::verify(&password, &hash))
             .await
             .ok()
             .and_then(Result::ok)
             .unwrap_or(false);
+        drop(slot);
         let ok = verified && known;
+        if !ok {
+            // A wrong user or password answers no sooner than the dearest hash would:
+            // the time says nothing about which users exist or how their hashes were made.
+            // A sleep, not CPU: the slot is free for other checks meanwhile.
+            tokio::time::sleep(self.failure_floor.saturating_sub(started.elapsed())).await;
+        }
         if ok {
             let mut cache = self.cache.lock().unwrap();
             if cache.len() >= AUTH_CACHE_ENTRIES {
@@ -1085,6 +1100,41 @@ mod tests {
         assert_eq!(connection_cap(4096, 1_048_576, 100), 4096);
         assert_eq!(connection_cap(4096, 1024, 100), 1024 - 100 - FD_SPARE);
         assert_eq!(connection_cap(4096, 100, 100), 16);
+    }
+
+    /// A wrong password for a user with a cheap hash takes as long as one for an unknown
+    /// user, whose check runs the decoy made at the dearest cost.
+    #[tokio::test]
+    async fn a_wrong_password_takes_as_long_whatever_the_users_cost() {
+        let cheap = bcrypt::hash("right", 4).unwrap();
+        let dear = bcrypt::hash("right", 10).unwrap();
+        let auth =
+            BasicAuth::new([("cheap".to_string(), cheap), ("dear".to_string(), dear)].into())
+                .unwrap();
+        let floor = auth.failure_floor;
+        // A cost-10 hash takes tens of times what a cost-4 one does.
+        let t = Instant::now();
+        bcrypt::verify("wrong", &bcrypt::hash("right", 4).unwrap()).unwrap();
+        let cost4 = t.elapsed();
+        assert!(
+            floor > cost4 * 4,
+            "floor {floor:?}, one cost-4 check {cost4:?}"
+        );
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+            h
+        };
+        // cheap:wrong, nobody:wrong, dear:wrong
+        for creds in ["Y2hlYXA6d3Jvbmc=", "bm9ib2R5Ondyb25n", "ZGVhcjp3cm9uZw=="] {
+            let t = Instant::now();
+            assert!(!auth.allows(&with(&format!("Basic {creds}"))).await);
+            assert!(
+                t.elapsed() >= floor,
+                "{creds}: {:?} < {floor:?}",
+                t.elapsed()
+            );
+        }
     }
 
     #[tokio::test]

@@ -1536,7 +1536,11 @@ fn burst(bin_dir: &Path, procs: u64, interval: f64) -> Result<()> {
         let counted = metric(
             &m,
             "copyscope_syscalls_total",
-            &[("comm", &comm), ("syscall", "pwrite64"), ("fd_kind", "file")],
+            &[
+                ("comm", &comm),
+                ("syscall", "pwrite64"),
+                ("fd_kind", "file"),
+            ],
         );
         let (rss, peak) = (resident(pid)?, peak_resident(pid)?);
         let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
