@@ -26,6 +26,8 @@ use clap::Subcommand;
 
 use crate::util::{is_root, output, root, show, succeeds};
 
+mod scale;
+
 #[derive(Subcommand)]
 pub enum Which {
     /// copyscope's always-on cost: per-program run time from the kernel's BPF statistics,
@@ -55,6 +57,19 @@ pub enum Which {
         #[arg(long, default_value_t = 1.0)]
         interval: f64,
     },
+    /// copyscope run's user-space cost beside many live processes, one pread a second
+    /// each: collection time, CPU share, resident memory, /metrics fetch time.
+    Scale {
+        /// Live processes.
+        #[arg(long, default_value_t = 10_000)]
+        processes: u64,
+        /// Seconds measured per configuration.
+        #[arg(long, default_value_t = 60.0)]
+        seconds: f64,
+        /// Fetches of /metrics timed per configuration.
+        #[arg(long, default_value_t = 30)]
+        fetches: usize,
+    },
 }
 
 pub fn run(which: Which, bin_dir: &Path) -> Result<()> {
@@ -75,6 +90,18 @@ pub fn run(which: Which, bin_dir: &Path) -> Result<()> {
                 .collect(),
         }),
         Which::Soak { minutes, interval } => soak(bin_dir, minutes, interval),
+        Which::Scale {
+            processes,
+            seconds,
+            fetches,
+        } => scale::scale(
+            bin_dir,
+            &scale::Settings {
+                processes,
+                seconds,
+                fetches,
+            },
+        ),
     }
 }
 
