@@ -15,6 +15,7 @@ use std::{
 use anyhow::{Context as _, Result, anyhow};
 use axum::{
     Router,
+    body::Bytes,
     extract::State,
     http::{StatusCode, header},
     response::IntoResponse,
@@ -29,6 +30,7 @@ use crate::{
     http,
     loader::{self, LoadOptions},
     metrics::{Exporter, Options},
+    model::Snapshot,
     pods::Pods,
     privileges, webconfig, workload,
 };
@@ -36,8 +38,10 @@ use crate::{
 /// What the collection thread publishes for the HTTP side.
 #[derive(Default)]
 struct Shared {
-    metrics: String,
-    snapshot: Option<String>,
+    /// The exposition; each scrape shares it rather than copying it.
+    metrics: Bytes,
+    /// The last window, written as JSON when asked for.
+    snapshot: Option<Arc<Snapshot>>,
     ready: bool,
     /// Set when the collection thread failed: /healthz turns 503.
     failed: Option<String>,
@@ -320,11 +324,11 @@ fn collect_loop(
             }
         }
         exporter.set_collection_seconds(t0.elapsed().as_secs_f64());
-        let text = exporter.render();
-        let json = serde_json::to_string(snap)?;
+        let text = Bytes::from(exporter.render());
+        let snap = Arc::new(sample.snapshot);
         let mut s = shared.write().unwrap();
         s.metrics = text;
-        s.snapshot = Some(json);
+        s.snapshot = Some(snap);
         if !s.ready {
             info!("first collection done: ready");
         }
@@ -416,7 +420,7 @@ async fn metrics(State(s): State<SharedRef>) -> impl IntoResponse {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            "copyscope: first collection not done yet\n".to_string(),
+            Bytes::from_static(b"copyscope: first collection not done yet\n"),
         );
     }
     (
@@ -449,11 +453,17 @@ async fn readyz(State(s): State<SharedRef>) -> impl IntoResponse {
 }
 
 async fn snapshot(State(s): State<SharedRef>) -> impl IntoResponse {
-    match &s.read().unwrap().snapshot {
-        Some(j) => (
+    let snap = s.read().unwrap().snapshot.clone();
+    match snap.map(|j| serde_json::to_string(&*j)) {
+        Some(Ok(j)) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/json")],
-            j.clone(),
+            j,
+        ),
+        Some(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "application/json")],
+            serde_json::json!({ "error": format!("writing the snapshot: {e}") }).to_string(),
         ),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
