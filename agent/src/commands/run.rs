@@ -328,11 +328,15 @@ fn collect_loop(
         let snap = Arc::new(sample.snapshot);
         let mut s = shared.write().unwrap();
         s.metrics = text;
-        s.snapshot = Some(snap);
-        if !s.ready {
+        let last = s.snapshot.replace(snap);
+        let first = !s.ready;
+        s.ready = true;
+        drop(s);
+        if first {
             info!("first collection done: ready");
         }
-        s.ready = true;
+        drop(last);
+        crate::collect::footprint::release_free_memory();
     }
     Ok(())
 }
