@@ -1,13 +1,8 @@
 //! Prometheus metrics: cumulative per-workload counters built from each collection
 //! window, the advisor's findings, and copyscope's own health. Pure apart from the
-//! container lookup passed in; rendered with the `prometheus` crate's text encoder.
+//! container lookup passed in; rendered as the Prometheus text format.
 
 use std::collections::{BTreeMap, BTreeSet};
-
-use prometheus::{
-    Encoder as _, TextEncoder,
-    proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType},
-};
 
 use crate::{
     advisor::{self, Calibration, Thresholds},
@@ -136,8 +131,13 @@ impl Exporter {
                 .then(a.0.cmp(b.0))
         });
         let mut advice = Vec::new();
+        let mut tracked = self.tracked();
         for (key, row) in order {
-            let own = self.workloads.contains_key(key) || self.tracked() < self.opts.max_workloads;
+            let known = self.workloads.contains_key(key);
+            let own = known || tracked < self.opts.max_workloads;
+            if own && !known && key.comm != OTHER {
+                tracked += 1;
+            }
             let findings = if own {
                 let sizes = if row.page_cache.misses > 0 {
                     file_sizes(row.pid)
@@ -260,168 +260,148 @@ impl Exporter {
         info
     }
 
-    /// The Prometheus text exposition.
+    /// The Prometheus text exposition (version 0.0.4), written directly: byte for byte
+    /// what the `prometheus` crate's text encoder writes for the same families.
     pub fn render(&self) -> String {
-        let mut buf = Vec::new();
-        TextEncoder::new()
-            .encode(&self.families(), &mut buf)
-            .expect("text encoding of well-formed families");
-        String::from_utf8(buf).expect("the text format is UTF-8")
+        self.families().finish()
     }
 
-    fn families(&self) -> Vec<MetricFamily> {
+    fn families(&self) -> Families {
         let mut f = Families::default();
-        let wl = |k: &WorkloadKey| {
-            let mut l = vec![
-                ("comm", k.comm.clone()),
-                ("container_id", k.container_id.clone()),
-            ];
-            if let Some(pid) = k.pid {
-                l.push(("pid", pid.to_string()));
-            }
-            l
-        };
         for (k, t) in &self.workloads {
             let r = &t.row;
-            let base = wl(k);
-            let with = |extra: &[(&'static str, String)]| {
-                let mut l = base.clone();
-                l.extend(extra.iter().cloned());
-                l
+            let pid = k.pid.map(|p| p.to_string());
+            let mut base: Vec<(&str, &str)> =
+                vec![("comm", &k.comm), ("container_id", &k.container_id)];
+            if let Some(pid) = &pid {
+                base.push(("pid", pid));
+            }
+            let with = |extra: &[(&str, &str)], f: &mut Families, spec, v: f64| {
+                f.add(spec, "counter", &base, extra, v);
             };
             for s in &r.syscalls {
-                let l = with(&[
-                    ("syscall", s.syscall.clone()),
-                    ("fd_kind", s.fd_kind.clone()),
-                ]);
-                f.counter(SYSCALLS, l.clone(), s.calls as f64);
-                f.counter(SYSCALL_BYTES, l.clone(), s.bytes as f64);
-                f.counter(SYSCALL_ERRORS, l.clone(), s.errors as f64);
-                f.counter(SYSCALL_SECONDS, l, s.seconds);
+                let l = [
+                    ("syscall", s.syscall.as_str()),
+                    ("fd_kind", s.fd_kind.as_str()),
+                ];
+                with(&l, &mut f, SYSCALLS, s.calls as f64);
+                with(&l, &mut f, SYSCALL_BYTES, s.bytes as f64);
+                with(&l, &mut f, SYSCALL_ERRORS, s.errors as f64);
+                with(&l, &mut f, SYSCALL_SECONDS, s.seconds);
             }
-            f.counter(MODE_SWITCHES, base.clone(), r.mode_switches as f64);
+            with(&[], &mut f, MODE_SWITCHES, r.mode_switches as f64);
             let cs = &r.context_switches;
             for (kind, v) in [("voluntary", cs.voluntary), ("involuntary", cs.involuntary)] {
-                f.counter(CONTEXT_SWITCHES, with(&[("kind", kind.into())]), v as f64);
+                with(&[("kind", kind)], &mut f, CONTEXT_SWITCHES, v as f64);
             }
-            f.counter(CONTEXT_SWITCHES_IN_IO, base.clone(), cs.in_io as f64);
+            with(&[], &mut f, CONTEXT_SWITCHES_IN_IO, cs.in_io as f64);
             for (dir, v) in [
                 ("to_user", r.cpu_copy_bytes.to_user),
                 ("from_user", r.cpu_copy_bytes.from_user),
             ] {
-                f.counter(CPU_COPY_BYTES, with(&[("direction", dir.into())]), v as f64);
+                with(&[("direction", dir)], &mut f, CPU_COPY_BYTES, v as f64);
             }
-            f.counter(ZERO_COPY_BYTES, base.clone(), r.zero_copy_bytes as f64);
-            f.counter(DIRECT_IO_BYTES, base.clone(), r.direct_io_bytes as f64);
+            with(&[], &mut f, ZERO_COPY_BYTES, r.zero_copy_bytes as f64);
+            with(&[], &mut f, DIRECT_IO_BYTES, r.direct_io_bytes as f64);
             let pc = &r.page_cache;
-            f.counter(PC_LOOKUPS, base.clone(), pc.lookups as f64);
-            f.counter(PC_HITS, base.clone(), pc.hits as f64);
-            f.counter(PC_MISSES, base.clone(), pc.misses as f64);
-            f.counter(PC_WRITE_ADDED, base.clone(), pc.added_by_writes as f64);
-            f.counter(PC_DIRTIED, base.clone(), pc.dirtied as f64);
-            f.counter(PC_MMAP, base.clone(), pc.mmap_faults as f64);
+            with(&[], &mut f, PC_LOOKUPS, pc.lookups as f64);
+            with(&[], &mut f, PC_HITS, pc.hits as f64);
+            with(&[], &mut f, PC_MISSES, pc.misses as f64);
+            with(&[], &mut f, PC_WRITE_ADDED, pc.added_by_writes as f64);
+            with(&[], &mut f, PC_DIRTIED, pc.dirtied as f64);
+            with(&[], &mut f, PC_MMAP, pc.mmap_faults as f64);
             for (pattern, secs) in &t.saved {
-                f.counter(
+                with(
+                    &[("pattern", pattern.as_str())],
+                    &mut f,
                     ADVICE_SAVED,
-                    with(&[("pattern", pattern.to_string())]),
                     *secs,
                 );
             }
         }
         for a in &self.advice {
-            let mut l = vec![
-                ("comm", a.comm.clone()),
-                ("container_id", a.container_id.clone().unwrap_or_default()),
-            ];
-            if let Some(pid) = a.pid {
-                l.push(("pid", pid.to_string()));
+            let container = a.container_id.clone().unwrap_or_default();
+            let pid = a.pid.map(|p| p.to_string());
+            let mut l: Vec<(&'static str, &str)> =
+                vec![("comm", &a.comm), ("container_id", &container)];
+            if let Some(pid) = &pid {
+                l.push(("pid", pid));
             }
-            l.push(("pattern", a.finding.pattern.to_string()));
-            l.push(("recommendation", a.finding.recommendation.clone()));
-            f.gauge(ADVICE_INFO, l.clone(), 1.0);
+            l.push(("pattern", &a.finding.pattern));
+            l.push(("recommendation", &a.finding.recommendation));
+            f.gauge(ADVICE_INFO, &l, 1.0);
             l.truncate(l.len() - 1);
             f.gauge(
                 ADVICE_SAVING,
-                l,
+                &l,
                 a.finding.estimated_cpu_seconds_saved_per_second,
             );
         }
         // copyscope itself.
         f.gauge(
             BUILD_INFO,
-            vec![
-                ("version", self.version.clone()),
-                ("kernel", self.kernel.clone()),
-            ],
+            &[("version", &self.version), ("kernel", &self.kernel)],
             1.0,
         );
         for p in &self.probes {
             f.gauge(
                 PROBE_ATTACHED,
-                vec![
-                    ("family", p.family.clone()),
-                    ("hook", p.hook.clone()),
-                    ("method", p.method.clone().unwrap_or_else(|| "none".into())),
+                &[
+                    ("family", &p.family),
+                    ("hook", &p.hook),
+                    ("method", p.method.as_deref().unwrap_or("none")),
                 ],
                 if p.attached { 1.0 } else { 0.0 },
             );
         }
         for (figure, method) in &self.copy_methods {
-            f.gauge(
-                COPY_METHOD,
-                vec![("figure", figure.clone()), ("method", method.clone())],
-                1.0,
-            );
+            f.gauge(COPY_METHOD, &[("figure", figure), ("method", method)], 1.0);
         }
         for (reason, v) in &self.drops {
-            f.counter(KERNEL_DROPS, vec![("reason", reason.clone())], *v as f64);
+            f.counter(KERNEL_DROPS, &[("reason", reason)], *v as f64);
         }
         for (name, p) in &self.programs {
-            let l = vec![("program", name.clone())];
-            f.counter(PROGRAM_MISSED, l.clone(), p.missed_runs as f64);
+            let l = [("program", name.as_str())];
+            f.counter(PROGRAM_MISSED, &l, p.missed_runs as f64);
             if self.bpf_stats {
-                f.counter(PROGRAM_RUNS, l.clone(), p.run_count as f64);
-                f.counter(PROGRAM_SECONDS, l, p.run_time_ns as f64 / 1e9);
+                f.counter(PROGRAM_RUNS, &l, p.run_count as f64);
+                f.counter(PROGRAM_SECONDS, &l, p.run_time_ns as f64 / 1e9);
             }
         }
         for (map, (used, max)) in &self.map_entries {
-            f.gauge(MAP_ENTRIES, vec![("map", map.to_string())], *used as f64);
-            f.gauge(MAP_MAX_ENTRIES, vec![("map", map.to_string())], *max as f64);
+            f.gauge(MAP_ENTRIES, &[("map", map)], *used as f64);
+            f.gauge(MAP_MAX_ENTRIES, &[("map", map)], *max as f64);
         }
         for (map, bytes) in &self.map_memory {
-            f.gauge(MAP_MEMORY, vec![("map", map.clone())], *bytes as f64);
+            f.gauge(MAP_MEMORY, &[("map", map)], *bytes as f64);
         }
         if let Some(b) = self.resident_bytes {
-            f.gauge(RESIDENT, vec![], b as f64);
+            f.gauge(RESIDENT, &[], b as f64);
         }
         for (id, m) in self.container_info() {
             f.gauge(
                 CONTAINER_INFO,
-                vec![
-                    ("container_id", id),
-                    ("pod", m.pod),
-                    ("namespace", m.namespace),
-                    ("container", m.container),
+                &[
+                    ("container_id", &id),
+                    ("pod", &m.pod),
+                    ("namespace", &m.namespace),
+                    ("container", &m.container),
                 ],
                 1.0,
             );
         }
         if let Some(up) = self.kube_up {
-            f.gauge(KUBE_UP, vec![], if up { 1.0 } else { 0.0 });
+            f.gauge(KUBE_UP, &[], if up { 1.0 } else { 0.0 });
         }
-        f.counter(COLLECTIONS, vec![], self.windows as f64);
-        f.gauge(COLLECTION_SECONDS, vec![], self.last_collection_seconds);
-        f.gauge(WORKLOADS, vec![], self.tracked() as f64);
-        f.gauge(MAX_WORKLOADS, vec![], self.opts.max_workloads as f64);
-        f.counter(FOLDED, vec![], self.folded as f64);
-        f.counter(
-            EVICTED,
-            vec![("reason", "idle".into())],
-            self.evicted_idle as f64,
-        );
-        f.gauge(CAL_MEMCPY, vec![], self.calibration.memcpy_bytes_per_second);
-        f.gauge(CAL_SYSCALL, vec![], self.calibration.syscall_seconds);
-        f.finish()
+        f.counter(COLLECTIONS, &[], self.windows as f64);
+        f.gauge(COLLECTION_SECONDS, &[], self.last_collection_seconds);
+        f.gauge(WORKLOADS, &[], self.tracked() as f64);
+        f.gauge(MAX_WORKLOADS, &[], self.opts.max_workloads as f64);
+        f.counter(FOLDED, &[], self.folded as f64);
+        f.counter(EVICTED, &[("reason", "idle")], self.evicted_idle as f64);
+        f.gauge(CAL_MEMCPY, &[], self.calibration.memcpy_bytes_per_second);
+        f.gauge(CAL_SYSCALL, &[], self.calibration.syscall_seconds);
+        f
     }
 }
 
@@ -582,64 +562,108 @@ const CAL_SYSCALL: Spec = (
     "Seconds of one system call on this host, measured at start-up (two mode switches).",
 );
 
+/// The families of an exposition, each with its samples already written, in the order
+/// they were added; written out by name.
 #[derive(Default)]
 struct Families {
-    by_name: BTreeMap<&'static str, (Spec, MetricType, Vec<Metric>)>,
+    by_name: BTreeMap<&'static str, (Spec, &'static str, String)>,
 }
 
 impl Families {
-    fn add(&mut self, spec: Spec, t: MetricType, labels: Vec<(&'static str, String)>, v: f64) {
-        let mut m = Metric::default();
-        m.set_label(
-            labels
-                .into_iter()
-                .map(|(k, v)| {
-                    let mut p = LabelPair::default();
-                    p.set_name(k.to_string());
-                    p.set_value(v);
-                    p
-                })
-                .collect(),
-        );
-        match t {
-            MetricType::COUNTER => {
-                let mut c = Counter::default();
-                c.set_value(v);
-                m.set_counter(c);
+    /// One sample, labelled with `labels` then `extra`.
+    fn add(
+        &mut self,
+        spec: Spec,
+        kind: &'static str,
+        labels: &[(&str, &str)],
+        extra: &[(&str, &str)],
+        v: f64,
+    ) {
+        let out = &mut self
+            .by_name
+            .entry(spec.0)
+            .or_insert_with(|| (spec, kind, String::new()))
+            .2;
+        out.push_str(spec.0);
+        let mut sep = '{';
+        for (k, v) in labels.iter().chain(extra) {
+            out.push(sep);
+            out.push_str(k);
+            out.push_str("=\"");
+            escape(out, v, true);
+            out.push('"');
+            sep = ',';
+        }
+        if sep == ',' {
+            out.push('}');
+        }
+        out.push(' ');
+        write_value(out, v);
+        out.push('\n');
+    }
+
+    fn counter(&mut self, spec: Spec, labels: &[(&str, &str)], v: f64) {
+        self.add(spec, "counter", labels, &[], v)
+    }
+
+    fn gauge(&mut self, spec: Spec, labels: &[(&str, &str)], v: f64) {
+        self.add(spec, "gauge", labels, &[], v)
+    }
+
+    fn finish(self) -> String {
+        let len = self.by_name.values().map(|(_, _, b)| b.len() + 256).sum();
+        let mut out = String::with_capacity(len);
+        for ((name, help), kind, body) in self.by_name.into_values() {
+            if !help.is_empty() {
+                out.push_str("# HELP ");
+                out.push_str(name);
+                out.push(' ');
+                escape(&mut out, help, false);
+                out.push('\n');
             }
-            _ => {
-                let mut g = Gauge::default();
-                g.set_value(v);
-                m.set_gauge(g);
+            out.push_str("# TYPE ");
+            out.push_str(name);
+            out.push(' ');
+            out.push_str(kind);
+            out.push('\n');
+            out.push_str(&body);
+        }
+        out
+    }
+}
+
+/// The text format's escapes: `\\` and a new line always, `"` in label values.
+fn escape(out: &mut String, v: &str, quote: bool) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '"' if quote => out.push_str("\\\""),
+            c => out.push(c),
+        }
+    }
+}
+
+/// A sample value as Rust's `Display` writes an f64 (what the text encoder uses), whole
+/// numbers the fast way.
+fn write_value(out: &mut String, v: f64) {
+    use std::fmt::Write as _;
+    // Below 2^53 every whole f64 is exact in a u64 and displays as its digits.
+    if v.fract() == 0.0 && v.is_sign_positive() && v < 9_007_199_254_740_992.0 {
+        let mut buf = [0u8; 20];
+        let mut n = v as u64;
+        let mut i = buf.len();
+        loop {
+            i -= 1;
+            buf[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
             }
         }
-        self.by_name
-            .entry(spec.0)
-            .or_insert_with(|| (spec, t, Vec::new()))
-            .2
-            .push(m);
-    }
-
-    fn counter(&mut self, spec: Spec, labels: Vec<(&'static str, String)>, v: f64) {
-        self.add(spec, MetricType::COUNTER, labels, v)
-    }
-
-    fn gauge(&mut self, spec: Spec, labels: Vec<(&'static str, String)>, v: f64) {
-        self.add(spec, MetricType::GAUGE, labels, v)
-    }
-
-    fn finish(self) -> Vec<MetricFamily> {
-        self.by_name
-            .into_values()
-            .map(|((name, help), t, metrics)| {
-                let mut fam = MetricFamily::default();
-                fam.set_name(name.to_string());
-                fam.set_help(help.to_string());
-                fam.set_field_type(t);
-                fam.set_metric(metrics);
-                fam
-            })
-            .collect()
+        out.push_str(std::str::from_utf8(&buf[i..]).expect("ASCII digits"));
+    } else {
+        let _ = write!(out, "{v}");
     }
 }
 
@@ -690,4 +714,93 @@ pub fn names() -> BTreeSet<&'static str> {
     .iter()
     .map(|s| s.0)
     .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus::{
+        Encoder as _, TextEncoder,
+        proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType},
+    };
+
+    use super::*;
+
+    #[test]
+    fn exposition_is_byte_for_byte_what_the_prometheus_text_encoder_writes() {
+        let values = [
+            0.0,
+            1.0,
+            42.0,
+            0.1,
+            1e-7,
+            123_456_789.125,
+            1e21,
+            9_007_199_254_740_992.0,
+            9_007_199_254_740_994.0,
+            -3.5,
+            -0.0,
+            -7.0,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ];
+        let texts = ["plain", "a\"b", "back\\slash", "new\nline", "ünïcode", ""];
+        let specs: [(Spec, MetricType); 3] = [
+            (
+                ("b_total", "Help with a \\ and a\nnew line."),
+                MetricType::COUNTER,
+            ),
+            (("a_gauge", ""), MetricType::GAUGE),
+            (("c_gauge", "Plain \"help\"."), MetricType::GAUGE),
+        ];
+        let mut ours = Families::default();
+        let mut theirs: BTreeMap<&str, MetricFamily> = BTreeMap::new();
+        for (i, v) in values.iter().enumerate() {
+            let (spec, t) = specs[i % specs.len()];
+            let text = texts[i % texts.len()];
+            let labels: Vec<(&str, &str)> = match i % 3 {
+                0 => vec![],
+                1 => vec![("l", text)],
+                _ => vec![("l", text), ("m", "x")],
+            };
+            match t {
+                MetricType::COUNTER => ours.counter(spec, &labels, *v),
+                _ => ours.gauge(spec, &labels, *v),
+            }
+            let mut m = Metric::default();
+            m.set_label(
+                labels
+                    .iter()
+                    .map(|(k, v)| {
+                        let mut p = LabelPair::default();
+                        p.set_name(k.to_string());
+                        p.set_value(v.to_string());
+                        p
+                    })
+                    .collect(),
+            );
+            if t == MetricType::COUNTER {
+                let mut c = Counter::default();
+                c.set_value(*v);
+                m.set_counter(c);
+            } else {
+                let mut g = Gauge::default();
+                g.set_value(*v);
+                m.set_gauge(g);
+            }
+            let fam = theirs.entry(spec.0).or_insert_with(|| {
+                let mut f = MetricFamily::default();
+                f.set_name(spec.0.to_string());
+                f.set_help(spec.1.to_string());
+                f.set_field_type(t);
+                f
+            });
+            fam.mut_metric().push(m);
+        }
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&theirs.into_values().collect::<Vec<_>>(), &mut buf)
+            .unwrap();
+        assert_eq!(ours.finish(), String::from_utf8(buf).unwrap());
+    }
 }

@@ -29,8 +29,8 @@ use clap::Subcommand;
 
 use crate::util::{is_root, output, root, show, succeeds};
 
-#[path = "bench_attack.rs"]
 mod attack;
+mod scale;
 
 #[derive(Subcommand)]
 pub enum Which {
@@ -104,6 +104,19 @@ pub enum Which {
         #[arg(long, default_value = "127.0.0.1")]
         from: std::net::Ipv4Addr,
     },
+    /// copyscope run's user-space cost beside many live processes, one pread a second
+    /// each: collection time, CPU share, resident memory, /metrics fetch time.
+    Scale {
+        /// Live processes.
+        #[arg(long, default_value_t = 10_000)]
+        processes: u64,
+        /// Seconds measured per configuration.
+        #[arg(long, default_value_t = 60.0)]
+        seconds: f64,
+        /// Fetches of /metrics timed per configuration.
+        #[arg(long, default_value_t = 30)]
+        fetches: usize,
+    },
 }
 
 pub fn run(which: Which, bin_dir: &Path) -> Result<()> {
@@ -162,6 +175,18 @@ pub fn run(which: Which, bin_dir: &Path) -> Result<()> {
                 .collect::<Result<_>>()?,
             from,
         }),
+        Which::Scale {
+            processes,
+            seconds,
+            fetches,
+        } => scale::scale(
+            bin_dir,
+            &scale::Settings {
+                processes,
+                seconds,
+                fetches,
+            },
+        ),
     }
 }
 

@@ -34,6 +34,10 @@
 //!                                                   for SECONDS s
 //!   copyscope-workload spawn PROCS PARALLEL ARGS... PROCS runs of `copyscope-workload ARGS...`,
 //!                                                   PARALLEL at a time (fork + exec each)
+//!   copyscope-workload tick FILE PROCS SECONDS PREFIX  PROCS forked processes named PREFIX0,
+//!                                                   PREFIX1, ..., each making one pread(1) of
+//!                                                   FILE a second (spread over the second) for
+//!                                                   SECONDS s; `ready` on stderr once all run
 //!
 //! Before the workload, `--comm NAME` renames the process (what copyscope groups it by) and
 //! `--cpu N` pins it to CPU N; the result then says which CPU it ended on.
@@ -198,6 +202,66 @@ fn pwritev2s(fd: RawFd, count: u64, size: usize) -> u64 {
         bytes += check(unsafe { libc::pwritev2(fd, &iov, 1, 0, 0) }, "pwritev2") as u64;
     }
     bytes
+}
+
+/// `procs` forked processes, each one pread(1) of `fd` a second for `secs` s, their
+/// phases spread evenly over the second. They die with this process (PR_SET_PDEATHSIG);
+/// whoever runs it may also kill its process group. Returns when all have ended.
+fn ticks(fd: RawFd, procs: u64, secs: u64, prefix: &str) {
+    let now = || {
+        // SAFETY: clock_gettime into a zeroed timespec.
+        let mut t: libc::timespec = unsafe { std::mem::zeroed() };
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+        t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+    };
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    let start = now() + 1_000_000_000;
+    let end = start + secs * 1_000_000_000;
+    for i in 0..procs {
+        // Made before the fork: the child allocates nothing.
+        let comm = CString::new(format!("{prefix}{i}")).unwrap_or_else(|_| die("PREFIX"));
+        let mut at = start + i * 1_000_000_000 / procs.max(1);
+        // SAFETY: this process is single-threaded; the child makes system calls only.
+        let pid = unsafe { libc::fork() };
+        check(pid as isize, "fork");
+        if pid > 0 {
+            continue;
+        }
+        // SAFETY: system calls on our own process and buffers, then _exit.
+        unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if libc::getppid() != parent {
+                libc::_exit(0);
+            }
+            libc::prctl(libc::PR_SET_NAME, comm.as_ptr());
+            // Forking all of them may take longer than the first second: a tick already
+            // past is skipped, not made up.
+            let late = now().saturating_sub(at);
+            at += late.div_ceil(1_000_000_000) * 1_000_000_000;
+            let mut b = 0u8;
+            while at < end {
+                let t = libc::timespec {
+                    tv_sec: (at / 1_000_000_000) as libc::time_t,
+                    tv_nsec: (at % 1_000_000_000) as libc::c_long,
+                };
+                while libc::clock_nanosleep(
+                    libc::CLOCK_MONOTONIC,
+                    libc::TIMER_ABSTIME,
+                    &t,
+                    std::ptr::null_mut(),
+                ) == libc::EINTR
+                {}
+                libc::pread(fd, (&mut b as *mut u8).cast(), 1, 0);
+                at += 1_000_000_000;
+            }
+            libc::_exit(0);
+        }
+    }
+    eprintln!("ready");
+    let mut status = 0;
+    // SAFETY: waiting for our own children.
+    while unsafe { libc::wait(&mut status) } > 0 {}
 }
 
 fn main() {
@@ -811,6 +875,14 @@ fn main() {
                 die(&format!("{failed} of {procs} processes failed"));
             }
             format!(r#"{{"processes":{procs}}}"#)
+        }
+        "tick" => {
+            let usage = "tick FILE PROCS SECONDS PREFIX";
+            let fd = open(a(1).unwrap_or_else(|| die(usage)), libc::O_RDONLY);
+            let (procs, secs) = (num(a(2), "PROCS"), num(a(3), "SECONDS"));
+            let prefix = a(4).unwrap_or_else(|| die(usage));
+            ticks(fd, procs, secs, prefix);
+            format!(r#"{{"processes":{procs},"seconds":{secs}}}"#)
         }
         other => die(&format!("unknown workload {other:?}")),
     };

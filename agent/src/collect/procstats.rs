@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use aya::{
     Pod,
     maps::{HashMap as BpfHashMap, MapData},
@@ -29,10 +29,11 @@ impl<V: Pod + Tally> ProcMap<V> {
 
     /// Cumulative counts per process; rows of processes in `gone` are retired.
     pub fn harvest(&mut self, gone: &HashSet<u32>) -> Result<HashMap<u32, V>> {
-        let mut rows = HashMap::new();
+        let mut entries = Vec::new();
+        super::batch::entries(&self.map, self.name, &mut entries)?;
+        let mut rows = HashMap::with_capacity(entries.len() + self.retired.len());
         let mut retire = Vec::new();
-        for item in self.map.iter() {
-            let (tgid, v) = item.with_context(|| format!("reading the {} map", self.name))?;
+        for (tgid, v) in entries {
             if gone.contains(&tgid) {
                 retire.push((tgid, v));
             } else {

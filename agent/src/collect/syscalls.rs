@@ -9,7 +9,7 @@ use copyscope_common::{
     CacheStats, CopyStats, Counter, Exited, SchedStats, SyscallKey, SyscallStats, maps,
 };
 
-use super::procstats::ProcMap;
+use super::{batch, procstats::ProcMap};
 
 use crate::{
     loader::Loaded,
@@ -81,12 +81,14 @@ impl Collector {
         // both WATCHED and EXITED, and is removed from WATCHED below.
         self.watched_seen
             .extend(self.watched.keys().filter_map(|k| k.ok()));
-        let gone: Vec<(u32, Exited)> = self.exited.iter().filter_map(|r| r.ok()).collect();
+        let mut gone: Vec<(u32, Exited)> = Vec::new();
+        batch::entries(&self.exited, maps::EXITED, &mut gone)?;
         let gone_set: HashSet<u32> = gone.iter().map(|(t, _)| *t).collect();
-        let mut rows = HashMap::new();
+        let mut entries = Vec::new();
+        batch::entries(&self.stats, maps::SYSCALL_STATS, &mut entries)?;
+        let mut rows = HashMap::with_capacity(entries.len() + self.retired.len());
         let mut retire = Vec::new();
-        for item in self.stats.iter() {
-            let (key, v) = item.context("reading the syscall stats map")?;
+        for (key, v) in entries {
             if gone_set.contains(&key.tgid) {
                 retire.push((key, v));
             } else {

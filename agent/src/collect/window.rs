@@ -15,6 +15,7 @@ use crate::{
     cgroups::Containers,
     collect::{
         footprint::MapMemory,
+        names::Names,
         syscalls::{Collector, proc_comm},
     },
     loader::{self, ProgramStat},
@@ -44,6 +45,8 @@ pub struct Sampler {
     /// Earlier agents that counted into the same pinned maps: their own harvesting is not
     /// part of any window either.
     earlier_agents: HashSet<u32>,
+    /// Comms of the live processes.
+    names: Names,
 }
 
 /// What a [`Sampler`] carries from one window to the next, saved with a pin so that the
@@ -93,6 +96,7 @@ impl Sampler {
             thresholds,
             pods: None,
             earlier_agents: HashSet::new(),
+            names: Names::default(),
         })
     }
 
@@ -139,7 +143,8 @@ impl Sampler {
             .sum();
         self.prev_stats = programs.clone();
         let earlier = &self.earlier_agents;
-        let mut snapshot = window_snapshot(
+        let names = std::cell::RefCell::new(&mut self.names);
+        let mut snapshot = window_snapshot_named(
             loaded,
             &self.prev,
             &after,
@@ -147,6 +152,7 @@ impl Sampler {
             &|t| !earlier.contains(&t),
             false,
             missed,
+            &|pid| names.borrow_mut().comm(pid),
         );
         self.unnamed = defer_unnamed(&mut snapshot, &self.prev, &mut after, &self.unnamed);
         snapshot.calibration = Some(self.calibration);
@@ -165,6 +171,7 @@ impl Sampler {
         let map_memory = self.map_memory.read();
         let gone = self.collector.forget_retired();
         self.containers.forget(&gone);
+        self.names.forget(&gone);
         after.forget(&gone);
         self.prev = after;
         Ok(Sample {
@@ -187,6 +194,33 @@ pub fn window_snapshot(
     keep: &dyn Fn(u32) -> bool,
     include_sched_only: bool,
     missed_runs: u64,
+) -> Snapshot {
+    window_snapshot_named(
+        loaded,
+        before,
+        after,
+        elapsed,
+        keep,
+        include_sched_only,
+        missed_runs,
+        &proc_comm,
+    )
+}
+
+/// [`window_snapshot`] with the comms of live processes from `comm_of`.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "window_snapshot's arguments and the comm lookup"
+)]
+pub fn window_snapshot_named(
+    loaded: &loader::Loaded,
+    before: &model::Counts,
+    after: &model::Counts,
+    elapsed: f64,
+    keep: &dyn Fn(u32) -> bool,
+    include_sched_only: bool,
+    missed_runs: u64,
+    comm_of: &dyn Fn(u32) -> Option<String>,
 ) -> Snapshot {
     let mut rows = model::delta(before, after);
     let mut sched = model::delta_by_pid(&before.sched, &after.sched);
@@ -225,7 +259,7 @@ pub fn window_snapshot(
                 attached: p.attached,
             })
             .collect(),
-        processes: model::processes(&window, &proc_comm),
+        processes: model::processes(&window, comm_of),
         cpu_copy_method,
         dropped: {
             let mut d = model::dropped(before, after);

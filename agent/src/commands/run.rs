@@ -15,6 +15,7 @@ use std::{
 use anyhow::{Context as _, Result, anyhow};
 use axum::{
     Router,
+    body::Bytes,
     extract::State,
     http::{StatusCode, header},
     response::IntoResponse,
@@ -29,6 +30,7 @@ use crate::{
     http,
     loader::{self, LoadOptions},
     metrics::{Exporter, Options},
+    model::Snapshot,
     pods::Pods,
     privileges, webconfig, workload,
 };
@@ -36,8 +38,10 @@ use crate::{
 /// What the collection thread publishes for the HTTP side.
 #[derive(Default)]
 struct Shared {
-    metrics: String,
-    snapshot: Option<String>,
+    /// The exposition; each scrape shares it rather than copying it.
+    metrics: Bytes,
+    /// The last window, written as JSON when asked for.
+    snapshot: Option<Arc<Snapshot>>,
     ready: bool,
     /// Set when the collection thread failed: /healthz turns 503.
     failed: Option<String>,
@@ -173,7 +177,7 @@ pub fn run(args: &RunArgs) -> Result<i32> {
     }
     // Loading parsed the kernel's BTF and the object (tens of MB, freed by now): give
     // the freed heap back, so that the steady RSS is what collecting holds.
-    give_back_freed_memory();
+    crate::collect::footprint::release_free_memory();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -343,30 +347,22 @@ fn collect_loop(
             }
         }
         exporter.set_collection_seconds(t0.elapsed().as_secs_f64());
-        let text = exporter.render();
-        let json = serde_json::to_string(snap)?;
+        let text = Bytes::from(exporter.render());
+        let snap = Arc::new(sample.snapshot);
         let mut s = shared.write().unwrap();
         s.metrics = text;
-        s.snapshot = Some(json);
-        if !s.ready {
-            info!("first collection done: ready");
-        }
+        let last = s.snapshot.replace(snap);
+        let first = !s.ready;
         s.ready = true;
         drop(s);
-        give_back_freed_memory();
+        if first {
+            info!("first collection done: ready");
+        }
+        // The previous window's state and the collection's garbage: back to the system.
+        drop(last);
+        crate::collect::footprint::release_free_memory();
     }
     Ok(())
-}
-
-/// Return the heap a collection freed to the system: after a burst of exits, the state of
-/// thousands of processes is freed at once, and glibc's malloc would otherwise keep those
-/// pages resident for good. About a millisecond here; musl's allocator does this itself.
-fn give_back_freed_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only releases free memory.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
 
 /// The agent's totals, saved in the pin after every collection.
@@ -452,7 +448,7 @@ async fn metrics(State(s): State<SharedRef>) -> impl IntoResponse {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            "copyscope: first collection not done yet\n".to_string(),
+            Bytes::from_static(b"copyscope: first collection not done yet\n"),
         );
     }
     (
@@ -485,11 +481,17 @@ async fn readyz(State(s): State<SharedRef>) -> impl IntoResponse {
 }
 
 async fn snapshot(State(s): State<SharedRef>) -> impl IntoResponse {
-    match &s.read().unwrap().snapshot {
-        Some(j) => (
+    let snap = s.read().unwrap().snapshot.clone();
+    match snap.map(|j| serde_json::to_string(&*j)) {
+        Some(Ok(j)) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/json")],
-            j.clone(),
+            j,
+        ),
+        Some(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "application/json")],
+            serde_json::json!({ "error": format!("writing the snapshot: {e}") }).to_string(),
         ),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
