@@ -1,8 +1,8 @@
 //! `cargo xtask bench scale`: copyscope run's user-space cost beside many live processes
 //! (by default 10,000, each making one pread a second under a name of its own): the time
 //! each collection takes, the agent's CPU share and resident memory, and the time to fetch
-//! `/metrics`. Two configurations: the defaults, and `--max-workloads 10000` so that every
-//! process has series of its own.
+//! `/metrics`. Three configurations: the defaults, `--max-workloads 550` (about 10,000
+//! series), and `--max-workloads N` so that every process has series of its own.
 
 use std::{
     os::unix::process::CommandExt as _,
@@ -257,6 +257,14 @@ pub fn scale(bin_dir: &Path, s: &Settings) -> Result<()> {
     let max = s.processes.to_string();
     let configs = [
         measure(bin_dir, s, "defaults", 5.0, &[])?,
+        // About 18 series per workload: some 10,000 series in all.
+        measure(
+            bin_dir,
+            s,
+            "550 workloads",
+            5.0,
+            &["--max-workloads", "550"],
+        )?,
         measure(
             bin_dir,
             s,
@@ -326,7 +334,8 @@ fn report(s: &Settings, configs: &[Figures]) {
             );
         }
     }
-    let (d, all) = (&configs[0], &configs[1]);
+    let (d, ten, all) = (&configs[0], &configs[1], &configs[2]);
+    let ten_fetch = max(&ten.fetches);
     let max_fetch = max(&all.fetches);
     println!("### Goals\n");
     println!("| figure | value | goal | |");
@@ -348,11 +357,21 @@ fn report(s: &Settings, configs: &[Figures]) {
         verdict(d.rss / MIB, 64.0)
     );
     println!(
-        "| `--max-workloads {}`: longest /metrics fetch ({} series) | {} ms | ≤ 50 ms | {} |",
+        "| defaults: peak RSS (VmHWM) | {} MiB | ≤ 64 MiB | {} |",
+        fixed(d.hwm / MIB, 1),
+        verdict(d.hwm / MIB, 64.0)
+    );
+    println!(
+        "| `--max-workloads 550`: longest /metrics fetch ({} series) | {} ms | ≤ 50 ms | {} |",
+        ten.series,
+        ms(ten_fetch),
+        verdict(ten_fetch * 1e3, 50.0)
+    );
+    println!(
+        "| `--max-workloads {}`: longest /metrics fetch ({} series) | {} ms | (no goal) | |",
         s.processes,
         all.series,
         ms(max_fetch),
-        verdict(max_fetch * 1e3, 50.0)
     );
     println!();
 }
