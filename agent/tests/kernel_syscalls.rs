@@ -354,22 +354,7 @@ fn system_wide_snapshot_keeps_a_short_lived_process() {
     write_file(&f, 4096);
     let path = f.to_str().unwrap();
     let (base, _) = run_workload(&d, &["pread", path, "0", "512"]);
-    let mut snap = Command::new(COPYSCOPE)
-        .args(["snapshot", "--json", "--duration", "120"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait until it is counting.
-    let mut err = BufReader::new(snap.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("counting") {
-        line.clear();
-        assert!(
-            err.read_line(&mut line).unwrap() > 0,
-            "copyscope ended before counting"
-        );
-    }
+    let (snap, _err) = system_snapshot();
     let w = Command::new(WORKLOAD)
         .args(["pread", path, "500", "512"])
         .env("COPYSCOPE_WORKLOAD_OUT", d.join("out"))
@@ -377,11 +362,7 @@ fn system_wide_snapshot_keeps_a_short_lived_process() {
         .unwrap();
     assert!(w.success());
     // The workload has exited; Ctrl-C ends the window early.
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(snap.id() as i32, libc::SIGINT) };
-    let out = snap.wait_with_output().unwrap();
-    assert_ok(&out, "copyscope snapshot --duration");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = stop_snapshot(snap);
     let procs = v["processes"].as_array().unwrap();
     let p = procs
         .iter()
@@ -501,32 +482,14 @@ fn a_call_in_flight_when_copyscope_attaches_is_counted_at_its_exit() {
         );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    let mut snap = Command::new(COPYSCOPE)
-        .args(["snapshot", "--json", "--duration", "120"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(snap.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("counting") {
-        line.clear();
-        assert!(
-            err.read_line(&mut line).unwrap() > 0,
-            "copyscope ended before counting"
-        );
-    }
+    let (snap, _err) = system_snapshot();
     {
         use std::io::Write as _;
         let mut w = w;
         w.write_all(b"7 bytes").unwrap();
     }
     assert!(dd.wait().unwrap().success());
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(snap.id() as i32, libc::SIGINT) };
-    let out = snap.wait_with_output().unwrap();
-    assert_ok(&out, "copyscope snapshot --duration");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = stop_snapshot(snap);
     let p = process(&v, dd.id() as u64);
     assert_eq!(
         row(p, "read", "pipe"),
@@ -656,4 +619,34 @@ fn possible_cpus() -> usize {
             None => 1,
         })
         .sum()
+}
+
+/// `copyscope snapshot --json --duration 120`, system-wide, once it says it is counting;
+/// with its stderr, which must stay open while it runs.
+fn system_snapshot() -> (std::process::Child, BufReader<std::process::ChildStderr>) {
+    let mut snap = Command::new(COPYSCOPE)
+        .args(["snapshot", "--json", "--duration", "120"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(snap.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("counting") {
+        line.clear();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "copyscope ended before counting"
+        );
+    }
+    (snap, err)
+}
+
+/// End a [`system_snapshot`] early with Ctrl-C: its JSON.
+fn stop_snapshot(snap: std::process::Child) -> serde_json::Value {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(snap.id() as i32, libc::SIGINT) };
+    let out = snap.wait_with_output().unwrap();
+    assert_ok(&out, "copyscope snapshot --duration");
+    serde_json::from_slice(&out.stdout).unwrap()
 }
