@@ -298,7 +298,8 @@ fn wait_for_line<T>(
 }
 
 /// `copyscope run --no-pin --listen 127.0.0.1:0 --interval INTERVAL ARGS...`, once it
-/// serves: the process and the address it serves on.
+/// serves (HTTP or, with a web configuration, HTTPS): the process and the address it
+/// serves on.
 fn start_copyscope_run(bin_dir: &Path, interval: f64, args: &[String]) -> Result<(Proc, String)> {
     let mut agent = Proc::spawn(
         Command::new(bin_dir.join("copyscope"))
@@ -312,7 +313,9 @@ fn start_copyscope_run(bin_dir: &Path, interval: f64, args: &[String]) -> Result
     )?;
     let lines = lines_of(agent.child.stderr.take().context("no stderr")?);
     let addr = wait_for_line(&lines, "copyscope run", Duration::from_secs(60), |l| {
-        let rest = l.strip_prefix("copyscope: serving http://")?;
+        let rest = l
+            .strip_prefix("copyscope: serving http://")
+            .or_else(|| l.strip_prefix("copyscope: serving https://"))?;
         Some(rest.split('/').next().unwrap_or("").to_string())
     })?;
     Ok((agent, addr))

@@ -29,7 +29,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use super::{MIB, Proc, fixed, is_root, lines_of, quantile, verdict, wait_for_line};
+use super::{MIB, fixed, is_root, quantile, verdict};
 
 /// What one run measures.
 pub struct Settings {
@@ -266,36 +266,12 @@ impl WebFiles {
 }
 
 fn measure(s: &Settings, mode: Mode, files: &WebFiles) -> Result<Outcome> {
-    let mut args = vec![
-        "run",
-        "--no-pin",
-        "--listen",
-        "127.0.0.1:0",
-        "--interval",
-        "1",
-    ]
-    .into_iter()
-    .map(String::from)
-    .collect::<Vec<_>>();
+    let mut args = Vec::new();
     if let Some(c) = files.config(mode)? {
         args.push("--web-config".into());
         args.push(c.to_string_lossy().into_owned());
     }
-    let mut agent = Proc::spawn(
-        Command::new(s.bin_dir.join("copyscope"))
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped()),
-        libc::SIGTERM,
-    )?;
-    let lines = lines_of(agent.child.stderr.take().context("no stderr")?);
-    let addr = wait_for_line(&lines, "copyscope run", Duration::from_secs(60), |l| {
-        let rest = l
-            .strip_prefix("copyscope: serving http://")
-            .or_else(|| l.strip_prefix("copyscope: serving https://"))?;
-        Some(rest.split('/').next().unwrap_or("").to_string())
-    })?;
+    let (mut agent, addr) = super::start_copyscope_run(&s.bin_dir, 1.0, &args)?;
     let scraper = Scraper {
         url: format!(
             "{}://{addr}/metrics",
