@@ -1488,27 +1488,20 @@ fn http_get(addr: &str, path: &str) -> Result<String> {
     Ok(body.to_string())
 }
 
-/// VmRSS of a process, in bytes.
-fn resident(pid: u32) -> Result<f64> {
+/// A size field of /proc/PID/status (`VmRSS`, `VmHWM`, ...), in bytes.
+fn status_bytes(pid: u32, key: &str) -> Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kib: f64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
         .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse().ok())
-        .context("no VmRSS")?;
+        .with_context(|| format!("no {key} in /proc/{pid}/status"))?;
     Ok(kib * 1024.0)
 }
 
-/// The value at quantile `q` (0..=1) of sorted values, nearest rank.
-/// VmHWM of a process (its peak resident set), in bytes.
-fn peak_resident(pid: u32) -> Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse().ok())
-        .context("no VmHWM")?;
-    Ok(kib * 1024.0)
+/// VmRSS of a process, in bytes.
+fn resident(pid: u32) -> Result<f64> {
+    status_bytes(pid, "VmRSS")
 }
 
 /// Peak RSS, through start-up and through `procs` exits in one window, and the RSS a
@@ -1547,7 +1540,7 @@ fn burst(bin_dir: &Path, procs: u64, interval: f64) -> Result<()> {
         };
         let first = wait_for(1.0)?;
         let steady = resident(pid)?;
-        let start_peak = peak_resident(pid)?;
+        let start_peak = status_bytes(pid, "VmHWM")?;
         eprintln!("xtask: burst of {procs} short-lived processes (10 pwrite each)");
         let t = Instant::now();
         output(
@@ -1570,7 +1563,7 @@ fn burst(bin_dir: &Path, procs: u64, interval: f64) -> Result<()> {
                 ("fd_kind", "file"),
             ],
         );
-        let (rss, peak) = (resident(pid)?, peak_resident(pid)?);
+        let (rss, peak) = (resident(pid)?, status_bytes(pid, "VmHWM")?);
         let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
         println!(
             "\n### A burst of exits\n\nKernel {}, {procs} processes of 10 pwrite each, spawned 16 at \

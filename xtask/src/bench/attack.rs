@@ -29,7 +29,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use super::{MIB, fixed, is_root, quantile, verdict};
+use super::{MIB, fixed, is_root, quantile, status_bytes, verdict};
 
 /// What one run measures.
 pub struct Settings {
@@ -320,7 +320,7 @@ fn measure(s: &Settings, mode: Mode, files: &WebFiles) -> Result<Outcome> {
     let attack_result = attacker
         .join()
         .map_err(|_| anyhow::anyhow!("the attacker thread panicked"))?;
-    let hwm = status_field(agent.pid(), "VmHWM:").unwrap_or(f64::NAN);
+    let hwm = status_bytes(agent.pid(), "VmHWM").unwrap_or(f64::NAN);
     let status = agent.stop()?;
     attack_result?;
     let mut o = result?;
@@ -362,7 +362,7 @@ fn scrape_phase(s: &Settings, scraper: &Scraper, pid: u32, stats: &AttackStats) 
         o.held = (o.held.0.min(held), o.held.1.max(held));
         o.pending = o.pending.max(stats.pending.load(Ordering::SeqCst));
         o.sockets = o.sockets.max(sockets(pid));
-        if let Some(rss) = status_field(pid, "VmRSS:") {
+        if let Ok(rss) = status_bytes(pid, "VmRSS") {
             o.rss_max = o.rss_max.max(rss);
         }
     };
@@ -393,20 +393,6 @@ fn scrape_phase(s: &Settings, scraper: &Scraper, pid: u32, stats: &AttackStats) 
     let secs = started.elapsed().as_secs_f64();
     o.reopened_per_second = (stats.reopened.load(Ordering::SeqCst) - reopened_before) as f64 / secs;
     Ok(o)
-}
-
-/// `FIELD:` of /proc/PID/status in bytes (the kB fields).
-fn status_field(pid: u32, field: &str) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))?
-        .trim()
-        .strip_suffix("kB")?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib * 1024.0)
 }
 
 /// The sockets among a process's file descriptors.

@@ -15,7 +15,7 @@ use anyhow::{Context as _, Result, bail};
 
 use super::{
     MIB, Proc, catch_signals, check_interrupted, fixed, http_get, lines_of, median, metric,
-    quantile, start_copyscope_run, verdict, wait_for_line,
+    quantile, start_copyscope_run, status_bytes, verdict, wait_for_line,
 };
 use crate::util::{is_root, root};
 
@@ -101,17 +101,6 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     Ok((ticks(14)? + ticks(15)?) / hz)
-}
-
-/// A `kB` line of /proc/PID/status, in bytes.
-fn status_bytes(pid: u32, key: &str) -> Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-        .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse().ok())
-        .with_context(|| format!("no {key} in /proc/{pid}/status"))?;
-    Ok(kib * 1024.0)
 }
 
 /// One configuration's figures.
