@@ -23,7 +23,7 @@ use common::{
     agent::{Agent, Guard, by_label, get, start_agent, sum, wait_for},
     assert_near, assert_ok, scratch,
 };
-use copyscope::collect::footprint::parse_vm_rss;
+use copyscope::collect::footprint::parse_status_bytes;
 use serde_json::Value;
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -53,9 +53,14 @@ const LOSSY_DROPS: [&str; 4] = [
     "process_stats_full",
 ];
 
-fn rss(pid: u32) -> f64 {
+/// A size field (`VmRSS`, `VmHWM`) of a process's /proc/PID/status, in bytes.
+fn status_bytes(pid: u32, key: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    parse_vm_rss(&status).unwrap() as f64
+    parse_status_bytes(&status, key).unwrap_or_else(|| panic!("no {key} in {status}")) as f64
+}
+
+fn rss(pid: u32) -> f64 {
+    status_bytes(pid, "VmRSS")
 }
 
 /// The agent's /metrics once two more collections are done: everything that happened
@@ -308,13 +313,7 @@ fn ten_thousand_short_lived_processes_are_counted_exactly_within_bounds() {
         "copyscope_agent_resident_memory_bytes {exported} (VmRSS now {agent_rss})"
     );
     // The peak through start-up and through the burst, and the memory given back after it.
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let peak = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse::<f64>().ok())
-        .unwrap()
-        * 1024.0;
+    let peak = status_bytes(pid, "VmHWM");
     assert!(
         peak <= PEAK_BOUND,
         "peak RSS {:.1} MiB over {:.0} MiB",

@@ -87,9 +87,14 @@ pub fn resident_bytes() -> Option<u64> {
 
 /// `VmRSS:` of a /proc/PID/status, in bytes.
 pub fn parse_vm_rss(status: &str) -> Option<u64> {
+    parse_status_bytes(status, "VmRSS")
+}
+
+/// A size field (`VmRSS`, `VmHWM`, ...) of a /proc/PID/status, in bytes.
+pub fn parse_status_bytes(status: &str, key: &str) -> Option<u64> {
     let kib: u64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))?
         .trim()
         .strip_suffix("kB")?
         .trim()
@@ -116,6 +121,9 @@ mod tests {
         let status =
             "Name:\tcopyscope\nVmHWM:\t   30000 kB\nVmRSS:\t   21504 kB\nRssAnon:\t 9000 kB\n";
         assert_eq!(parse_vm_rss(status), Some(21_504 * 1024));
+        assert_eq!(parse_status_bytes(status, "VmHWM"), Some(30_000 * 1024));
+        // A key is a whole field name: VmRSS is not RssAnon's prefix, nor the reverse.
+        assert_eq!(parse_status_bytes(status, "Rss"), None);
         assert_eq!(parse_vm_rss("Name:\tx\n"), None);
         assert!(resident_bytes().is_some_and(|b| b > 0));
     }
