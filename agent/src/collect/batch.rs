@@ -94,15 +94,7 @@ fn lookup_batch<K: Pod, V: Pod>(
         };
         // SAFETY: bpf(2) with an attr of the batch layout, whose buffers hold `count`
         // keys and values of the map's sizes (K and V are the map's key and value).
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &mut attr as *mut BatchAttr,
-                std::mem::size_of::<BatchAttr>(),
-            )
-        };
-        let err = (r < 0).then(std::io::Error::last_os_error);
+        let err = unsafe { crate::loader::sys_bpf(BPF_MAP_LOOKUP_BATCH, &mut attr) }.err();
         let n = (attr.count as usize).min(chunk);
         out.extend(keys[..n].iter().copied().zip(values[..n].iter().copied()));
         match err.as_ref().and_then(std::io::Error::raw_os_error) {

@@ -1037,6 +1037,22 @@ pub fn program_stats_since(before: &[ProgramStat], after: Vec<ProgramStat>) -> V
         .collect()
 }
 
+/// bpf(2): `cmd` with `attr` as its attribute (the size passed is `A`'s). Ok with what the
+/// call returned (a new fd for some commands), or the errno.
+///
+/// # Safety
+/// `attr` must have the layout the command expects, and every pointer in it must be valid
+/// for what the kernel reads or writes through it during the call.
+pub(crate) unsafe fn sys_bpf<A>(cmd: libc::c_long, attr: &mut A) -> std::io::Result<i64> {
+    // SAFETY: the caller vouches for attr (see above).
+    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut A, std::mem::size_of::<A>()) };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
 /// `bpf_prog_info` of one program, read with BPF_OBJ_GET_INFO_BY_FD (aya does not expose
 /// `recursion_misses`, 0 on kernels older than 5.12, which do not report it; run counts
 /// and times are 0 while BPF stats are off).
@@ -1058,15 +1074,8 @@ fn prog_info(fd: std::os::fd::BorrowedFd<'_>) -> Option<aya_obj::generated::bpf_
     };
     // SAFETY: attr points at a live bpf_prog_info of the size given; the kernel writes at
     // most info_len bytes into it.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET_INFO_BY_FD,
-            &raw mut attr,
-            std::mem::size_of::<InfoAttr>(),
-        )
-    };
-    (rc == 0).then_some(info)
+    let rc = unsafe { sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) };
+    rc.is_ok().then_some(info)
 }
 
 /// Turn on the kernel's BPF run-time stats for as long as the returned fd is open.

@@ -407,7 +407,7 @@ fn first_word(path: &Path) -> Result<u64> {
     let fd = open_pinned(path)?;
     let key = 0u32;
     let mut value = vec![0u8; size];
-    let attr = LookupAttr {
+    let mut attr = LookupAttr {
         map_fd: fd.as_raw_fd() as u32,
         _pad: 0,
         key: (&raw const key) as u64,
@@ -416,18 +416,8 @@ fn first_word(path: &Path) -> Result<u64> {
     };
     // SAFETY: attr is a live BPF_MAP_LOOKUP_ELEM attribute; key and value outlive the
     // call and value holds the map's value size.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_LOOKUP_ELEM,
-            &raw const attr,
-            std::mem::size_of::<LookupAttr>(),
-        )
-    };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("reading {}", path.display()));
-    }
+    unsafe { crate::loader::sys_bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) }
+        .with_context(|| format!("reading {}", path.display()))?;
     Ok(u64::from_le_bytes(value[..8].try_into()?))
 }
 
@@ -540,7 +530,7 @@ pub fn open_pinned(path: &Path) -> Result<OwnedFd> {
         _pad: u32,
     }
     let c = CString::new(path.as_os_str().as_bytes())?;
-    let attr = ObjAttr {
+    let mut attr = ObjAttr {
         pathname: c.as_ptr() as u64,
         bpf_fd: 0,
         file_flags: 0,
@@ -548,18 +538,8 @@ pub fn open_pinned(path: &Path) -> Result<OwnedFd> {
         _pad: 0,
     };
     // SAFETY: attr is a live BPF_OBJ_GET attribute whose path outlives the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET,
-            &raw const attr,
-            std::mem::size_of::<ObjAttr>(),
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("opening the pinned {}", path.display()));
-    }
+    let fd = unsafe { crate::loader::sys_bpf(BPF_OBJ_GET, &mut attr) }
+        .with_context(|| format!("opening the pinned {}", path.display()))?;
     // SAFETY: the kernel returned a new file descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
