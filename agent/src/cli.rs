@@ -421,17 +421,19 @@ fn parse_duration(s: &str) -> Result<f64, String> {
 /// A probe family that can be turned off.
 fn parse_family(s: &str) -> Result<String, String> {
     let s = s.trim();
-    if crate::loader::OPTIONAL_FAMILIES.contains(&s) {
-        Ok(s.to_string())
-    } else if crate::loader::probes::PROBES.iter().any(|p| p.family == s) {
-        Err(format!(
+    use crate::family::{Family, optional, optional_families};
+    match Family::from_name(s) {
+        Some(f) if optional(f) => Ok(s.to_string()),
+        Some(_) => Err(format!(
             "the {s} family cannot be turned off: every other figure builds on it"
-        ))
-    } else {
-        Err(format!(
+        )),
+        None => Err(format!(
             "no probe family {s:?}: the families that can be turned off are {}",
-            crate::loader::OPTIONAL_FAMILIES.join(", ")
-        ))
+            optional_families()
+                .map(Family::name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
     }
 }
 

@@ -8,6 +8,7 @@ pub mod cgroups;
 pub mod cli;
 pub mod collect;
 pub mod commands;
+pub mod family;
 pub mod http;
 pub mod loader;
 pub mod metrics;

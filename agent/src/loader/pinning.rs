@@ -20,7 +20,7 @@ use aya::{
 };
 use copyscope_common::{PinMeta, maps};
 
-use super::{Loaded, OBJECT, PROBES, ProbeStatus, disabled_methods, kernel_release};
+use super::{Loaded, OBJECT, ProbeStatus, disabled_methods, kernel_release};
 use crate::pin::{self, Found, MapDef, PinDir, Saved, SavedProbe, Store};
 
 /// What was found at the pin, ready for loading.
@@ -393,13 +393,13 @@ pub fn save_probe(p: &ProbeStatus) -> SavedProbe {
 
 /// The probe statuses an earlier agent of this build saved, matched to the probe table.
 fn restore_probes(saved: &[SavedProbe]) -> Result<Vec<ProbeStatus>> {
-    PROBES
-        .iter()
+    crate::family::probes()
         .map(|spec| {
+            let family = spec.family.name();
             let s = saved
                 .iter()
-                .find(|s| s.family == spec.family && s.hook == spec.hook)
-                .with_context(|| format!("the saved probes lack {}/{}", spec.family, spec.hook))?;
+                .find(|s| s.family == family && s.hook == spec.hook)
+                .with_context(|| format!("the saved probes lack {family}/{}", spec.hook))?;
             let method = match &s.method {
                 None => None,
                 Some(m) => Some(
@@ -411,7 +411,7 @@ fn restore_probes(saved: &[SavedProbe]) -> Result<Vec<ProbeStatus>> {
                 ),
             };
             Ok(ProbeStatus {
-                family: spec.family,
+                family,
                 hook: spec.hook,
                 name: s.name.clone(),
                 method,

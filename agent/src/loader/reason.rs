@@ -7,7 +7,7 @@ use std::fmt;
 
 use aya::programs::ProgramError;
 
-use super::probes::Method;
+use crate::family::Method;
 
 /// The kind of reason. The first group names a kernel feature that is missing; the
 /// second is a fault in copyscope or in how it was run.

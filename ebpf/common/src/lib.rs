@@ -7,6 +7,49 @@
 
 pub mod syscalls;
 
+/// The probe families: each is one module of kernel programs (`ebpf/programs/src/<name>.rs`)
+/// and one module of the agent (`agent/src/family/<name>.rs`), spelled the same in every
+/// layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    /// Calls, bytes, errors and time of the data-path system calls.
+    Syscalls,
+    /// Process exits and forks: rows handed over when a process ends.
+    Process,
+    /// Scheduler context switches.
+    Sched,
+    /// Page-cache lookups, misses, faults and dirtied pages.
+    Pagecache,
+    /// Copies in the kernel's socket and pipe paths.
+    Copies,
+}
+
+impl Family {
+    /// Every family, in the order their probes are attached.
+    pub const ALL: [Family; 5] = [
+        Family::Syscalls,
+        Family::Process,
+        Family::Sched,
+        Family::Pagecache,
+        Family::Copies,
+    ];
+
+    /// The family's one spelling: its modules, its probes' `family`, `--disable-families`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Family::Syscalls => "syscalls",
+            Family::Process => "process",
+            Family::Sched => "sched",
+            Family::Pagecache => "pagecache",
+            Family::Copies => "copies",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Family> {
+        Family::ALL.into_iter().find(|f| f.name() == name)
+    }
+}
+
 /// Names of the maps, as the agent looks them up in the loaded object.
 pub mod maps {
     pub const SYSCALL_INDEX: &str = "SYSCALL_INDEX";
