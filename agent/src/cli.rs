@@ -222,8 +222,8 @@ pub struct RunArgs {
 /// Which probe families to attach.
 #[derive(Debug, Clone, clap::Args)]
 pub struct FamilyArgs {
-    /// Probe families not to attach, comma-separated: sched, pagecache, copies (see the
-    /// README's overhead table for what each costs). syscalls and process are always on.
+    /// Probe families not to attach, comma-separated: sched, pagecache, copies, uring (see
+    /// the README's overhead table for what each costs). syscalls and process are always on.
     #[arg(
         long,
         env = "COPYSCOPE_DISABLE_FAMILIES",

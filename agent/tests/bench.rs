@@ -6,7 +6,7 @@ mod common;
 
 use std::process::{Command, Output};
 
-use common::{COPYSCOPE, agent::require_tool, scratch};
+use common::{COPYSCOPE, agent::require_tool, probe_missing, scratch};
 use serde_json::Value;
 
 const N: u64 = 8 << 20;
@@ -112,6 +112,10 @@ fn every_method_to_a_socket_delivers_the_file_and_the_counts_match_the_method() 
             "direct-uring {cache}: {to} {from}"
         );
         assert_eq!(l["counts"]["page_cache_misses"], 0, "{l}");
+        // Its reads, through io_uring, are O_DIRECT bytes (the uring family).
+        if probe_missing("uring", "io_uring_complete").is_none() {
+            assert_eq!(l["counts"]["direct_io"], N, "direct-uring {cache}: {l}");
+        }
     }
     // A cold read-write fills the page cache with the file: misses, not hits.
     let cold = &line(&r, "cold", "read-write")["counts"];

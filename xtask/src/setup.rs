@@ -31,6 +31,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("prometheus", "promtool"),
     // The real application the advisor is checked on.
     ("nginx", "nginx"),
+    // The io_uring and Linux AIO counts are checked against fio's own report.
+    ("fio", "fio"),
     ("curl", "curl"),
     // `copyscope top` end to end: the real binary in a real terminal.
     ("tmux", "tmux"),

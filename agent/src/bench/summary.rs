@@ -251,11 +251,19 @@ impl Report {
                 );
             }
         }
-        if s.counted && self.lines.iter().any(|l| l.method == Method::DirectUring) {
+        // io_uring reads are counted at their completion (the uring family, 5.18+); where
+        // the kernel does not let it attach, say why the O_DIRECT column is empty.
+        if s.counted
+            && self.lines.iter().any(|l| {
+                l.method == Method::DirectUring
+                    && l.counts.as_ref().is_some_and(|c| c.direct_io == 0)
+            })
+        {
             let _ = writeln!(
                 o,
-                "\ndirect-uring reads through io_uring, which makes no read system calls: \
-                 copyscope's syscall probes see its sends, not its O_DIRECT reads."
+                "\ndirect-uring reads through io_uring, which this kernel does not let copyscope \
+                 count (the uring family needs io_uring:io_uring_complete with its request, \
+                 5.18+): its O_DIRECT reads are not in the table, its sends are."
             );
         }
         if !s.counted {

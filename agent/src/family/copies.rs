@@ -42,6 +42,7 @@ const PROBES: &[ProbeSpec] = &[
         ],
         required: false,
         syscall_fallback: false,
+        needs: &[],
     },
     ProbeSpec {
         family: Family::Copies,
@@ -71,6 +72,7 @@ const PROBES: &[ProbeSpec] = &[
         ],
         required: false,
         syscall_fallback: false,
+        needs: &[],
     },
     ProbeSpec {
         family: Family::Copies,
@@ -89,6 +91,7 @@ const PROBES: &[ProbeSpec] = &[
         ],
         required: false,
         syscall_fallback: true,
+        needs: &[],
     },
     ProbeSpec {
         family: Family::Copies,
@@ -107,6 +110,7 @@ const PROBES: &[ProbeSpec] = &[
         ],
         required: false,
         syscall_fallback: true,
+        needs: &[],
     },
     ProbeSpec {
         family: Family::Copies,
@@ -125,5 +129,6 @@ const PROBES: &[ProbeSpec] = &[
         ],
         required: false,
         syscall_fallback: true,
+        needs: &[],
     },
 ];

@@ -10,6 +10,7 @@ pub mod pagecache;
 pub mod process;
 pub mod sched;
 pub mod syscalls;
+pub mod uring;
 
 pub use copyscope_common::Family;
 
@@ -30,6 +31,7 @@ pub fn unit(family: Family) -> &'static Unit {
         Family::Sched => &sched::UNIT,
         Family::Pagecache => &pagecache::UNIT,
         Family::Copies => &copies::UNIT,
+        Family::Uring => &uring::UNIT,
     }
 }
 
@@ -116,6 +118,9 @@ pub struct ProbeSpec {
     /// copy routines' callers have no tracepoint, so a kernel without kprobes and fentry
     /// (like a 6.18 built without CONFIG_KPROBES) counts those copies from the syscalls.
     pub syscall_fallback: bool,
+    /// Globals the programs cannot do without: when the kernel gives none for one of them
+    /// (an older record or struct), the probe is not attached, and says so.
+    pub needs: &'static [&'static str],
 }
 
 pub(crate) const fn tp(
@@ -163,6 +168,26 @@ pub enum Source {
     /// A field of a tracepoint record (tracefs), in the first of these events the kernel
     /// has.
     Field(&'static [(&'static str, &'static str)], &'static str),
+}
+
+impl Source {
+    /// What the kernel would have to have, in words.
+    pub fn describe(&self) -> String {
+        match *self {
+            Source::Member(members, _) => members
+                .iter()
+                .map(|(ty, m)| format!("struct {ty}'s {m}"))
+                .collect::<Vec<_>>()
+                .join(" or "),
+            Source::EnumBit(ty, name) => format!("enum {ty}'s {name}"),
+            Source::TracepointArgs(name, n) => format!("{n} arguments of BTF tracepoint {name}"),
+            Source::Field(events, field) => events
+                .iter()
+                .map(|(cat, name)| format!("{cat}:{name}'s {field} field"))
+                .collect::<Vec<_>>()
+                .join(" or "),
+        }
+    }
 }
 
 /// What happens when an offset's source is missing.
@@ -222,7 +247,13 @@ mod tests {
         let names = syscalls::each_syscall("enter");
         assert!(names.contains(&"sys_enter_sendfile64".to_string()));
         assert!(names.contains(&"sys_enter_copy_file_range".to_string()));
-        assert_eq!(names.len(), copyscope_common::syscalls::SYSCALLS.len());
+        assert!(names.contains(&"sys_enter_io_uring_enter".to_string()));
+        assert!(!names.iter().any(|n| n.contains("io_uring_read")));
+        let syscalls = copyscope_common::syscalls::SYSCALLS
+            .iter()
+            .filter(|s| s.is_syscall())
+            .count();
+        assert_eq!(names.len(), syscalls);
     }
 
     #[test]
@@ -271,6 +302,20 @@ mod tests {
     #[test]
     fn the_families_that_can_be_turned_off() {
         let names: Vec<_> = optional_families().map(Family::name).collect();
-        assert_eq!(names, ["sched", "pagecache", "copies"]);
+        assert_eq!(names, ["sched", "pagecache", "copies", "uring"]);
+    }
+
+    #[test]
+    fn a_missing_source_is_said_in_words() {
+        let o = unit(Family::Uring)
+            .offsets
+            .iter()
+            .find(|o| o.global == copyscope_common::globals::OFF_URING_CPL_REQ)
+            .unwrap();
+        assert_eq!(o.from.describe(), "io_uring:io_uring_complete's req field");
+        assert_eq!(
+            Source::Member(&[("folio", "_nr_pages"), ("folio", "_folio_nr_pages")], 0).describe(),
+            "struct folio's _nr_pages or struct folio's _folio_nr_pages"
+        );
     }
 }

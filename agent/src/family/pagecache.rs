@@ -31,6 +31,7 @@ const PROBES: &[ProbeSpec] = &[
         ],
         required: false,
         syscall_fallback: false,
+        needs: &[],
     },
     ProbeSpec {
         family: Family::Pagecache,
@@ -46,6 +47,7 @@ const PROBES: &[ProbeSpec] = &[
         ],
         required: false,
         syscall_fallback: false,
+        needs: &[],
     },
     ProbeSpec {
         family: Family::Pagecache,
@@ -57,6 +59,7 @@ const PROBES: &[ProbeSpec] = &[
         )],
         required: false,
         syscall_fallback: false,
+        needs: &[],
     },
     ProbeSpec {
         family: Family::Pagecache,
@@ -80,6 +83,7 @@ const PROBES: &[ProbeSpec] = &[
         ],
         required: false,
         syscall_fallback: false,
+        needs: &[],
     },
 ];
 

@@ -15,6 +15,7 @@ pub static UNIT: Unit = Unit {
             methods: &[tp(programs::PROCESS_EXIT, "sched", "sched_process_exit")],
             required: true,
             syscall_fallback: false,
+            needs: &[],
         },
         ProbeSpec {
             family: Family::Process,
@@ -26,6 +27,7 @@ pub static UNIT: Unit = Unit {
             }],
             required: false,
             syscall_fallback: false,
+            needs: &[],
         },
     ],
     offsets: &[
@@ -39,6 +41,17 @@ pub static UNIT: Unit = Unit {
             global: g::OFF_TASK_PID,
             from: Source::Member(&[("task_struct", "pid")], 0),
             need: Need::Required,
+        },
+        // The process's name at exit: its group leader's comm (both or neither).
+        Offset {
+            global: g::OFF_TASK_GROUP_LEADER,
+            from: Source::Member(&[("task_struct", "group_leader")], 0),
+            need: Need::Group("leader"),
+        },
+        Offset {
+            global: g::OFF_TASK_COMM,
+            from: Source::Member(&[("task_struct", "comm")], 0),
+            need: Need::Group("leader"),
         },
         // Whether the exiting thread was its process's last (6.16+; before, the leader's
         // exit stands for it).

@@ -20,6 +20,7 @@ pub static UNIT: Unit = Unit {
         ],
         required: false,
         syscall_fallback: false,
+        needs: &[],
     }],
     offsets: &[
         // Where the BTF-typed program finds the previous task's state: the tracepoint's

@@ -43,6 +43,7 @@ const PROBES: &[ProbeSpec] = &[
         ],
         required: true,
         syscall_fallback: false,
+        needs: &[],
     },
     ProbeSpec {
         family: Family::Syscalls,
@@ -66,6 +67,7 @@ const PROBES: &[ProbeSpec] = &[
         ],
         required: true,
         syscall_fallback: false,
+        needs: &[],
     },
 ];
 
@@ -149,6 +151,7 @@ const OFFSETS: &[Offset] = &[
 pub fn each_syscall(prefix: &str) -> Vec<String> {
     SYSCALLS
         .iter()
+        .filter(|s| s.is_syscall())
         .map(|s| format!("sys_{prefix}_{}", s.name))
         .collect()
 }

@@ -24,6 +24,7 @@ pub(super) fn attach_all(
     kernel_btf: &KernelBtf,
     links: &mut Vec<HeldLink>,
     opts: &LoadOptions,
+    globals: &[(&'static str, u64)],
 ) -> Vec<ProbeStatus> {
     family::probes()
         .map(|spec| {
@@ -40,6 +41,23 @@ pub(super) fn attach_all(
                         spec.family.name()
                     ),
                     Reason::Disabled,
+                );
+            }
+            let lacking: Vec<_> = spec
+                .needs
+                .iter()
+                .filter(|n| !globals.iter().any(|(g, _)| g == *n))
+                .map(|n| {
+                    family::offsets()
+                        .find(|o| o.global == *n)
+                        .map_or_else(|| n.to_string(), |o| o.from.describe())
+                })
+                .collect();
+            if !lacking.is_empty() {
+                return not_attached(
+                    spec,
+                    format!("this kernel has no {}", lacking.join(", no ")),
+                    Reason::NotInKernel,
                 );
             }
             attach_probe(ebpf, spec, root, kernel_btf, links)

@@ -182,7 +182,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     };
     let mut links = Vec::new();
     let Some(plan) = pin_plan else {
-        let probes = attach_all(&mut ebpf, &root, &kernel_btf, &mut links, opts);
+        let probes = attach_all(&mut ebpf, &root, &kernel_btf, &mut links, opts, &offsets);
         return Ok(Loaded {
             ebpf,
             probes,
@@ -192,7 +192,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
         });
     };
     pinning::attach(ebpf, plan, build, links, |ebpf, links| {
-        attach_all(ebpf, &root, &kernel_btf, links, opts)
+        attach_all(ebpf, &root, &kernel_btf, links, opts, &offsets)
     })
 }
 
@@ -212,7 +212,7 @@ fn fill_syscall_index(ebpf: &mut Ebpf) -> Result<()> {
         ebpf.map_mut(maps::SYSCALL_INDEX)
             .context("object has no SYSCALL_INDEX map")?,
     )?;
-    for (i, spec) in SYSCALLS.iter().enumerate() {
+    for (i, spec) in SYSCALLS.iter().enumerate().filter(|(_, s)| s.is_syscall()) {
         let nr = if cfg!(target_arch = "aarch64") {
             spec.nr_aarch64
         } else {

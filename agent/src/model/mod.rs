@@ -376,9 +376,11 @@ fn derive(p: &mut ProcessRow, c: &mut SyscallCopies, key: &SyscallKey, v: &Sysca
     let Some(spec) = SYSCALLS.get(key.syscall as usize) else {
         return;
     };
-    p.calls += v.calls;
-    p.mode_switches += 2 * v.calls;
-    p.syscall_seconds += v.nanos as f64 / 1e9;
+    if spec.is_syscall() {
+        p.calls += v.calls;
+        p.mode_switches += 2 * v.calls;
+        p.syscall_seconds += v.nanos as f64 / 1e9;
+    }
     let kind = FdKind::from_u8(key.fd_in);
     let k = kind as usize;
     match spec.flow {
@@ -389,6 +391,7 @@ fn derive(p: &mut ProcessRow, c: &mut SyscallCopies, key: &SyscallKey, v: &Sysca
         Flow::ToUser => c.to_user[k] += v.bytes,
         Flow::FromUser => c.from_user[k] += v.bytes,
         Flow::ZeroCopy => p.zero_copy_bytes += v.bytes,
+        Flow::Control => {}
     }
 }
 

@@ -22,16 +22,19 @@ pub enum Family {
     Pagecache,
     /// Copies in the kernel's socket and pipe paths.
     Copies,
+    /// io_uring operations, at their completion.
+    Uring,
 }
 
 impl Family {
     /// Every family, in the order their probes are attached.
-    pub const ALL: [Family; 5] = [
+    pub const ALL: [Family; 6] = [
         Family::Syscalls,
         Family::Process,
         Family::Sched,
         Family::Pagecache,
         Family::Copies,
+        Family::Uring,
     ];
 
     /// The family's one spelling: its modules, its probes' `family`, `--disable-families`.
@@ -42,6 +45,7 @@ impl Family {
             Family::Sched => "sched",
             Family::Pagecache => "pagecache",
             Family::Copies => "copies",
+            Family::Uring => "uring",
         }
     }
 
@@ -124,6 +128,7 @@ pub mod programs {
     pub const COPIES_PIPE_READ_KRET: &str = "copies_pipe_r_k";
     pub const COPIES_PIPE_WRITE_FEXIT: &str = "copies_pipe_w_f";
     pub const COPIES_PIPE_WRITE_KRET: &str = "copies_pipe_w_k";
+    pub const URING_COMPLETE: &str = "uring_complete";
 }
 
 /// Names of the read-only globals the agent fills in before loading.
@@ -131,6 +136,9 @@ pub mod globals {
     pub const OFF_TASK_FILES: &str = "OFF_TASK_FILES";
     pub const OFF_TASK_TGID: &str = "OFF_TASK_TGID";
     pub const OFF_TASK_PID: &str = "OFF_TASK_PID";
+    /// `task_struct.group_leader` and `.comm`: an exited process's name is its leader's.
+    pub const OFF_TASK_GROUP_LEADER: &str = "OFF_TASK_GROUP_LEADER";
+    pub const OFF_TASK_COMM: &str = "OFF_TASK_COMM";
     pub const OFF_FILES_FDT: &str = "OFF_FILES_FDT";
     pub const OFF_FDT_MAX_FDS: &str = "OFF_FDT_MAX_FDS";
     pub const OFF_FDT_FD: &str = "OFF_FDT_FD";
@@ -184,6 +192,13 @@ pub mod globals {
     /// `sock:sock_send_length` / `sock_recv_length`: return value and msg flags.
     pub const OFF_SOCKLEN_RET: &str = "OFF_SOCKLEN_RET";
     pub const OFF_SOCKLEN_FLAGS: &str = "OFF_SOCKLEN_FLAGS";
+    /// `io_uring:io_uring_complete`: the request, its result and CQE flags.
+    pub const OFF_URING_CPL_REQ: &str = "OFF_URING_CPL_REQ";
+    pub const OFF_URING_CPL_RES: &str = "OFF_URING_CPL_RES";
+    pub const OFF_URING_CPL_CFLAGS: &str = "OFF_URING_CPL_CFLAGS";
+    /// `struct io_kiocb`: the request's opcode and file.
+    pub const OFF_KIOCB_OPCODE: &str = "OFF_KIOCB_OPCODE";
+    pub const OFF_KIOCB_FILE: &str = "OFF_KIOCB_FILE";
     /// Nonzero: kernel-side diagnostics through aya-log.
     pub const DEBUG_LOG: &str = "DEBUG_LOG";
     /// Nonzero: only processes in `WATCHED` are counted.

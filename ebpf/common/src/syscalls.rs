@@ -9,6 +9,18 @@ pub enum Flow {
     FromUser,
     /// Kernel -> kernel without passing through user memory (sendfile, splice, ...).
     ZeroCopy,
+    /// Moves no bytes of its own; its result is not a byte count (io_uring_enter).
+    Control,
+}
+
+/// How a row of the table is counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// A system call, at its enter and exit: two mode switches a call.
+    Syscall,
+    /// io_uring operations of a group of opcodes, at their completion: no mode switch of
+    /// their own (the `io_uring_enter` calls that submit them are counted as syscalls).
+    IoUring,
 }
 
 /// One counted syscall: its name, where its fds are among the arguments, and its flow.
@@ -20,9 +32,17 @@ pub struct Spec {
     /// Argument index of the output fd of two-fd calls.
     pub fd_out_arg: Option<u8>,
     pub flow: Flow,
-    /// Syscall numbers: x86_64, aarch64.
+    pub via: Via,
+    /// Syscall numbers: x86_64, aarch64 (0 for io_uring operations).
     pub nr_x86_64: u16,
     pub nr_aarch64: u16,
+}
+
+impl Spec {
+    /// Whether this row is a system call (with a number, and tracepoints of its own).
+    pub const fn is_syscall(&self) -> bool {
+        matches!(self.via, Via::Syscall)
+    }
 }
 
 const fn one(name: &'static str, flow: Flow, x86: u16, arm: u16) -> Spec {
@@ -31,6 +51,7 @@ const fn one(name: &'static str, flow: Flow, x86: u16, arm: u16) -> Spec {
         fd_in_arg: 0,
         fd_out_arg: None,
         flow,
+        via: Via::Syscall,
         nr_x86_64: x86,
         nr_aarch64: arm,
     }
@@ -42,14 +63,29 @@ const fn two(name: &'static str, fd_in: u8, fd_out: u8, x86: u16, arm: u16) -> S
         fd_in_arg: fd_in,
         fd_out_arg: Some(fd_out),
         flow: Flow::ZeroCopy,
+        via: Via::Syscall,
         nr_x86_64: x86,
         nr_aarch64: arm,
     }
 }
 
-/// The table the kernel side indexes with [`crate::SyscallKey::syscall`].
+/// io_uring operations of one group of opcodes: fd kind from the request's file.
+const fn uring(name: &'static str, flow: Flow) -> Spec {
+    Spec {
+        name,
+        fd_in_arg: 0,
+        fd_out_arg: None,
+        flow,
+        via: Via::IoUring,
+        nr_x86_64: 0,
+        nr_aarch64: 0,
+    }
+}
+
+/// The table the kernel side indexes with [`crate::SyscallKey::syscall`]: the system calls
+/// copyscope counts, then the io_uring operation groups.
 /// Numbers: arch/x86/entry/syscalls/syscall_64.tbl, include/uapi/asm-generic/unistd.h.
-pub const SYSCALLS: [Spec; 19] = [
+pub const SYSCALLS: [Spec; 27] = [
     one("read", Flow::ToUser, 0, 63),
     one("write", Flow::FromUser, 1, 64),
     one("pread64", Flow::ToUser, 17, 67),
@@ -74,10 +110,50 @@ pub const SYSCALLS: [Spec; 19] = [
     one("sendto", Flow::FromUser, 44, 206),
     one("recvmsg", Flow::ToUser, 47, 212),
     one("sendmsg", Flow::FromUser, 46, 211),
+    // io_uring_enter(fd, to_submit, min_complete, flags, ...): submissions and waits; the
+    // operations it submits are the io_uring rows below.
+    one("io_uring_enter", Flow::Control, 426, 426),
+    // include/uapi/linux/io_uring.h opcodes, grouped by [`uring_row`].
+    uring("io_uring_read", Flow::ToUser),
+    uring("io_uring_write", Flow::FromUser),
+    uring("io_uring_recv", Flow::ToUser),
+    uring("io_uring_send", Flow::FromUser),
+    uring("io_uring_send_zc", Flow::ZeroCopy),
+    uring("io_uring_splice", Flow::ZeroCopy),
+    uring("io_uring_other", Flow::Control),
 ];
 
+/// The row of [`SYSCALLS`] an io_uring opcode counts in (include/uapi/linux/io_uring.h).
+pub const fn uring_row(opcode: u8) -> u8 {
+    const READV: u8 = 1;
+    const WRITEV: u8 = 2;
+    const READ_FIXED: u8 = 4;
+    const WRITE_FIXED: u8 = 5;
+    const SENDMSG: u8 = 9;
+    const RECVMSG: u8 = 10;
+    const READ: u8 = 22;
+    const WRITE: u8 = 23;
+    const SEND: u8 = 26;
+    const RECV: u8 = 27;
+    const SPLICE: u8 = 30;
+    const TEE: u8 = 33;
+    const SEND_ZC: u8 = 47;
+    const SENDMSG_ZC: u8 = 48;
+    const FIRST: u8 = 20;
+    FIRST
+        + match opcode {
+            READ | READV | READ_FIXED => 0,
+            WRITE | WRITEV | WRITE_FIXED => 1,
+            RECV | RECVMSG => 2,
+            SEND | SENDMSG => 3,
+            SEND_ZC | SENDMSG_ZC => 4,
+            SPLICE | TEE => 5,
+            _ => 6,
+        }
+}
+
 /// Index of a syscall by name.
-pub fn index_of(name: &str) -> Option<u8> {
+pub const fn index_of(name: &str) -> Option<u8> {
     let mut i = 0;
     while i < SYSCALLS.len() {
         if str_eq(SYSCALLS[i].name, name) {
@@ -88,8 +164,19 @@ pub fn index_of(name: &str) -> Option<u8> {
     None
 }
 
-fn str_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.as_bytes().iter().zip(b.as_bytes()).all(|(x, y)| x == y)
+const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 /// The value `SYSCALL_INDEX` holds for numbers that are not counted (see [`index_entry`]),
@@ -97,9 +184,10 @@ fn str_eq(a: &str, b: &str) -> bool {
 pub const NOT_COUNTED: u16 = 0;
 
 /// What `SYSCALL_INDEX` holds for a counted syscall number: low byte 1 + the index into
-/// [`SYSCALLS`]; high byte the fd argument positions (low nibble: the input fd's argument
-/// index; high nibble: 1 + the output fd's argument index, 0 when there is none). One map
-/// lookup gives the kernel side everything, with no table indexed by a computed value.
+/// [`SYSCALLS`]; high byte the fd argument positions (bits 8-10: the input fd's argument
+/// index; bits 12-14: 1 + the output fd's argument index, 0 when there is none) and, in
+/// bit 15, [`NOT_BYTES`]. One map lookup gives the kernel side everything, with no table
+/// indexed by a computed value.
 pub const fn index_entry(idx: u8) -> u16 {
     let s = &SYSCALLS[idx as usize];
     let out = match s.fd_out_arg {
@@ -107,8 +195,15 @@ pub const fn index_entry(idx: u8) -> u16 {
         None => 0,
     };
     let fds = s.fd_in_arg | (out << 4);
-    (idx as u16 + 1) | ((fds as u16) << 8)
+    let not_bytes = match s.flow {
+        Flow::Control => NOT_BYTES,
+        _ => 0,
+    };
+    (idx as u16 + 1) | ((fds as u16) << 8) | not_bytes
 }
+
+/// Bit of an [`index_entry`]: the call's result is not a byte count (0 bytes are counted).
+pub const NOT_BYTES: u16 = 1 << 15;
 
 /// Bit i set: `SYSCALLS[i]` moves bytes without a CPU copy (sendfile, splice, ...).
 pub const ZERO_COPY_MASK: u32 = {
@@ -121,4 +216,16 @@ pub const ZERO_COPY_MASK: u32 = {
         i += 1;
     }
     m
+};
+
+// The rows [`uring_row`] names, where it names them.
+const _: () = {
+    assert!(matches!(index_of("io_uring_read"), Some(20)));
+    assert!(matches!(index_of("io_uring_write"), Some(21)));
+    assert!(matches!(index_of("io_uring_recv"), Some(22)));
+    assert!(matches!(index_of("io_uring_send"), Some(23)));
+    assert!(matches!(index_of("io_uring_send_zc"), Some(24)));
+    assert!(matches!(index_of("io_uring_splice"), Some(25)));
+    assert!(matches!(index_of("io_uring_other"), Some(26)));
+    assert!(SYSCALLS.len() <= 32, "ZERO_COPY_MASK is a u32");
 };

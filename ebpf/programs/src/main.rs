@@ -11,6 +11,7 @@ mod pagecache;
 mod process;
 mod sched;
 mod syscalls;
+mod uring;
 
 /// Read a global the agent set before load. `read_volatile` keeps the compiler from
 /// folding the placeholder value in; the verifier sees the frozen value.

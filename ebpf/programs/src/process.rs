@@ -3,7 +3,7 @@
 use aya_ebpf::{
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
     },
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
@@ -21,6 +21,33 @@ static OFF_EXIT_GROUP_DEAD: u64 = 0;
 static OFF_TASK_TGID: u64 = 0;
 #[unsafe(no_mangle)]
 static OFF_TASK_PID: u64 = 0;
+#[unsafe(no_mangle)]
+static OFF_TASK_GROUP_LEADER: u64 = 0;
+#[unsafe(no_mangle)]
+static OFF_TASK_COMM: u64 = 0;
+
+/// The process's name: its group leader's comm, which /proc/PID/comm shows. The last
+/// thread to exit may be another one with a name of its own (io_uring's SQPOLL thread,
+/// `iou-sqp-PID`, a worker pool's threads); without the offsets, the exiting thread's.
+#[inline(always)]
+fn process_comm() -> [u8; 16] {
+    let (leader, comm) = (global(&OFF_TASK_GROUP_LEADER), global(&OFF_TASK_COMM));
+    if leader != 0 && comm != 0 {
+        let task = unsafe { bpf_get_current_task() } as *const u8;
+        let read = || -> Result<[u8; 16], i32> {
+            let l: *const u8 =
+                unsafe { bpf_probe_read_kernel(task.add(leader as usize) as *const _) }?;
+            if l.is_null() {
+                return Err(-1);
+            }
+            unsafe { bpf_probe_read_kernel(l.add(comm as usize) as *const [u8; 16]) }
+        };
+        if let Ok(c) = read() {
+            return c;
+        }
+    }
+    bpf_get_current_comm().unwrap_or([0; 16])
+}
 
 // include/trace/events/sched.h: TRACE_EVENT(sched_process_exit, ...), fired from do_exit()
 #[tracepoint]
@@ -56,7 +83,7 @@ fn try_process_exit(ctx: &TracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let rec = Exited {
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        comm: process_comm(),
         exit_ns: unsafe { bpf_ktime_get_ns() },
         // kernel/bpf/helpers.c: bpf_get_current_cgroup_id() (4.18): the default
         // hierarchy's cgroup of the exiting task.

@@ -18,7 +18,7 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use copyscope_common::{
     Counter, FdKind, Inflight, SyscallKey, SyscallStats, limits,
-    syscalls::{NOT_COUNTED, SYSCALLS},
+    syscalls::{NOT_BYTES, NOT_COUNTED, SYSCALLS},
     test_reject,
 };
 
@@ -265,7 +265,8 @@ fn try_enter_with(
 }
 
 /// The table entry of a counted syscall number: its index into `SYSCALLS` and its fd
-/// argument positions (see `copyscope_common::syscalls::index_entry`).
+/// argument positions, with `NOT_BYTES` in bit 7 (see
+/// `copyscope_common::syscalls::index_entry`).
 #[inline(always)]
 fn counted(nr: u64) -> Option<(u8, u8)> {
     if nr >= limits::SYSCALL_NR_MAX as u64 {
@@ -284,7 +285,7 @@ fn counted(nr: u64) -> Option<(u8, u8)> {
 
 /// Whether this process is counted (always, unless only watched processes are).
 #[inline(always)]
-fn watched(pid_tgid: u64) -> bool {
+pub(crate) fn watched(pid_tgid: u64) -> bool {
     global(&WATCH_ONLY) == 0 || unsafe { WATCHED.get(&((pid_tgid >> 32) as u32)) }.is_some()
 }
 
@@ -296,8 +297,8 @@ fn fd_kinds(
     classify: impl Fn(u64) -> Result<FdKind, i64>,
 ) -> (u8, u8) {
     let fd_kind = |fd: u64| classify(fd).unwrap_or(FdKind::Other) as u8;
-    let fd_in = fd_kind(arg(fds & 0xf));
-    let fd_out = match fds >> 4 {
+    let fd_in = fd_kind(arg(fds & 0x7));
+    let fd_out = match (fds >> 4) & 0x7 {
         0 => FdKind::None as u8,
         a => fd_kind(arg(a - 1)),
     };
@@ -385,7 +386,12 @@ fn try_exit<C: EbpfContext>(
         fd_out,
         _pad: 0,
     };
-    let (bytes, errors) = if ret < 0 { (0, 1) } else { (ret as u64, 0) };
+    let (bytes, errors) = match ret {
+        r if r < 0 => (0, 1),
+        // The result is not a byte count (io_uring_enter: SQEs submitted).
+        _ if fds & (NOT_BYTES >> 8) as u8 != 0 => (0, 0),
+        r => (r as u64, 0),
+    };
     if !add_call(key, bytes, errors, nanos) && global(&DEBUG_LOG) != 0 {
         debug!(
             ctx,
@@ -397,7 +403,7 @@ fn try_exit<C: EbpfContext>(
 
 /// Add one call to its row; false when the row could not be created (map full, counted).
 #[inline(always)]
-fn add_call(key: SyscallKey, bytes: u64, errors: u64, nanos: u64) -> bool {
+pub(crate) fn add_call(key: SyscallKey, bytes: u64, errors: u64, nanos: u64) -> bool {
     let mut row = SYSCALL_STATS.get_ptr_mut(&key);
     if row.is_none() {
         let v = SyscallStats {
@@ -492,6 +498,14 @@ unsafe fn classify_slot(fds: *const u8, fd: u64) -> Result<FdKind, i64> {
         if file.is_null() {
             return Ok(FdKind::Other);
         }
+        classify_file(file)
+    }
+}
+
+/// The kind of an open file: file->f_inode->i_mode (and i_rdev), file->f_flags.
+#[inline(always)]
+pub(crate) unsafe fn classify_file(file: *const u8) -> Result<FdKind, i64> {
+    unsafe {
         let inode: *const u8 = read(file, global(&OFF_FILE_INODE))?;
         let flags: u32 = read(file, global(&OFF_FILE_FLAGS))?;
         let mode: u16 = read(inode, global(&OFF_INODE_MODE))?;
