@@ -16,8 +16,23 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use super::{Method, Sent};
-use crate::cli::BenchSendArgs;
+use super::{
+    Method, Sent,
+    io::{check, write_all},
+};
+
+#[derive(Debug, clap::Args)]
+pub struct BenchSendArgs {
+    #[arg(long, value_parser = Method::parse)]
+    pub method: Method,
+    #[arg(long)]
+    pub file: std::path::PathBuf,
+    /// tcp:HOST:PORT, null, or file:PATH.
+    #[arg(long)]
+    pub to: String,
+    #[arg(long)]
+    pub buffer: u64,
+}
 
 /// Where the sender writes.
 enum Out {
@@ -85,27 +100,6 @@ fn rusage() -> (f64, f64) {
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut r) };
     let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
     (t(r.ru_utime), t(r.ru_stime))
-}
-
-/// A system call's byte count, or its error with the call's name.
-fn check(r: isize, what: &str) -> Result<usize> {
-    if r < 0 {
-        return Err(std::io::Error::last_os_error()).context(what.to_string());
-    }
-    Ok(r as usize)
-}
-
-/// write() all of `buf` (a socket may take less than asked).
-pub(super) fn write_all(fd: RawFd, mut buf: &[u8]) -> Result<()> {
-    while !buf.is_empty() {
-        // SAFETY: writing from a live slice.
-        let n = check(
-            unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) },
-            "write",
-        )?;
-        buf = &buf[n..];
-    }
-    Ok(())
 }
 
 fn transfer(method: Method, path: &std::path::Path, out: &Out, buffer: usize) -> Result<u64> {
