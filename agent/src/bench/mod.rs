@@ -5,7 +5,7 @@
 //! bytes, page-cache hits and misses and context switches. The summary compares each
 //! method with read()+write() and says which of the seeds' claims held here.
 
-mod io;
+pub mod io;
 mod plot;
 pub mod send;
 pub mod summary;
