@@ -1,6 +1,9 @@
-//! Command line.
+//! Command line: the commands, each with its arguments (those of `bench`, `bench-send` and
+//! `top` live with the command).
 
 use clap::{Parser, Subcommand};
+
+use crate::args::{AdviceArgs, boolish, parse_duration, parse_interval};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -33,11 +36,11 @@ pub enum Command {
     Run(RunArgs),
     /// The live view: which processes copy bytes through the CPU, switch modes and miss
     /// the page cache, and what to do about it. `?` lists the keys.
-    Top(TopArgs),
+    Top(crate::tui::TopArgs),
     /// Transfer a file with each copy method (read+write, mmap+write, sendfile, splice,
     /// O_DIRECT with io_uring, copy_file_range) and compare throughput, CPU time and
     /// copyscope's own counts of copies and switches.
-    Bench(BenchArgs),
+    Bench(crate::bench::BenchArgs),
     /// Remove what `copyscope run` pinned under bpffs: its programs detach and its maps
     /// and totals are freed (once no agent holds them).
     Unpin {
@@ -47,122 +50,11 @@ pub enum Command {
     },
     /// One transfer of `copyscope bench`, in its own process so that its counts are its own.
     #[command(hide = true)]
-    BenchSend(BenchSendArgs),
+    BenchSend(crate::bench::send::BenchSendArgs),
     /// Measure memory-copy bandwidth and one system call's cost, as JSON (what `run`
     /// starts in a child process of its own).
     #[command(hide = true)]
     Calibrate,
-}
-
-#[derive(Debug, clap::Args)]
-pub struct BenchArgs {
-    /// Bytes to transfer (suffixes K, M, G: powers of 1024).
-    #[arg(long, default_value = "256M", value_parser = parse_size)]
-    pub size: u64,
-
-    /// Transfers per method and cache state; the table shows the median.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
-    pub runs: u32,
-
-    /// Page-cache state of the file before each transfer: cold (only the test file is
-    /// dropped from the cache), warm (read once before), or both.
-    #[arg(long, value_enum, default_value_t = crate::bench::Cache::Both)]
-    pub cache: crate::bench::Cache,
-
-    /// Where the bytes go: a receiver over loopback TCP, /dev/null, or a second file.
-    #[arg(long, value_enum, default_value_t = crate::bench::Sink::Tcp)]
-    pub to: crate::bench::Sink,
-
-    /// Methods to run, comma-separated [default: every method the destination allows]:
-    /// read-write, mmap-write, sendfile, splice, direct-uring, copy-file-range.
-    #[arg(long, value_delimiter = ',', value_parser = crate::bench::Method::parse)]
-    pub methods: Vec<crate::bench::Method>,
-
-    /// Buffer of read()+write() and mmap()+write(), and the O_DIRECT read size.
-    #[arg(long, default_value = "128K", value_parser = parse_size)]
-    pub buffer: u64,
-
-    /// Directory for the test file (a disk-backed file system: tmpfs has no O_DIRECT
-    /// and no page cache to miss).
-    #[arg(long, default_value = ".")]
-    pub dir: std::path::PathBuf,
-
-    /// One JSON document on stdout instead of the table.
-    #[arg(long)]
-    pub json: bool,
-
-    /// Also draw throughput and CPU per method to this file (.svg or .png).
-    #[arg(long, value_name = "FILE")]
-    pub plot: Option<std::path::PathBuf>,
-}
-
-#[derive(Debug, clap::Args)]
-pub struct BenchSendArgs {
-    #[arg(long, value_parser = crate::bench::Method::parse)]
-    pub method: crate::bench::Method,
-    #[arg(long)]
-    pub file: std::path::PathBuf,
-    /// tcp:HOST:PORT, null, or file:PATH.
-    #[arg(long)]
-    pub to: String,
-    #[arg(long)]
-    pub buffer: u64,
-}
-
-/// `256M` -> 268435456; plain numbers are bytes.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let (num, mult) = match t.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let m = match c.to_ascii_uppercase() {
-                'K' => 1u64 << 10,
-                'M' => 1 << 20,
-                'G' => 1 << 30,
-                'T' => 1 << 40,
-                _ => {
-                    return Err(format!(
-                        "{s:?}: unknown size suffix {c:?} (use K, M, G or T)"
-                    ));
-                }
-            };
-            (&t[..i], m)
-        }
-        _ => (t, 1),
-    };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size: give bytes, e.g. 1048576, 64K, 256M or 2G"))?;
-    let v = n
-        .checked_mul(mult)
-        .ok_or_else(|| format!("{s:?} is too large"))?;
-    if v == 0 {
-        return Err("the size must be more than 0 bytes".into());
-    }
-    Ok(v)
-}
-
-#[derive(Debug, clap::Args)]
-pub struct TopArgs {
-    /// Show a running agent (`copyscope run`) instead of attaching probes here, e.g.
-    /// http://127.0.0.1:9435 through `kubectl port-forward`. Needs no privileges.
-    #[arg(long, env = "COPYSCOPE_TOP_FROM", value_name = "URL")]
-    pub from: Option<String>,
-
-    /// Seconds between refreshes (+ and - change it while running).
-    #[arg(long, short = 'i', default_value_t = 2.0, value_parser = parse_interval)]
-    pub interval: f64,
-
-    /// Column to sort by: pid, comm, container, syscalls, mode, switches, to-user,
-    /// from-user, zero-copy, direct, hit, advice.
-    #[arg(long, value_parser = crate::tui::parse_column)]
-    pub sort: Option<crate::tui::view::Column>,
-
-    /// Show only lines whose command, container or pid matches.
-    #[arg(long)]
-    pub filter: Option<String>,
-
-    #[command(flatten)]
-    pub advice: AdviceArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -302,16 +194,6 @@ fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
     })
 }
 
-fn parse_interval(s: &str) -> Result<f64, String> {
-    let v = parse_duration(s)?;
-    if v < 0.1 {
-        return Err(format!(
-            "the interval must be at least 0.1 s (and at most 86400 s), got {s}"
-        ));
-    }
-    Ok(v)
-}
-
 #[derive(Debug, clap::Args)]
 pub struct SnapshotArgs {
     /// Seconds to count (ignored when a command is given; Ctrl-C ends early).
@@ -345,79 +227,6 @@ pub struct SnapshotArgs {
     pub command: Vec<String>,
 }
 
-/// The advisor's thresholds (see the README's advisor section).
-#[derive(Debug, Clone, clap::Args)]
-pub struct AdviceArgs {
-    /// Bytes per second both sides of a copy pattern must reach to be flagged.
-    #[arg(long, env = "COPYSCOPE_ADVISE_MIN_RATE", default_value_t = 1048576.0, value_parser = parse_nonneg)]
-    pub advise_min_rate: f64,
-    /// Smaller side over larger side (0-1] for a read and a write to count as one flow.
-    #[arg(long, env = "COPYSCOPE_ADVISE_MIN_RATIO", default_value_t = 0.5, value_parser = parse_fraction)]
-    pub advise_min_ratio: f64,
-    /// Page-cache hit ratio (0-1) at or below which streamed reads are flagged for O_DIRECT.
-    #[arg(long, env = "COPYSCOPE_ADVISE_DIRECTIO_HIT_RATIO", default_value_t = 0.5, value_parser = parse_fraction)]
-    pub advise_directio_hit_ratio: f64,
-    /// Share (0-1) of bytes moved zero-copy at or above which a process is reported zero-copy.
-    #[arg(long, env = "COPYSCOPE_ADVISE_ZERO_COPY_SHARE", default_value_t = 0.5, value_parser = parse_fraction)]
-    pub advise_zero_copy_share: f64,
-    /// CPU seconds per second (0.001: 0.1% of one CPU) a finding must save to be reported.
-    #[arg(long, env = "COPYSCOPE_ADVISE_MIN_SAVING", default_value_t = 0.001, value_parser = parse_nonneg)]
-    pub advise_min_saving: f64,
-    /// Also list the findings below --advise-min-saving in the JSON, marked
-    /// `"below_threshold": true` (never in the metrics).
-    #[arg(long, env = "COPYSCOPE_ADVISE_ALL", value_parser = boolish())]
-    pub advise_all: bool,
-}
-
-impl AdviceArgs {
-    pub fn thresholds(&self) -> anyhow::Result<crate::advisor::Thresholds> {
-        let t = crate::advisor::Thresholds {
-            min_bytes_per_second: self.advise_min_rate,
-            min_ratio: self.advise_min_ratio,
-            directio_max_hit_ratio: self.advise_directio_hit_ratio,
-            zero_copy_share: self.advise_zero_copy_share,
-            min_cpu_saved: self.advise_min_saving,
-            list_below: self.advise_all,
-        };
-        t.check().map_err(anyhow::Error::msg)?;
-        Ok(t)
-    }
-}
-
-fn parse_nonneg(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
-    if !v.is_finite() || v < 0.0 {
-        return Err(format!("must be a number >= 0, got {s}"));
-    }
-    Ok(v)
-}
-
-fn parse_fraction(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
-    if !v.is_finite() || !(0.0..=1.0).contains(&v) {
-        return Err(format!("must be between 0 and 1, got {s}"));
-    }
-    Ok(v)
-}
-
-/// A switch that can also be set from the environment: 1/0, yes/no, true/false (and
-/// y/n, t/f, on/off); anything else is an error rather than "on".
-fn boolish() -> clap::builder::BoolishValueParser {
-    clap::builder::BoolishValueParser::new()
-}
-
-fn parse_duration(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    if !v.is_finite() || v <= 0.0 || v > 86_400.0 {
-        return Err(format!(
-            "duration must be more than 0 and at most 86400 seconds, got {s}"
-        ));
-    }
-    Ok(v)
-}
-
 /// A probe family that can be turned off.
 fn parse_family(s: &str) -> Result<String, String> {
     let s = s.trim();
@@ -440,22 +249,6 @@ fn parse_family(s: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_take_binary_suffixes() {
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert_eq!(parse_size("64K"), Ok(64 << 10));
-        assert_eq!(parse_size("256m"), Ok(256 << 20));
-        assert_eq!(parse_size("2G"), Ok(2 << 30));
-        assert!(parse_size("0").unwrap_err().contains("more than 0"));
-        assert!(parse_size("1.5G").unwrap_err().contains("not a size"));
-        assert!(parse_size("3X").unwrap_err().contains("suffix"));
-        assert!(
-            parse_size("99999999999T")
-                .unwrap_err()
-                .contains("too large")
-        );
-    }
 
     #[test]
     fn switches_from_the_environment_take_yes_no_1_0_true_false() {

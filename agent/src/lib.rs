@@ -2,6 +2,7 @@
 //! space, the bytes moved zero-copy, and the mode switches that go with them.
 
 pub mod advisor;
+pub mod args;
 pub mod bench;
 pub mod calibrate;
 pub mod cgroups;

@@ -5,6 +5,7 @@ mod dashboards;
 mod deploy;
 mod fuzz;
 mod image;
+mod results;
 mod setup;
 mod test;
 mod util;

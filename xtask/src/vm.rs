@@ -123,11 +123,11 @@ pub struct GuestResult {
 
 impl GuestResult {
     /// One summary row per test binary, as `cargo xtask test` prints them.
-    pub fn tiers(&self) -> Vec<crate::test::Tier> {
-        let mut out: Vec<crate::test::Tier> = self
+    pub fn tiers(&self) -> Vec<crate::results::Tier> {
+        let mut out: Vec<crate::results::Tier> = self
             .binaries
             .iter()
-            .map(|b| crate::test::Tier {
+            .map(|b| crate::results::Tier {
                 name: format!("matrix {} ({}): {}", self.series, self.release, b.name),
                 ran: (b.passed + b.failed).saturating_sub(b.skipped.len() as u64),
                 // A test the binary never reported (a crash, a timeout) counts as failed.
@@ -138,7 +138,7 @@ impl GuestResult {
             })
             .collect();
         if let Some(g) = &self.guard {
-            out.push(crate::test::Tier {
+            out.push(crate::results::Tier {
                 name: format!("matrix {} ({}): guard", self.series, self.release),
                 ran: 1,
                 failed: u64::from(g.is_err()),
@@ -146,7 +146,7 @@ impl GuestResult {
             });
         }
         if out.is_empty() || !self.faults.is_empty() || (self.status != "ok" && self.failed == 0) {
-            out.push(crate::test::Tier {
+            out.push(crate::results::Tier {
                 name: format!("matrix {} ({}): guest", self.series, self.release),
                 ran: 0,
                 failed: 1,
@@ -472,7 +472,7 @@ fn guard_script(binary: &Path) -> String {
          COPYSCOPE_TEST_SCRATCH=/scratch COPYSCOPE_REQUIRE_KERNEL_TESTS=1 RUST_BACKTRACE=0 \\\n  \
          COPYSCOPE_TEST_REJECT={} \"{}\" --ignored --test-threads=1 > \"$OUT/guard.log\" 2>&1\n\
          echo $? > \"$OUT/guard.rc\"",
-        crate::test::GUARD_PROBE,
+        crate::results::GUARD_PROBE,
         binary.display()
     )
 }
@@ -769,7 +769,7 @@ fn boot(
         let mut b = BinaryResult {
             name: t.name.clone(),
             expected: t.tests,
-            skipped: crate::test::read_skips(&crate::test::skip_log(&out, &t.name)),
+            skipped: crate::results::read_skips(&crate::results::skip_log(&out, &t.name)),
             seconds: std::fs::read_to_string(out.join(format!("{}.seconds", t.name)))
                 .ok()
                 .and_then(|s| s.trim().parse().ok())
@@ -777,7 +777,7 @@ fn boot(
             ..Default::default()
         };
         for l in log.lines() {
-            if let Some(c) = crate::test::parse_result(l) {
+            if let Some(c) = crate::results::parse_result(l) {
                 b.passed += c.passed;
                 b.failed += c.failed;
             }
@@ -794,8 +794,9 @@ fn boot(
     r.faults = probe_faults(&probes);
     if let Ok(rc) = std::fs::read_to_string(out.join("guard.rc")) {
         let log = std::fs::read_to_string(out.join("guard.log")).unwrap_or_default();
-        r.guard =
-            Some(crate::test::guard_verdict(rc.trim() == "0", &log).map_err(|e| format!("{e:#}")));
+        r.guard = Some(
+            crate::results::guard_verdict(rc.trim() == "0", &log).map_err(|e| format!("{e:#}")),
+        );
     }
     Ok(r)
 }

@@ -5,6 +5,7 @@
 //! bytes, page-cache hits and misses and context switches. The summary compares each
 //! method with read()+write() and says which of the seeds' claims held here.
 
+pub mod io;
 mod plot;
 pub mod send;
 pub mod summary;
@@ -23,10 +24,52 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    cli::BenchArgs,
+    args::parse_size,
     collect::{follow, syscalls::Collector, window::window_snapshot},
     loader::{self, LoadOptions},
 };
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Bytes to transfer (suffixes K, M, G: powers of 1024).
+    #[arg(long, default_value = "256M", value_parser = parse_size)]
+    pub size: u64,
+
+    /// Transfers per method and cache state; the table shows the median.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub runs: u32,
+
+    /// Page-cache state of the file before each transfer: cold (only the test file is
+    /// dropped from the cache), warm (read once before), or both.
+    #[arg(long, value_enum, default_value_t = Cache::Both)]
+    pub cache: Cache,
+
+    /// Where the bytes go: a receiver over loopback TCP, /dev/null, or a second file.
+    #[arg(long, value_enum, default_value_t = Sink::Tcp)]
+    pub to: Sink,
+
+    /// Methods to run, comma-separated [default: every method the destination allows]:
+    /// read-write, mmap-write, sendfile, splice, direct-uring, copy-file-range.
+    #[arg(long, value_delimiter = ',', value_parser = Method::parse)]
+    pub methods: Vec<Method>,
+
+    /// Buffer of read()+write() and mmap()+write(), and the O_DIRECT read size.
+    #[arg(long, default_value = "128K", value_parser = parse_size)]
+    pub buffer: u64,
+
+    /// Directory for the test file (a disk-backed file system: tmpfs has no O_DIRECT
+    /// and no page cache to miss).
+    #[arg(long, default_value = ".")]
+    pub dir: std::path::PathBuf,
+
+    /// One JSON document on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Also draw throughput and CPU per method to this file (.svg or .png).
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<std::path::PathBuf>,
+}
 
 /// A way to move the file's bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -112,7 +112,7 @@ where
     let s = &report.setup;
     let title = format!(
         "copyscope bench: {} per transfer, kernel {}, median of {}",
-        super::summary::bytes(s.size as f64),
+        crate::report::bytes_with(s.size, crate::report::Decimals::One),
         s.kernel,
         s.runs
     );

@@ -16,8 +16,23 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use super::{Method, Sent};
-use crate::cli::BenchSendArgs;
+use super::{
+    Method, Sent,
+    io::{SplicePipe, check, copy_file_range_all, sendfile_all, splice_all, write_all},
+};
+
+#[derive(Debug, clap::Args)]
+pub struct BenchSendArgs {
+    #[arg(long, value_parser = Method::parse)]
+    pub method: Method,
+    #[arg(long)]
+    pub file: std::path::PathBuf,
+    /// tcp:HOST:PORT, null, or file:PATH.
+    #[arg(long)]
+    pub to: String,
+    #[arg(long)]
+    pub buffer: u64,
+}
 
 /// Where the sender writes.
 enum Out {
@@ -87,27 +102,6 @@ fn rusage() -> (f64, f64) {
     (t(r.ru_utime), t(r.ru_stime))
 }
 
-/// A system call's byte count, or its error with the call's name.
-fn check(r: isize, what: &str) -> Result<usize> {
-    if r < 0 {
-        return Err(std::io::Error::last_os_error()).context(what.to_string());
-    }
-    Ok(r as usize)
-}
-
-/// write() all of `buf` (a socket may take less than asked).
-pub(super) fn write_all(fd: RawFd, mut buf: &[u8]) -> Result<()> {
-    while !buf.is_empty() {
-        // SAFETY: writing from a live slice.
-        let n = check(
-            unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) },
-            "write",
-        )?;
-        buf = &buf[n..];
-    }
-    Ok(())
-}
-
 fn transfer(method: Method, path: &std::path::Path, out: &Out, buffer: usize) -> Result<u64> {
     let direct = method == Method::DirectUring;
     let file = File::options()
@@ -160,108 +154,19 @@ fn transfer(method: Method, path: &std::path::Path, out: &Out, buffer: usize) ->
             unsafe { libc::munmap(p, size as usize) };
             r.map(|_| size)
         }
-        Method::Sendfile => {
-            let mut off: libc::off_t = 0;
-            while (off as u64) < size {
-                let left = (size - off as u64).min(1 << 30) as usize;
-                // SAFETY: sendfile with our own descriptors and offset.
-                let n = check(
-                    unsafe { libc::sendfile(ofd, fd, &mut off, left) },
-                    "sendfile",
-                )?;
-                if n == 0 {
-                    break;
-                }
-            }
-            Ok(off as u64)
-        }
-        Method::Splice => splice(fd, ofd, size),
-        Method::CopyFileRange => {
-            let mut total = 0u64;
-            while total < size {
-                let left = (size - total).min(1 << 30) as usize;
-                // SAFETY: copy_file_range between our descriptors at their file offsets.
-                let n = check(
-                    unsafe {
-                        libc::copy_file_range(
-                            fd,
-                            std::ptr::null_mut(),
-                            ofd,
-                            std::ptr::null_mut(),
-                            left,
-                            0,
-                        )
-                    },
-                    "copy_file_range",
-                )?;
-                if n == 0 {
-                    break;
-                }
-                total += n as u64;
-            }
-            Ok(total)
-        }
+        Method::Sendfile => Ok(sendfile_all(ofd, fd, size, 1 << 30, true)?.bytes),
+        // A pipe of 1 MiB means fewer calls.
+        Method::Splice => Ok(splice_all(
+            fd,
+            ofd,
+            size,
+            SplicePipe {
+                size: Some(1 << 20),
+                flags: libc::SPLICE_F_MOVE | libc::SPLICE_F_MORE,
+            },
+        )?
+        .bytes),
+        Method::CopyFileRange => Ok(copy_file_range_all(fd, ofd, size, 1 << 30)?.bytes),
         Method::DirectUring => super::uring::send_direct(fd, size, ofd, buffer),
     }
-}
-
-/// file -> pipe -> destination, a pipe's worth (1 MiB) at a time.
-fn splice(fd: RawFd, ofd: RawFd, size: u64) -> Result<u64> {
-    let mut pipe = [0; 2];
-    // SAFETY: pipe2 fills two descriptors we own and close below.
-    check(
-        unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } as isize,
-        "pipe2",
-    )?;
-    let (r, w) = (pipe[0], pipe[1]);
-    // A larger pipe means fewer calls; the default (64 KiB) if the system refuses.
-    let cap = unsafe { libc::fcntl(w, libc::F_SETPIPE_SZ, 1 << 20) };
-    let chunk = if cap > 0 { cap as usize } else { 64 << 10 };
-    let result = (|| {
-        let mut total = 0u64;
-        while total < size {
-            let want = ((size - total) as usize).min(chunk);
-            // SAFETY: splice between our descriptors.
-            let mut inpipe = check(
-                unsafe {
-                    libc::splice(
-                        fd,
-                        std::ptr::null_mut(),
-                        w,
-                        std::ptr::null_mut(),
-                        want,
-                        libc::SPLICE_F_MOVE | libc::SPLICE_F_MORE,
-                    )
-                },
-                "splice file->pipe",
-            )?;
-            if inpipe == 0 {
-                break;
-            }
-            total += inpipe as u64;
-            while inpipe > 0 {
-                let n = check(
-                    unsafe {
-                        libc::splice(
-                            r,
-                            std::ptr::null_mut(),
-                            ofd,
-                            std::ptr::null_mut(),
-                            inpipe,
-                            libc::SPLICE_F_MOVE | libc::SPLICE_F_MORE,
-                        )
-                    },
-                    "splice pipe->out",
-                )?;
-                inpipe -= n;
-            }
-        }
-        Ok(total)
-    })();
-    // SAFETY: closing the pipe we opened.
-    unsafe {
-        libc::close(r);
-        libc::close(w);
-    }
-    result
 }

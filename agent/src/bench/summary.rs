@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::{Counts, Method, Run, Sink};
+use crate::report::{Decimals, bytes_with};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Setup {
@@ -178,12 +179,12 @@ impl Report {
         let _ = writeln!(
             o,
             "copyscope bench: {} from {} {dest}, kernel {}, {} run{} each (median), buffer {}",
-            bytes(s.size as f64),
+            bytes_with(s.size, Decimals::One),
             s.dir,
             s.kernel,
             s.runs,
             if s.runs == 1 { "" } else { "s" },
-            bytes(s.buffer as f64),
+            bytes_with(s.buffer, Decimals::One),
         );
         let mut caches: Vec<&str> = Vec::new();
         for l in &self.lines {
@@ -230,9 +231,9 @@ impl Report {
                     l.cpu_seconds_per_gib,
                     cnt(|c| count(c.syscalls)),
                     cnt(|c| count(c.mode_switches)),
-                    cnt(|c| bytes(c.cpu_copied() as f64)),
-                    cnt(|c| bytes(c.zero_copy as f64)),
-                    cnt(|c| bytes(c.direct_io as f64)),
+                    cnt(|c| bytes_with(c.cpu_copied(), Decimals::One)),
+                    cnt(|c| bytes_with(c.zero_copy, Decimals::One)),
+                    cnt(|c| bytes_with(c.direct_io, Decimals::One)),
                     cnt(|c| format!(
                         "{}/{}",
                         count(c.page_cache_hits),
@@ -277,22 +278,6 @@ impl Report {
             let _ = writeln!(o, "- {}: {}. {}", c.claim, c.verdict.word(), c.evidence);
         }
         o
-    }
-}
-
-/// 1.5 GiB, 12.0 MiB, 512 B.
-pub fn bytes(v: f64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = v;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{v:.0} {}", UNITS[u])
-    } else {
-        format!("{v:.1} {}", UNITS[u])
     }
 }
 
@@ -598,9 +583,7 @@ mod tests {
     }
 
     #[test]
-    fn byte_and_count_units() {
-        assert_eq!(bytes(512.0), "512 B");
-        assert_eq!(bytes((3u64 << 29) as f64), "1.5 GiB");
+    fn count_units() {
         assert_eq!(count(999), "999");
         assert_eq!(count(12_345), "12.3k");
         assert_eq!(count(4_100_000), "4.1M");

@@ -98,7 +98,7 @@ pub fn send_direct(fd: RawFd, size: u64, out: RawFd, chunk: usize) -> Result<u64
             if n == 0 {
                 bail!("the file ended at {send_off} of {size} bytes");
             }
-            super::send::write_all(out, bufs[slot].slice(n))?;
+            super::io::write_all(out, bufs[slot].slice(n))?;
             send_off += n as u64;
             if n < chunk && send_off < size {
                 bail!(

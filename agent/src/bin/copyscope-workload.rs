@@ -46,6 +46,9 @@
 //! With COPYSCOPE_WORKLOAD_GATE set, the timed workloads (`*-timed`) write `ready` and a
 //! newline to stderr once warmed up, and start timing only when a byte arrives on stdin:
 //! whoever runs them can take readings right around the timed loop.
+use copyscope::bench::io::{
+    Moved, SplicePipe, copy_file_range_all, sendfile_all, splice_all, write_all,
+};
 use std::{
     ffi::CString,
     io::Read as _,
@@ -264,6 +267,662 @@ fn ticks(fd: RawFd, procs: u64, secs: u64, prefix: &str) {
     while unsafe { libc::wait(&mut status) } > 0 {}
 }
 
+/// A transfer loop's result, or its error as the workload's own.
+fn or_die<T>(r: anyhow::Result<T>) -> T {
+    r.unwrap_or_else(|e| die(&format!("{e:#}")))
+}
+
+/// `pread FILE COUNT SIZE`: COUNT pread(SIZE) at offset 0.
+fn pread(args: &[String]) -> String {
+    let a = |i: usize| args.get(i);
+    let fd = open(
+        a(1).unwrap_or_else(|| die("pread FILE COUNT SIZE")),
+        libc::O_RDONLY,
+    );
+    let (count, size) = (num(a(2), "COUNT"), num(a(3), "SIZE") as usize);
+    let mut buf = vec![0u8; size];
+    let mut bytes = 0;
+    for _ in 0..count {
+        // SAFETY: read into our buffer.
+        bytes += check(
+            unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), size, 0) },
+            "pread",
+        ) as u64;
+    }
+    format!(r#"{{"calls":{count},"bytes":{bytes}}}"#)
+}
+
+/// `pread-timed FILE COUNT SIZE`: COUNT pread(SIZE), reports ns per call.
+fn pread_timed(args: &[String]) -> String {
+    let a = |i: usize| args.get(i);
+    let fd = open(
+        a(1).unwrap_or_else(|| die("pread-timed FILE COUNT SIZE")),
+        libc::O_RDONLY,
+    );
+    let (count, size) = (num(a(2), "COUNT"), num(a(3), "SIZE") as usize);
+    let mut buf = vec![0u8; size];
+    // Warm the page cache and the code path.
+    for _ in 0..1000 {
+        check(
+            unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), size, 0) },
+            "pread",
+        );
+    }
+    gate();
+    let t = std::time::Instant::now();
+    for _ in 0..count {
+        check(
+            unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), size, 0) },
+            "pread",
+        );
+    }
+    timed("calls", "ns_per_call", count, t.elapsed().as_nanos())
+}
+
+/// `getppid-timed COUNT`: COUNT getppid(), reports ns per call.
+fn getppid_timed(args: &[String]) -> String {
+    let a = |i: usize| args.get(i);
+    // A system call copyscope counts nowhere: what its syscall probes cost on the
+    // calls they pass over.
+    let count = num(a(1), "COUNT");
+    for _ in 0..1000 {
+        // SAFETY: getppid has no arguments and cannot fail.
+        unsafe { libc::syscall(libc::SYS_getppid) };
+    }
+    gate();
+    let t = std::time::Instant::now();
+    for _ in 0..count {
+        // SAFETY: as above; the raw syscall, never a cached value.
+        std::hint::black_box(unsafe { libc::syscall(libc::SYS_getppid) });
+    }
+    timed("calls", "ns_per_call", count, t.elapsed().as_nanos())
+}
+
+/// `switch-timed ROUNDS`: two threads pass a byte back and forth over two pipes ROUNDS
+/// times, reports ns per round.
+fn switch_timed(args: &[String]) -> String {
+    let a = |i: usize| args.get(i);
+    // Ping-pong: this thread writes a byte into one pipe, the other thread reads it
+    // and answers on the second; each round blocks each thread once.
+    let rounds = num(a(1), "ROUNDS");
+    let (mut there, mut back) = ([0; 2], [0; 2]);
+    for p in [&mut there, &mut back] {
+        check(
+            unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } as isize,
+            "pipe2",
+        );
+    }
+    let warm = 1000;
+    let (r, w) = (there[0], back[1]);
+    let echo = thread::spawn(move || {
+        let mut b = [0u8; 1];
+        for _ in 0..warm + rounds {
+            // SAFETY: read into and write from our buffer.
+            check(unsafe { libc::read(r, b.as_mut_ptr().cast(), 1) }, "read");
+            check(unsafe { libc::write(w, b.as_ptr().cast(), 1) }, "write");
+        }
+    });
+    let (w, r) = (there[1], back[0]);
+    let mut b = [0u8; 1];
+    let mut ping = |n: u64| {
+        for _ in 0..n {
+            // SAFETY: write from and read into our buffer.
+            check(unsafe { libc::write(w, b.as_ptr().cast(), 1) }, "write");
+            check(unsafe { libc::read(r, b.as_mut_ptr().cast(), 1) }, "read");
+        }
+    };
+    ping(warm);
+    gate();
+    let t = std::time::Instant::now();
+    ping(rounds);
+    let ns = t.elapsed().as_nanos();
+    echo.join().unwrap();
+    timed("rounds", "ns_per_round", rounds, ns)
+}
+
+/// `drop-cache FILE`: fsync, then drop FILE (only) from the page cache.
+fn drop_cache(args: &[String]) -> String {
+    let a = |i: usize| args.get(i);
+    let fd = open(
+        a(1).unwrap_or_else(|| die("drop-cache FILE")),
+        libc::O_RDONLY,
+    );
+    check(unsafe { libc::fsync(fd) } as isize, "fsync");
+    let r = unsafe { libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED) };
+    if r != 0 {
+        die(&format!("posix_fadvise: error {r}"));
+    }
+    r#"{"dropped":true}"#.to_string()
+}
+
+/// `read FILE`: read() FILE to the end, 64 KiB at a time.
+fn read(args: &[String]) -> String {
+    let a = |i: usize| args.get(i);
+    let fd = open(a(1).unwrap_or_else(|| die("read FILE")), libc::O_RDONLY);
+    let mut buf = vec![0u8; 65536];
+    let mut total = 0u64;
+    loop {
+        let n = check(
+            unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) },
+            "read",
+        );
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+    }
+    format!(r#"{{"bytes":{total},"pages":{}}}"#, total.div_ceil(4096))
+}
+
+/// `mmap-read FILE`: mmap FILE and touch every page.
+fn mmap_read(args: &[String]) -> String {
+    let a = |i: usize| args.get(i);
+    let fd = open(
+        a(1).unwrap_or_else(|| die("mmap-read FILE")),
+        libc::O_RDONLY,
+    );
+    let size = file_size(fd) as usize;
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE,
+            fd,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        die("mmap failed");
+    }
+    let mut sum = 0u64;
+    for off in (0..size).step_by(4096) {
+        sum += unsafe { std::ptr::read_volatile((p as *const u8).add(off)) } as u64;
+    }
+    unsafe { libc::munmap(p, size) };
+    format!(r#"{{"pages":{},"sum":{sum}}}"#, size.div_ceil(4096))
+}
+
+/// `write-file FILE PAGES`: write PAGES pages of 4 KiB to a new FILE.
+fn write_file(args: &[String]) -> String {
+    let a = |i: usize| args.get(i);
+    let fd = open(
+        a(1).unwrap_or_else(|| die("write-file FILE PAGES")),
+        libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+    );
+    let pages = num(a(2), "PAGES");
+    let buf = vec![3u8; 4096];
+    for _ in 0..pages {
+        check(
+            unsafe { libc::write(fd, buf.as_ptr().cast(), 4096) },
+            "write",
+        );
+    }
+    format!(r#"{{"pages":{pages}}}"#)
+}
+
+/// `read-modify-write FILE`: pread each 4 KiB page of FILE, change its first byte, pwrite
+/// it back.
+fn read_modify_write(args: &[String]) -> String {
+    let a = |i: usize| args.get(i);
+    let fd = open(
+        a(1).unwrap_or_else(|| die("read-modify-write FILE")),
+        libc::O_RDWR,
+    );
+    let pages = file_size(fd).div_ceil(4096);
+    let mut buf = vec![0u8; 4096];
+    for page in 0..pages {
+        let off = (page * 4096) as libc::off_t;
+        // SAFETY: read into and write from our buffer.
+        let n = check(
+            unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), 4096, off) },
+            "pread",
+        );
+        buf[0] = buf[0].wrapping_add(1);
+        check(
+            unsafe { libc::pwrite(fd, buf.as_ptr().cast(), n as usize, off) },
+            "pwrite",
+        );
+    }
+    format!(r#"{{"pages":{pages}}}"#)
+}
+
+/// `pipe-sleep COUNT`: a thread blocks in read() on an empty pipe COUNT times.
+fn pipe_sleep(args: &[String]) -> String {
+    let a = |i: usize| args.get(i);
+    let count = num(a(1), "COUNT");
+    let mut fds = [0; 2];
+    check(
+        unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } as isize,
+        "pipe2",
+    );
+    let (r, w) = (fds[0], fds[1]);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = thread::spawn(move || {
+        tx.send(unsafe { libc::gettid() }).unwrap();
+        let mut b = [0u8; 1];
+        for _ in 0..count {
+            check(unsafe { libc::read(r, b.as_mut_ptr().cast(), 1) }, "read");
+        }
+    });
+    let tid = rx.recv().unwrap();
+    let stat = format!("/proc/self/task/{tid}/stat");
+    // The reader's state: the field after the parenthesised comm.
+    let asleep = || {
+        std::fs::read_to_string(&stat).is_ok_and(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('S'))
+        })
+    };
+    for _ in 0..count {
+        // Write only once the reader sleeps (in read(): it blocks nowhere else), so
+        // every read sleeps once, however busy the machine is.
+        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        thread::sleep(std::time::Duration::from_millis(1));
+        while !asleep() && std::time::Instant::now() < give_up {
+            thread::sleep(std::time::Duration::from_millis(1));
+        }
+        check(unsafe { libc::write(w, [1u8].as_ptr().cast(), 1) }, "write");
+    }
+    reader.join().unwrap();
+    format!(r#"{{"reads":{count}}}"#)
+}
+
+/// `spin MILLIS`: two threads share CPU 0, spinning MILLIS ms.
+fn spin(args: &[String]) -> String {
+    let a = |i: usize| args.get(i);
+    let millis = num(a(1), "MILLIS");
+    let spin = move || {
+        // SAFETY: a zeroed cpu_set_t with CPU 0 set, for this thread.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(0, &mut set);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        }
+        let end = std::time::Instant::now() + std::time::Duration::from_millis(millis);
+        let mut x = 0u64;
+        while std::time::Instant::now() < end {
+            x = x.wrapping_add(1);
+        }
+        x
+    };
+    let h: Vec<_> = (0..2).map(|_| thread::spawn(spin)).collect();
+    let loops: u64 = h.into_iter().map(|t| t.join().unwrap()).sum();
+    format!(r#"{{"loops":{loops}}}"#)
+}
+
+/// `pipe COUNT SIZE`: COUNT write(SIZE) into a pipe, a thread reads.
+fn pipe(args: &[String]) -> String {
+    let a = |i: usize| args.get(i);
+    let (count, size) = (num(a(1), "COUNT"), num(a(2), "SIZE") as usize);
+    let mut fds = [0; 2];
+    check(
+        unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } as isize,
+        "pipe2",
+    );
+    let rfd = fds[0];
+    let reader = thread::spawn(move || {
+        let mut f = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(rfd) };
+        let mut sink = Vec::new();
+        f.read_to_end(&mut sink)
+            .unwrap_or_else(|e| die(&format!("pipe read: {e}")));
+        sink.len() as u64
+    });
+    let buf = vec![7u8; size];
+    for _ in 0..count {
+        let n = check(
+            unsafe { libc::write(fds[1], buf.as_ptr().cast(), size) },
+            "write",
+        );
+        if n != size {
+            die("short pipe write");
+        }
+    }
+    unsafe { libc::close(fds[1]) };
+    let read = reader.join().unwrap();
+    format!(
+        r#"{{"calls":{count},"bytes":{},"read_bytes":{read}}}"#,
+        count * size as u64
+    )
+}
+
+/// `tcp COUNT SIZE`: COUNT send(SIZE) over loopback TCP, a thread recv()s.
+fn tcp(args: &[String]) -> String {
+    let a = |i: usize| args.get(i);
+    let (count, size) = (num(a(1), "COUNT"), num(a(2), "SIZE") as usize);
+    let (tx, rx) = tcp_pair();
+    let buf = vec![1u8; size];
+    for _ in 0..count {
+        // SAFETY: send from our buffer. A blocking send sends it all or fails.
+        let n = check(
+            unsafe { libc::send(tx.as_raw_fd(), buf.as_ptr().cast(), size, 0) },
+            "send",
+        );
+        if n != size {
+            die("short send");
+        }
+    }
+    drop(tx);
+    let got = rx.join().unwrap();
+    format!(
+        r#"{{"calls":{count},"bytes":{},"received":{got}}}"#,
+        count * size as u64
+    )
+}
+
+/// `direct FILE COUNT SIZE`: COUNT O_DIRECT pread(SIZE).
+fn direct(args: &[String]) -> String {
+    let a = |i: usize| args.get(i);
+    let path = a(1).unwrap_or_else(|| die("direct FILE COUNT SIZE"));
+    let c = CString::new(path.as_str()).unwrap();
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECT | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        println!(r#"{{"unsupported":"O_DIRECT open: {e}"}}"#);
+        std::process::exit(3);
+    }
+    let (count, size) = (num(a(2), "COUNT"), num(a(3), "SIZE") as usize);
+    let layout = std::alloc::Layout::from_size_align(size.max(4096), 4096).unwrap();
+    // SAFETY: non-zero size layout; freed below.
+    let buf = unsafe { std::alloc::alloc(layout) };
+    let mut bytes = 0;
+    for _ in 0..count {
+        bytes += check(
+            unsafe { libc::pread(fd, buf.cast(), size, 0) },
+            "O_DIRECT pread",
+        ) as u64;
+    }
+    unsafe { std::alloc::dealloc(buf, layout) };
+    format!(r#"{{"calls":{count},"bytes":{bytes}}}"#)
+}
+
+/// `badfd COUNT`: COUNT read() on a closed fd (EBADF).
+fn badfd(args: &[String]) -> String {
+    let a = |i: usize| args.get(i);
+    let count = num(a(1), "COUNT");
+    let mut buf = [0u8; 16];
+    for _ in 0..count {
+        // fd 987654 is far above anything open here.
+        let r = unsafe { libc::read(987_654, buf.as_mut_ptr().cast(), buf.len()) };
+        if r >= 0 {
+            die("read on a closed fd succeeded");
+        }
+    }
+    format!(r#"{{"calls":{count},"errors":{count}}}"#)
+}
+
+/// `threads THREADS COUNT FILE`: THREADS threads, COUNT pread(1) each.
+fn threads(args: &[String]) -> String {
+    let a = |i: usize| args.get(i);
+    let (threads, count) = (num(a(1), "THREADS"), num(a(2), "COUNT"));
+    let fd = open(
+        a(3).unwrap_or_else(|| die("threads THREADS COUNT FILE")),
+        libc::O_RDONLY,
+    );
+    let hs: Vec<_> = (0..threads)
+        .map(|_| {
+            thread::spawn(move || {
+                let mut b = [0u8; 1];
+                for _ in 0..count {
+                    check(
+                        unsafe { libc::pread(fd, b.as_mut_ptr().cast(), 1, 0) },
+                        "pread",
+                    );
+                }
+            })
+        })
+        .collect();
+    for h in hs {
+        h.join().unwrap();
+    }
+    format!(
+        r#"{{"calls":{},"bytes":{}}}"#,
+        threads * count,
+        threads * count
+    )
+}
+
+/// `serve FILE ADDR SECONDS`: read() FILE and write() it to a TCP socket connected to ADDR,
+/// over and over, SECONDS s.
+fn serve(args: &[String]) -> String {
+    let a = |i: usize| args.get(i);
+    // A web server without sendfile: file -> user buffer -> socket.
+    let path = a(1).unwrap_or_else(|| die("serve FILE ADDR SECONDS"));
+    let addr = a(2).unwrap_or_else(|| die("serve FILE ADDR SECONDS"));
+    let secs = num(a(3), "SECONDS");
+    let sock =
+        TcpStream::connect(addr.as_str()).unwrap_or_else(|e| die(&format!("connect {addr}: {e}")));
+    let fd = open(path, libc::O_RDONLY);
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let mut buf = vec![0u8; 65536];
+    let mut bytes = 0u64;
+    while std::time::Instant::now() < end {
+        let n = check(
+            unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) },
+            "read",
+        );
+        if n == 0 {
+            unsafe { libc::lseek(fd, 0, libc::SEEK_SET) };
+            continue;
+        }
+        or_die(write_all(sock.as_raw_fd(), &buf[..n]));
+        bytes += n as u64;
+    }
+    format!(r#"{{"bytes":{bytes}}}"#)
+}
+
+/// `pwrite-on-cpus FILE COUNT CPUS`: one thread per CPU of the list, pinned to it, COUNT
+/// pwrite(1) each.
+fn pwrite_on_cpus(args: &[String]) -> String {
+    let a = |i: usize| args.get(i);
+    let usage = "pwrite-on-cpus FILE COUNT CPUS";
+    let fd = open(
+        a(1).unwrap_or_else(|| die(usage)),
+        libc::O_WRONLY | libc::O_CREAT,
+    );
+    let count = num(a(2), "COUNT");
+    let cpus: Vec<usize> = a(3)
+        .unwrap_or_else(|| die(usage))
+        .split(',')
+        .map(|c| num(Some(&c.to_string()), "CPUS") as usize)
+        .collect();
+    let hs: Vec<_> = cpus
+        .iter()
+        .map(|&cpu| {
+            thread::spawn(move || {
+                pin(cpu);
+                pwrites(fd, count, 1);
+                // SAFETY: sched_getcpu has no preconditions.
+                unsafe { libc::sched_getcpu() }
+            })
+        })
+        .collect();
+    let ended: Vec<String> = hs
+        .into_iter()
+        .map(|h| h.join().unwrap().to_string())
+        .collect();
+    format!(
+        r#"{{"calls":{},"cpus":[{}]}}"#,
+        count * cpus.len() as u64,
+        ended.join(",")
+    )
+}
+
+/// `steady FILE SECONDS RATE [SIZE]`: RATE pwrite(SIZE, default 1) a second, for SECONDS s.
+fn steady(args: &[String]) -> String {
+    let a = |i: usize| args.get(i);
+    let fd = open(
+        a(1).unwrap_or_else(|| die("steady FILE SECONDS RATE [SIZE]")),
+        libc::O_WRONLY | libc::O_CREAT,
+    );
+    let (secs, rate) = (num(a(2), "SECONDS"), num(a(3), "RATE"));
+    let size = a(4).map_or(1, |s| num(Some(s), "SIZE") as usize);
+    // Ticks of 10 ms, each with its share of the calls due by then.
+    let start = std::time::Instant::now();
+    let end = std::time::Duration::from_secs(secs);
+    let (mut calls, mut bytes) = (0u64, 0u64);
+    while start.elapsed() < end {
+        let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+        let n = due.saturating_sub(calls);
+        bytes += pwrites(fd, n, size);
+        calls += n;
+        thread::sleep(std::time::Duration::from_millis(10));
+    }
+    format!(r#"{{"calls":{calls},"bytes":{bytes}}}"#)
+}
+
+/// `spawn PROCS PARALLEL ARGS...`: PROCS runs of `copyscope-workload ARGS...`, PARALLEL at
+/// a time.
+fn spawn(args: &[String]) -> String {
+    let a = |i: usize| args.get(i);
+    let (procs, parallel) = (num(a(1), "PROCS"), num(a(2), "PARALLEL").max(1));
+    let child_args = args.get(3..).unwrap_or_default();
+    if child_args.is_empty() {
+        die("spawn PROCS PARALLEL ARGS...");
+    }
+    let exe = std::env::current_exe().unwrap_or_else(|e| die(&format!("own path: {e}")));
+    let mut running = std::collections::VecDeque::new();
+    let mut failed = 0u64;
+    let mut wait = |c: std::process::Child| {
+        let out = c
+            .wait_with_output()
+            .unwrap_or_else(|e| die(&format!("wait: {e}")));
+        if !out.status.success() {
+            eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+            failed += 1;
+        }
+    };
+    for _ in 0..procs {
+        if running.len() as u64 >= parallel {
+            wait(running.pop_front().unwrap());
+        }
+        running.push_back(
+            std::process::Command::new(&exe)
+                .args(child_args)
+                .env_remove("COPYSCOPE_WORKLOAD_OUT")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| die(&format!("spawning {exe:?}: {e}"))),
+        );
+    }
+    running.into_iter().for_each(&mut wait);
+    if failed > 0 {
+        die(&format!("{failed} of {procs} processes failed"));
+    }
+    format!(r#"{{"processes":{procs}}}"#)
+}
+
+/// `tick FILE PROCS SECONDS PREFIX`: PROCS forked processes, each one pread(1) of FILE a
+/// second for SECONDS s.
+fn tick(args: &[String]) -> String {
+    let a = |i: usize| args.get(i);
+    let usage = "tick FILE PROCS SECONDS PREFIX";
+    let fd = open(a(1).unwrap_or_else(|| die(usage)), libc::O_RDONLY);
+    let (procs, secs) = (num(a(2), "PROCS"), num(a(3), "SECONDS"));
+    let prefix = a(4).unwrap_or_else(|| die(usage));
+    ticks(fd, procs, secs, prefix);
+    format!(r#"{{"processes":{procs},"seconds":{secs}}}"#)
+}
+
+/// `sendfile FILE`: sendfile FILE -> loopback TCP socket.
+fn sendfile(args: &[String]) -> String {
+    to_socket(args, "sendfile", |sock, fd, size| {
+        sendfile_all(sock, fd, size, u64::MAX, false)
+    })
+}
+
+/// `splice FILE`: splice FILE -> pipe -> loopback TCP socket.
+fn splice(args: &[String]) -> String {
+    to_socket(args, "splice", |sock, fd, size| {
+        splice_all(
+            fd,
+            sock,
+            size,
+            SplicePipe {
+                size: None,
+                flags: 0,
+            },
+        )
+    })
+}
+
+/// FILE (`args[1]`) to a loopback TCP socket with `send`, whole, each call asking for all
+/// that is left.
+fn to_socket(
+    args: &[String],
+    what: &str,
+    send: impl FnOnce(RawFd, RawFd, u64) -> anyhow::Result<Moved>,
+) -> String {
+    let fd = open(
+        args.get(1).unwrap_or_else(|| die("sendfile|splice FILE")),
+        libc::O_RDONLY,
+    );
+    let size = file_size(fd);
+    let (tx, rx) = tcp_pair();
+    let moved = or_die(send(tx.as_raw_fd(), fd, size));
+    if moved.bytes < size {
+        die(&format!("{what} made no progress"));
+    }
+    drop(tx);
+    let got = rx.join().unwrap();
+    format!(
+        r#"{{"calls":{},"bytes":{size},"received":{got},"max_call":{}}}"#,
+        moved.calls, moved.max_call
+    )
+}
+
+/// `copy-file-range SRC DST`: copy_file_range SRC -> DST, each call asking for all that is
+/// left.
+fn copy_file_range(args: &[String]) -> String {
+    let a = |i: usize| args.get(i);
+    let src = open(
+        a(1).unwrap_or_else(|| die("copy-file-range SRC DST")),
+        libc::O_RDONLY,
+    );
+    let dst = open(
+        a(2).unwrap_or_else(|| die("copy-file-range SRC DST")),
+        libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+    );
+    let size = file_size(src);
+    let moved = or_die(copy_file_range_all(src, dst, size, u64::MAX));
+    if moved.bytes < size {
+        die("copy_file_range made no progress");
+    }
+    format!(
+        r#"{{"calls":{},"bytes":{size},"max_call":{}}}"#,
+        moved.calls, moved.max_call
+    )
+}
+
+/// `pwrite FILE COUNT SIZE`: COUNT pwrite(SIZE) at offset 0.
+fn pwrite(args: &[String]) -> String {
+    pwrite_with(args, pwrites)
+}
+
+/// `pwritev2 FILE COUNT SIZE`: the same with pwritev2.
+fn pwritev2(args: &[String]) -> String {
+    pwrite_with(args, pwritev2s)
+}
+
+/// COUNT writes of SIZE at offset 0 of FILE with `write`.
+fn pwrite_with(args: &[String], write: fn(RawFd, u64, usize) -> u64) -> String {
+    let a = |i: usize| args.get(i);
+    let fd = open(
+        a(1).unwrap_or_else(|| die("pwrite|pwritev2 FILE COUNT SIZE")),
+        libc::O_WRONLY | libc::O_CREAT,
+    );
+    let (count, size) = (num(a(2), "COUNT"), num(a(3), "SIZE") as usize);
+    let bytes = write(fd, count, size);
+    format!(r#"{{"calls":{count},"bytes":{bytes}}}"#)
+}
+
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let pinned = options(&mut args);
@@ -271,619 +930,33 @@ fn main() {
         .first()
         .map(String::as_str)
         .unwrap_or_else(|| die("no workload given (see the source for the list)"));
-    let a = |i: usize| args.get(i);
     let out = match op {
-        "pread" => {
-            let fd = open(
-                a(1).unwrap_or_else(|| die("pread FILE COUNT SIZE")),
-                libc::O_RDONLY,
-            );
-            let (count, size) = (num(a(2), "COUNT"), num(a(3), "SIZE") as usize);
-            let mut buf = vec![0u8; size];
-            let mut bytes = 0;
-            for _ in 0..count {
-                // SAFETY: read into our buffer.
-                bytes += check(
-                    unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), size, 0) },
-                    "pread",
-                ) as u64;
-            }
-            format!(r#"{{"calls":{count},"bytes":{bytes}}}"#)
-        }
-        "pread-timed" => {
-            let fd = open(
-                a(1).unwrap_or_else(|| die("pread-timed FILE COUNT SIZE")),
-                libc::O_RDONLY,
-            );
-            let (count, size) = (num(a(2), "COUNT"), num(a(3), "SIZE") as usize);
-            let mut buf = vec![0u8; size];
-            // Warm the page cache and the code path.
-            for _ in 0..1000 {
-                check(
-                    unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), size, 0) },
-                    "pread",
-                );
-            }
-            gate();
-            let t = std::time::Instant::now();
-            for _ in 0..count {
-                check(
-                    unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), size, 0) },
-                    "pread",
-                );
-            }
-            timed("calls", "ns_per_call", count, t.elapsed().as_nanos())
-        }
-        "getppid-timed" => {
-            // A system call copyscope counts nowhere: what its syscall probes cost on the
-            // calls they pass over.
-            let count = num(a(1), "COUNT");
-            for _ in 0..1000 {
-                // SAFETY: getppid has no arguments and cannot fail.
-                unsafe { libc::syscall(libc::SYS_getppid) };
-            }
-            gate();
-            let t = std::time::Instant::now();
-            for _ in 0..count {
-                // SAFETY: as above; the raw syscall, never a cached value.
-                std::hint::black_box(unsafe { libc::syscall(libc::SYS_getppid) });
-            }
-            timed("calls", "ns_per_call", count, t.elapsed().as_nanos())
-        }
-        "switch-timed" => {
-            // Ping-pong: this thread writes a byte into one pipe, the other thread reads it
-            // and answers on the second; each round blocks each thread once.
-            let rounds = num(a(1), "ROUNDS");
-            let (mut there, mut back) = ([0; 2], [0; 2]);
-            for p in [&mut there, &mut back] {
-                check(
-                    unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } as isize,
-                    "pipe2",
-                );
-            }
-            let warm = 1000;
-            let (r, w) = (there[0], back[1]);
-            let echo = thread::spawn(move || {
-                let mut b = [0u8; 1];
-                for _ in 0..warm + rounds {
-                    // SAFETY: read into and write from our buffer.
-                    check(unsafe { libc::read(r, b.as_mut_ptr().cast(), 1) }, "read");
-                    check(unsafe { libc::write(w, b.as_ptr().cast(), 1) }, "write");
-                }
-            });
-            let (w, r) = (there[1], back[0]);
-            let mut b = [0u8; 1];
-            let mut ping = |n: u64| {
-                for _ in 0..n {
-                    // SAFETY: write from and read into our buffer.
-                    check(unsafe { libc::write(w, b.as_ptr().cast(), 1) }, "write");
-                    check(unsafe { libc::read(r, b.as_mut_ptr().cast(), 1) }, "read");
-                }
-            };
-            ping(warm);
-            gate();
-            let t = std::time::Instant::now();
-            ping(rounds);
-            let ns = t.elapsed().as_nanos();
-            echo.join().unwrap();
-            timed("rounds", "ns_per_round", rounds, ns)
-        }
-        "drop-cache" => {
-            let fd = open(
-                a(1).unwrap_or_else(|| die("drop-cache FILE")),
-                libc::O_RDONLY,
-            );
-            check(unsafe { libc::fsync(fd) } as isize, "fsync");
-            let r = unsafe { libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED) };
-            if r != 0 {
-                die(&format!("posix_fadvise: error {r}"));
-            }
-            r#"{"dropped":true}"#.to_string()
-        }
-        "read" => {
-            let fd = open(a(1).unwrap_or_else(|| die("read FILE")), libc::O_RDONLY);
-            let mut buf = vec![0u8; 65536];
-            let mut total = 0u64;
-            loop {
-                let n = check(
-                    unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) },
-                    "read",
-                );
-                if n == 0 {
-                    break;
-                }
-                total += n as u64;
-            }
-            format!(r#"{{"bytes":{total},"pages":{}}}"#, total.div_ceil(4096))
-        }
-        "mmap-read" => {
-            let fd = open(
-                a(1).unwrap_or_else(|| die("mmap-read FILE")),
-                libc::O_RDONLY,
-            );
-            let size = file_size(fd) as usize;
-            let p = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    size,
-                    libc::PROT_READ,
-                    libc::MAP_PRIVATE,
-                    fd,
-                    0,
-                )
-            };
-            if p == libc::MAP_FAILED {
-                die("mmap failed");
-            }
-            let mut sum = 0u64;
-            for off in (0..size).step_by(4096) {
-                sum += unsafe { std::ptr::read_volatile((p as *const u8).add(off)) } as u64;
-            }
-            unsafe { libc::munmap(p, size) };
-            format!(r#"{{"pages":{},"sum":{sum}}}"#, size.div_ceil(4096))
-        }
-        "write-file" => {
-            let fd = open(
-                a(1).unwrap_or_else(|| die("write-file FILE PAGES")),
-                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
-            );
-            let pages = num(a(2), "PAGES");
-            let buf = vec![3u8; 4096];
-            for _ in 0..pages {
-                check(
-                    unsafe { libc::write(fd, buf.as_ptr().cast(), 4096) },
-                    "write",
-                );
-            }
-            format!(r#"{{"pages":{pages}}}"#)
-        }
-        "read-modify-write" => {
-            let fd = open(
-                a(1).unwrap_or_else(|| die("read-modify-write FILE")),
-                libc::O_RDWR,
-            );
-            let pages = file_size(fd).div_ceil(4096);
-            let mut buf = vec![0u8; 4096];
-            for page in 0..pages {
-                let off = (page * 4096) as libc::off_t;
-                // SAFETY: read into and write from our buffer.
-                let n = check(
-                    unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), 4096, off) },
-                    "pread",
-                );
-                buf[0] = buf[0].wrapping_add(1);
-                check(
-                    unsafe { libc::pwrite(fd, buf.as_ptr().cast(), n as usize, off) },
-                    "pwrite",
-                );
-            }
-            format!(r#"{{"pages":{pages}}}"#)
-        }
-        "pipe-sleep" => {
-            let count = num(a(1), "COUNT");
-            let mut fds = [0; 2];
-            check(
-                unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } as isize,
-                "pipe2",
-            );
-            let (r, w) = (fds[0], fds[1]);
-            let (tx, rx) = std::sync::mpsc::channel();
-            let reader = thread::spawn(move || {
-                tx.send(unsafe { libc::gettid() }).unwrap();
-                let mut b = [0u8; 1];
-                for _ in 0..count {
-                    check(unsafe { libc::read(r, b.as_mut_ptr().cast(), 1) }, "read");
-                }
-            });
-            let tid = rx.recv().unwrap();
-            let stat = format!("/proc/self/task/{tid}/stat");
-            // The reader's state: the field after the parenthesised comm.
-            let asleep = || {
-                std::fs::read_to_string(&stat).is_ok_and(|s| {
-                    s.rsplit_once(')')
-                        .is_some_and(|(_, rest)| rest.trim_start().starts_with('S'))
-                })
-            };
-            for _ in 0..count {
-                // Write only once the reader sleeps (in read(): it blocks nowhere else), so
-                // every read sleeps once, however busy the machine is.
-                let give_up = std::time::Instant::now() + std::time::Duration::from_secs(2);
-                thread::sleep(std::time::Duration::from_millis(1));
-                while !asleep() && std::time::Instant::now() < give_up {
-                    thread::sleep(std::time::Duration::from_millis(1));
-                }
-                check(unsafe { libc::write(w, [1u8].as_ptr().cast(), 1) }, "write");
-            }
-            reader.join().unwrap();
-            format!(r#"{{"reads":{count}}}"#)
-        }
-        "spin" => {
-            let millis = num(a(1), "MILLIS");
-            let spin = move || {
-                // SAFETY: a zeroed cpu_set_t with CPU 0 set, for this thread.
-                unsafe {
-                    let mut set: libc::cpu_set_t = std::mem::zeroed();
-                    libc::CPU_SET(0, &mut set);
-                    libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-                }
-                let end = std::time::Instant::now() + std::time::Duration::from_millis(millis);
-                let mut x = 0u64;
-                while std::time::Instant::now() < end {
-                    x = x.wrapping_add(1);
-                }
-                x
-            };
-            let h: Vec<_> = (0..2).map(|_| thread::spawn(spin)).collect();
-            let loops: u64 = h.into_iter().map(|t| t.join().unwrap()).sum();
-            format!(r#"{{"loops":{loops}}}"#)
-        }
-        "pipe" => {
-            let (count, size) = (num(a(1), "COUNT"), num(a(2), "SIZE") as usize);
-            let mut fds = [0; 2];
-            check(
-                unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } as isize,
-                "pipe2",
-            );
-            let rfd = fds[0];
-            let reader = thread::spawn(move || {
-                let mut f = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(rfd) };
-                let mut sink = Vec::new();
-                f.read_to_end(&mut sink)
-                    .unwrap_or_else(|e| die(&format!("pipe read: {e}")));
-                sink.len() as u64
-            });
-            let buf = vec![7u8; size];
-            for _ in 0..count {
-                let n = check(
-                    unsafe { libc::write(fds[1], buf.as_ptr().cast(), size) },
-                    "write",
-                );
-                if n != size {
-                    die("short pipe write");
-                }
-            }
-            unsafe { libc::close(fds[1]) };
-            let read = reader.join().unwrap();
-            format!(
-                r#"{{"calls":{count},"bytes":{},"read_bytes":{read}}}"#,
-                count * size as u64
-            )
-        }
-        "tcp" => {
-            let (count, size) = (num(a(1), "COUNT"), num(a(2), "SIZE") as usize);
-            let (tx, rx) = tcp_pair();
-            let buf = vec![1u8; size];
-            for _ in 0..count {
-                // SAFETY: send from our buffer. A blocking send sends it all or fails.
-                let n = check(
-                    unsafe { libc::send(tx.as_raw_fd(), buf.as_ptr().cast(), size, 0) },
-                    "send",
-                );
-                if n != size {
-                    die("short send");
-                }
-            }
-            drop(tx);
-            let got = rx.join().unwrap();
-            format!(
-                r#"{{"calls":{count},"bytes":{},"received":{got}}}"#,
-                count * size as u64
-            )
-        }
-        "sendfile" | "splice" => {
-            let fd = open(
-                a(1).unwrap_or_else(|| die("sendfile|splice FILE")),
-                libc::O_RDONLY,
-            );
-            let size = file_size(fd);
-            let (tx, rx) = tcp_pair();
-            let sock = tx.as_raw_fd();
-            let mut left = size;
-            let (mut calls, mut max_call) = (0u64, 0u64);
-            if op == "sendfile" {
-                while left > 0 {
-                    let n = check(
-                        unsafe { libc::sendfile(sock, fd, std::ptr::null_mut(), left as usize) },
-                        "sendfile",
-                    );
-                    calls += 1;
-                    max_call = max_call.max(n as u64);
-                    left -= n as u64;
-                }
-            } else {
-                let mut p = [0; 2];
-                check(
-                    unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } as isize,
-                    "pipe2",
-                );
-                while left > 0 {
-                    let n = check(
-                        unsafe {
-                            libc::splice(
-                                fd,
-                                std::ptr::null_mut(),
-                                p[1],
-                                std::ptr::null_mut(),
-                                left as usize,
-                                0,
-                            )
-                        },
-                        "splice in",
-                    );
-                    let mut m = n;
-                    while m > 0 {
-                        m -= check(
-                            unsafe {
-                                libc::splice(
-                                    p[0],
-                                    std::ptr::null_mut(),
-                                    sock,
-                                    std::ptr::null_mut(),
-                                    m,
-                                    0,
-                                )
-                            },
-                            "splice out",
-                        );
-                    }
-                    calls += 1;
-                    max_call = max_call.max(n as u64);
-                    left -= n as u64;
-                }
-            }
-            drop(tx);
-            let got = rx.join().unwrap();
-            format!(r#"{{"calls":{calls},"bytes":{size},"received":{got},"max_call":{max_call}}}"#)
-        }
-        "copy-file-range" => {
-            let src = open(
-                a(1).unwrap_or_else(|| die("copy-file-range SRC DST")),
-                libc::O_RDONLY,
-            );
-            let dst = open(
-                a(2).unwrap_or_else(|| die("copy-file-range SRC DST")),
-                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
-            );
-            let size = file_size(src);
-            let mut left = size;
-            let (mut calls, mut max_call) = (0u64, 0u64);
-            while left > 0 {
-                let n = check(
-                    unsafe {
-                        libc::copy_file_range(
-                            src,
-                            std::ptr::null_mut(),
-                            dst,
-                            std::ptr::null_mut(),
-                            left as usize,
-                            0,
-                        )
-                    },
-                    "copy_file_range",
-                );
-                calls += 1;
-                if n == 0 {
-                    die("copy_file_range made no progress");
-                }
-                max_call = max_call.max(n as u64);
-                left -= n as u64;
-            }
-            format!(r#"{{"calls":{calls},"bytes":{size},"max_call":{max_call}}}"#)
-        }
-        "direct" => {
-            let path = a(1).unwrap_or_else(|| die("direct FILE COUNT SIZE"));
-            let c = CString::new(path.as_str()).unwrap();
-            let fd = unsafe {
-                libc::open(
-                    c.as_ptr(),
-                    libc::O_RDONLY | libc::O_DIRECT | libc::O_CLOEXEC,
-                )
-            };
-            if fd < 0 {
-                let e = std::io::Error::last_os_error();
-                println!(r#"{{"unsupported":"O_DIRECT open: {e}"}}"#);
-                std::process::exit(3);
-            }
-            let (count, size) = (num(a(2), "COUNT"), num(a(3), "SIZE") as usize);
-            let layout = std::alloc::Layout::from_size_align(size.max(4096), 4096).unwrap();
-            // SAFETY: non-zero size layout; freed below.
-            let buf = unsafe { std::alloc::alloc(layout) };
-            let mut bytes = 0;
-            for _ in 0..count {
-                bytes += check(
-                    unsafe { libc::pread(fd, buf.cast(), size, 0) },
-                    "O_DIRECT pread",
-                ) as u64;
-            }
-            unsafe { std::alloc::dealloc(buf, layout) };
-            format!(r#"{{"calls":{count},"bytes":{bytes}}}"#)
-        }
-        "badfd" => {
-            let count = num(a(1), "COUNT");
-            let mut buf = [0u8; 16];
-            for _ in 0..count {
-                // fd 987654 is far above anything open here.
-                let r = unsafe { libc::read(987_654, buf.as_mut_ptr().cast(), buf.len()) };
-                if r >= 0 {
-                    die("read on a closed fd succeeded");
-                }
-            }
-            format!(r#"{{"calls":{count},"errors":{count}}}"#)
-        }
-        "threads" => {
-            let (threads, count) = (num(a(1), "THREADS"), num(a(2), "COUNT"));
-            let fd = open(
-                a(3).unwrap_or_else(|| die("threads THREADS COUNT FILE")),
-                libc::O_RDONLY,
-            );
-            let hs: Vec<_> = (0..threads)
-                .map(|_| {
-                    thread::spawn(move || {
-                        let mut b = [0u8; 1];
-                        for _ in 0..count {
-                            check(
-                                unsafe { libc::pread(fd, b.as_mut_ptr().cast(), 1, 0) },
-                                "pread",
-                            );
-                        }
-                    })
-                })
-                .collect();
-            for h in hs {
-                h.join().unwrap();
-            }
-            format!(
-                r#"{{"calls":{},"bytes":{}}}"#,
-                threads * count,
-                threads * count
-            )
-        }
-        "serve" => {
-            // A web server without sendfile: file -> user buffer -> socket.
-            let path = a(1).unwrap_or_else(|| die("serve FILE ADDR SECONDS"));
-            let addr = a(2).unwrap_or_else(|| die("serve FILE ADDR SECONDS"));
-            let secs = num(a(3), "SECONDS");
-            let sock = TcpStream::connect(addr.as_str())
-                .unwrap_or_else(|e| die(&format!("connect {addr}: {e}")));
-            let fd = open(path, libc::O_RDONLY);
-            let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-            let mut buf = vec![0u8; 65536];
-            let mut bytes = 0u64;
-            while std::time::Instant::now() < end {
-                let n = check(
-                    unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) },
-                    "read",
-                );
-                if n == 0 {
-                    unsafe { libc::lseek(fd, 0, libc::SEEK_SET) };
-                    continue;
-                }
-                let mut off = 0;
-                while off < n {
-                    off += check(
-                        unsafe {
-                            libc::write(sock.as_raw_fd(), buf[off..n].as_ptr().cast(), n - off)
-                        },
-                        "write",
-                    );
-                }
-                bytes += n as u64;
-            }
-            format!(r#"{{"bytes":{bytes}}}"#)
-        }
-        "pwrite" | "pwritev2" => {
-            let fd = open(
-                a(1).unwrap_or_else(|| die("pwrite|pwritev2 FILE COUNT SIZE")),
-                libc::O_WRONLY | libc::O_CREAT,
-            );
-            let (count, size) = (num(a(2), "COUNT"), num(a(3), "SIZE") as usize);
-            let bytes = if op == "pwrite" {
-                pwrites(fd, count, size)
-            } else {
-                pwritev2s(fd, count, size)
-            };
-            format!(r#"{{"calls":{count},"bytes":{bytes}}}"#)
-        }
-        "pwrite-on-cpus" => {
-            let usage = "pwrite-on-cpus FILE COUNT CPUS";
-            let fd = open(
-                a(1).unwrap_or_else(|| die(usage)),
-                libc::O_WRONLY | libc::O_CREAT,
-            );
-            let count = num(a(2), "COUNT");
-            let cpus: Vec<usize> = a(3)
-                .unwrap_or_else(|| die(usage))
-                .split(',')
-                .map(|c| num(Some(&c.to_string()), "CPUS") as usize)
-                .collect();
-            let hs: Vec<_> = cpus
-                .iter()
-                .map(|&cpu| {
-                    thread::spawn(move || {
-                        pin(cpu);
-                        pwrites(fd, count, 1);
-                        // SAFETY: sched_getcpu has no preconditions.
-                        unsafe { libc::sched_getcpu() }
-                    })
-                })
-                .collect();
-            let ended: Vec<String> = hs
-                .into_iter()
-                .map(|h| h.join().unwrap().to_string())
-                .collect();
-            format!(
-                r#"{{"calls":{},"cpus":[{}]}}"#,
-                count * cpus.len() as u64,
-                ended.join(",")
-            )
-        }
-        "steady" => {
-            let fd = open(
-                a(1).unwrap_or_else(|| die("steady FILE SECONDS RATE [SIZE]")),
-                libc::O_WRONLY | libc::O_CREAT,
-            );
-            let (secs, rate) = (num(a(2), "SECONDS"), num(a(3), "RATE"));
-            let size = a(4).map_or(1, |s| num(Some(s), "SIZE") as usize);
-            // Ticks of 10 ms, each with its share of the calls due by then.
-            let start = std::time::Instant::now();
-            let end = std::time::Duration::from_secs(secs);
-            let (mut calls, mut bytes) = (0u64, 0u64);
-            while start.elapsed() < end {
-                let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
-                let n = due.saturating_sub(calls);
-                bytes += pwrites(fd, n, size);
-                calls += n;
-                thread::sleep(std::time::Duration::from_millis(10));
-            }
-            format!(r#"{{"calls":{calls},"bytes":{bytes}}}"#)
-        }
-        "spawn" => {
-            let (procs, parallel) = (num(a(1), "PROCS"), num(a(2), "PARALLEL").max(1));
-            let child_args = args.get(3..).unwrap_or_default();
-            if child_args.is_empty() {
-                die("spawn PROCS PARALLEL ARGS...");
-            }
-            let exe = std::env::current_exe().unwrap_or_else(|e| die(&format!("own path: {e}")));
-            let mut running = std::collections::VecDeque::new();
-            let mut failed = 0u64;
-            let mut wait = |c: std::process::Child| {
-                let out = c
-                    .wait_with_output()
-                    .unwrap_or_else(|e| die(&format!("wait: {e}")));
-                if !out.status.success() {
-                    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
-                    failed += 1;
-                }
-            };
-            for _ in 0..procs {
-                if running.len() as u64 >= parallel {
-                    wait(running.pop_front().unwrap());
-                }
-                running.push_back(
-                    std::process::Command::new(&exe)
-                        .args(child_args)
-                        .env_remove("COPYSCOPE_WORKLOAD_OUT")
-                        .stdin(std::process::Stdio::null())
-                        .stdout(std::process::Stdio::null())
-                        .stderr(std::process::Stdio::piped())
-                        .spawn()
-                        .unwrap_or_else(|e| die(&format!("spawning {exe:?}: {e}"))),
-                );
-            }
-            running.into_iter().for_each(&mut wait);
-            if failed > 0 {
-                die(&format!("{failed} of {procs} processes failed"));
-            }
-            format!(r#"{{"processes":{procs}}}"#)
-        }
-        "tick" => {
-            let usage = "tick FILE PROCS SECONDS PREFIX";
-            let fd = open(a(1).unwrap_or_else(|| die(usage)), libc::O_RDONLY);
-            let (procs, secs) = (num(a(2), "PROCS"), num(a(3), "SECONDS"));
-            let prefix = a(4).unwrap_or_else(|| die(usage));
-            ticks(fd, procs, secs, prefix);
-            format!(r#"{{"processes":{procs},"seconds":{secs}}}"#)
-        }
+        "pread" => pread(&args),
+        "pread-timed" => pread_timed(&args),
+        "getppid-timed" => getppid_timed(&args),
+        "switch-timed" => switch_timed(&args),
+        "drop-cache" => drop_cache(&args),
+        "read" => read(&args),
+        "mmap-read" => mmap_read(&args),
+        "write-file" => write_file(&args),
+        "read-modify-write" => read_modify_write(&args),
+        "pipe-sleep" => pipe_sleep(&args),
+        "spin" => spin(&args),
+        "pipe" => pipe(&args),
+        "tcp" => tcp(&args),
+        "sendfile" => sendfile(&args),
+        "splice" => splice(&args),
+        "copy-file-range" => copy_file_range(&args),
+        "direct" => direct(&args),
+        "badfd" => badfd(&args),
+        "threads" => threads(&args),
+        "serve" => serve(&args),
+        "pwrite" => pwrite(&args),
+        "pwritev2" => pwritev2(&args),
+        "pwrite-on-cpus" => pwrite_on_cpus(&args),
+        "steady" => steady(&args),
+        "spawn" => spawn(&args),
+        "tick" => tick(&args),
         other => die(&format!("unknown workload {other:?}")),
     };
     // Where the workload ended, when it was pinned.

@@ -19,7 +19,34 @@ use self::{
     source::{Local, Remote, Source},
     view::Column,
 };
-use crate::{cli::TopArgs, signals};
+use crate::{
+    args::{AdviceArgs, parse_interval},
+    signals,
+};
+
+#[derive(Debug, clap::Args)]
+pub struct TopArgs {
+    /// Show a running agent (`copyscope run`) instead of attaching probes here, e.g.
+    /// http://127.0.0.1:9435 through `kubectl port-forward`. Needs no privileges.
+    #[arg(long, env = "COPYSCOPE_TOP_FROM", value_name = "URL")]
+    pub from: Option<String>,
+
+    /// Seconds between refreshes (+ and - change it while running).
+    #[arg(long, short = 'i', default_value_t = 2.0, value_parser = parse_interval)]
+    pub interval: f64,
+
+    /// Column to sort by: pid, comm, container, syscalls, mode, switches, to-user,
+    /// from-user, zero-copy, direct, hit, advice.
+    #[arg(long, value_parser = parse_column)]
+    pub sort: Option<Column>,
+
+    /// Show only lines whose command, container or pid matches.
+    #[arg(long)]
+    pub filter: Option<String>,
+
+    #[command(flatten)]
+    pub advice: AdviceArgs,
+}
 
 fn unix_now() -> f64 {
     SystemTime::now()
