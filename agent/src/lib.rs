@@ -4,6 +4,7 @@
 pub mod advisor;
 pub mod args;
 pub mod bench;
+pub mod bpf_syscall;
 pub mod calibrate;
 pub mod cgroups;
 pub mod cli;
@@ -18,9 +19,11 @@ pub mod pin;
 pub mod pods;
 pub mod privileges;
 pub mod procfs;
-pub mod report;
+pub mod reason;
 pub mod signals;
+pub mod snapshot_table;
 pub mod tui;
+pub mod units;
 pub mod webconfig;
 pub mod workload;
 

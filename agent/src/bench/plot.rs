@@ -112,7 +112,7 @@ where
     let s = &report.setup;
     let title = format!(
         "copyscope bench: {} per transfer, kernel {}, median of {}",
-        crate::report::bytes_with(s.size, crate::report::Decimals::One),
+        crate::units::bytes_with(s.size, crate::units::Decimals::One),
         s.kernel,
         s.runs
     );

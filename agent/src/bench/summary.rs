@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::{Counts, Method, Run, Sink};
-use crate::report::{Decimals, bytes_with};
+use crate::units::{Decimals, bytes_with};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Setup {

@@ -2,7 +2,10 @@
 
 use anyhow::Result;
 
-use crate::loader::{self, LoadOptions, Loaded, ProbeStatus, Reason, reason};
+use crate::{
+    loader::{self, LoadOptions, Loaded, ProbeStatus, Reason},
+    reason,
+};
 
 pub fn run(json: bool) -> Result<i32> {
     let loaded = match loader::load(&LoadOptions::default()) {

@@ -17,7 +17,7 @@ use crate::{
     },
     loader::{self, LoadOptions},
     model::CommandRun,
-    report, signals,
+    signals, snapshot_table,
 };
 
 pub fn run(args: &SnapshotArgs) -> Result<i32> {
@@ -117,7 +117,7 @@ pub fn run(args: &SnapshotArgs) -> Result<i32> {
         serde_json::to_writer_pretty(&mut out, &snapshot)?;
         writeln!(out)?;
     } else {
-        write!(out, "{}", report::table(&snapshot))?;
+        write!(out, "{}", snapshot_table::table(&snapshot))?;
     }
     Ok(code)
 }

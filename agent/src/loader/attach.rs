@@ -12,10 +12,12 @@ use aya::{
 use super::{
     LoadOptions, ProbeStatus,
     checks::{explain_with, missing_capabilities},
-    pinning::HeldLink,
+    handover::HeldLink,
+};
+use crate::{
+    family::{self, Method, ProbeSpec, Target},
     reason::{self, Reason, Unavailable},
 };
-use crate::family::{self, Method, ProbeSpec, Target};
 
 /// Walk the probe table, best method first.
 pub(super) fn attach_all(

@@ -5,9 +5,8 @@
 mod attach;
 pub mod btf;
 mod checks;
+mod handover;
 mod offsets;
-pub mod pinning;
-pub mod reason;
 mod stats;
 pub mod tracefs;
 
@@ -26,11 +25,11 @@ pub use self::checks::{
     check_kernel, explain, kernel_release, kernel_version, missing_capabilities,
 };
 use self::checks::{check_privileges, eperm_cause, uname_release};
-use self::pinning::HeldLink;
-pub use self::pinning::{PinHow, PinRequest, Pinned, save_probe};
-pub use self::reason::{Reason, Unavailable};
-pub(crate) use self::stats::sys_bpf;
+use self::handover::HeldLink;
+pub use self::handover::{PinHow, PinRequest, Pinned, save_probe};
 pub use self::stats::{ProgramStat, enable_bpf_stats, program_stats, program_stats_since};
+pub use crate::bpf_syscall::sys_bpf;
+pub use crate::reason::{Reason, Unavailable};
 
 /// The kernel programs, built by build.rs (empty when built without the BPF toolchain).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/copyscope"));
@@ -138,7 +137,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     loader.override_global(globals::DEBUG_LOG, &debug, true);
     let reject = test_reject()?;
     loader.override_global(globals::TEST_REJECT, &reject, true);
-    let build = pinning::build_hash(
+    let build = handover::build_hash(
         offsets.iter(),
         watch,
         debug ^ (reject << 1),
@@ -148,7 +147,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
     let pin_plan = opts
         .pin
         .as_ref()
-        .map(|req| pinning::prepare(req, &mut loader))
+        .map(|req| handover::prepare(req, &mut loader))
         .transpose()?;
     let mut ebpf = loader.load(OBJECT).map_err(|e| {
         let text = format!("{e:#}");
@@ -191,7 +190,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded> {
             pinned: None,
         });
     };
-    pinning::attach(ebpf, plan, build, links, |ebpf, links| {
+    handover::attach(ebpf, plan, build, links, |ebpf, links| {
         attach_all(ebpf, &root, &kernel_btf, links, opts, &offsets)
     })
 }

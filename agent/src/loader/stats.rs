@@ -5,6 +5,7 @@ use std::os::fd::AsFd as _;
 use anyhow::{Context as _, Result};
 
 use super::Loaded;
+use crate::bpf_syscall::sys_bpf;
 
 /// Run count and run time of one loaded program (kernel BPF stats; zero while they are
 /// off), and the runs the kernel skipped because the program was already running on that
@@ -57,22 +58,6 @@ pub fn program_stats_since(before: &[ProgramStat], after: Vec<ProgramStat>) -> V
             s
         })
         .collect()
-}
-
-/// bpf(2): `cmd` with `attr` as its attribute (the size passed is `A`'s). Ok with what the
-/// call returned (a new fd for some commands), or the errno.
-///
-/// # Safety
-/// `attr` must have the layout the command expects, and every pointer in it must be valid
-/// for what the kernel reads or writes through it during the call.
-pub(crate) unsafe fn sys_bpf<A>(cmd: libc::c_long, attr: &mut A) -> std::io::Result<i64> {
-    // SAFETY: the caller vouches for attr (see above).
-    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut A, std::mem::size_of::<A>()) };
-    if r < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
 }
 
 /// `bpf_prog_info` of one program, read with BPF_OBJ_GET_INFO_BY_FD (aya does not expose

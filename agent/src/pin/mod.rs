@@ -416,7 +416,7 @@ fn first_word(path: &Path) -> Result<u64> {
     };
     // SAFETY: attr is a live BPF_MAP_LOOKUP_ELEM attribute; key and value outlive the
     // call and value holds the map's value size.
-    unsafe { crate::loader::sys_bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) }
+    unsafe { crate::bpf_syscall::sys_bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) }
         .with_context(|| format!("reading {}", path.display()))?;
     Ok(u64::from_le_bytes(value[..8].try_into()?))
 }
@@ -538,7 +538,7 @@ pub fn open_pinned(path: &Path) -> Result<OwnedFd> {
         _pad: 0,
     };
     // SAFETY: attr is a live BPF_OBJ_GET attribute whose path outlives the call.
-    let fd = unsafe { crate::loader::sys_bpf(BPF_OBJ_GET, &mut attr) }
+    let fd = unsafe { crate::bpf_syscall::sys_bpf(BPF_OBJ_GET, &mut attr) }
         .with_context(|| format!("opening the pinned {}", path.display()))?;
     // SAFETY: the kernel returned a new file descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
@@ -555,7 +555,7 @@ pub struct SavedProbe {
     pub detail: String,
     /// Absent in totals saved before reasons were kinds.
     #[serde(default)]
-    pub reason: Option<crate::loader::Reason>,
+    pub reason: Option<crate::reason::Reason>,
 }
 
 /// Everything saved in `AGENT_STATE`.
