@@ -48,6 +48,9 @@ pub struct ExporterSaved {
     drops: BTreeMap<String, u64>,
 }
 
+/// A workload's labels borrowed from a window: comm, container id, pid (with pid labels).
+type Labels<'a> = (&'a str, String, Option<u32>);
+
 /// Everything `/metrics` shows.
 pub struct Exporter {
     opts: Options,
@@ -128,8 +131,8 @@ impl Exporter {
         }
         // Grouped by borrowed labels: a workload of one process (the common case) is that
         // process's row itself, copied only when a second process joins it.
-        let mut index: HashMap<(&str, String, Option<u32>), usize> = HashMap::new();
-        let mut groups: Vec<((&str, String, Option<u32>), Cow<'_, ProcessRow>)> = Vec::new();
+        let mut index: HashMap<Labels<'_>, usize> = HashMap::new();
+        let mut groups: Vec<(Labels<'_>, Cow<'_, ProcessRow>)> = Vec::new();
         for p in &s.processes {
             let key = (
                 p.comm.as_str(),
