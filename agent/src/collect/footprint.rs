@@ -94,7 +94,7 @@ pub struct Trim {
 }
 
 impl Trim {
-    pub const GROWTH: u64 = 16 << 20;
+    pub const GROWTH: u64 = 8 << 20;
     pub const EVERY: u32 = 12;
 
     /// Whether to trim now, given the resident set (None: unknown, so trim).
@@ -157,8 +157,8 @@ mod tests {
         let mut t = Trim::default();
         assert!(t.due(Some(40 * mib)), "the first collection trims");
         t.done(Some(30 * mib));
-        assert!(!t.due(Some(40 * mib)));
-        assert!(t.due(Some(46 * mib)), "grown by 16 MiB");
+        assert!(!t.due(Some(37 * mib)));
+        assert!(t.due(Some(38 * mib)), "grown by 8 MiB");
         t.done(Some(30 * mib));
         let due: Vec<bool> = (0..Trim::EVERY).map(|_| t.due(Some(31 * mib))).collect();
         assert_eq!(due.iter().filter(|d| **d).count(), 1);
