@@ -104,6 +104,15 @@ pub struct Finding {
     pub below_threshold: bool,
 }
 
+/// [`span`] as a `Display` that formats only when written.
+struct Span(f64);
+
+impl std::fmt::Display for Span {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&span(self.0))
+    }
+}
+
 /// A window's length for a sentence: milliseconds under a second ("over 3.5 ms", not
 /// "over 0.0 s"), seconds above.
 pub fn span(seconds: f64) -> String {
@@ -231,7 +240,8 @@ pub fn advise(
         summary,
         figures: figures.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
     };
-    let span = span(window);
+    // Written out only into a finding's summary: most windows have none.
+    let span = Span(window);
 
     // Socket writes and file writes each feed at most one pattern: the larger source
     // (file reads or socket reads) claims them first.

@@ -79,6 +79,9 @@ impl Containers {
 
     /// Forget processes that are gone (their pids may be reused).
     pub fn forget(&mut self, pids: &HashSet<u32>) {
+        if pids.is_empty() {
+            return;
+        }
         self.by_pid.retain(|p, _| !pids.contains(p));
     }
 

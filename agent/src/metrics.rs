@@ -2,7 +2,11 @@
 //! window, the advisor's findings, and copyscope's own health. Pure apart from the
 //! container lookup passed in; rendered as the Prometheus text format.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    borrow::Cow,
+    cmp::Reverse,
+    collections::{BTreeMap, BTreeSet, HashMap, hash_map::Entry},
+};
 
 use crate::{
     advisor::{self, Calibration, Thresholds},
@@ -43,6 +47,9 @@ pub struct ExporterSaved {
     evicted_idle: u64,
     drops: BTreeMap<String, u64>,
 }
+
+/// A workload's labels borrowed from a window: comm, container id, pid (with pid labels).
+type Labels<'a> = (&'a str, String, Option<u32>);
 
 /// Everything `/metrics` shows.
 pub struct Exporter {
@@ -122,18 +129,40 @@ impl Exporter {
         for (k, v) in &s.dropped {
             *self.drops.entry(k.clone()).or_default() += v;
         }
-        let groups = workload::group(&s.processes, self.opts.pid_labels, container_of);
+        // Grouped by borrowed labels: a workload of one process (the common case) is that
+        // process's row itself, copied only when a second process joins it.
+        let mut index: HashMap<Labels<'_>, usize> = HashMap::new();
+        let mut groups: Vec<(Labels<'_>, Cow<'_, ProcessRow>)> = Vec::new();
+        for p in &s.processes {
+            let key = (
+                p.comm.as_str(),
+                container_of(p.pid).unwrap_or_default(),
+                self.opts.pid_labels.then_some(p.pid),
+            );
+            match index.entry(key) {
+                Entry::Occupied(e) => workload::merge(groups[*e.get()].1.to_mut(), p),
+                Entry::Vacant(e) => {
+                    groups.push((e.key().clone(), Cow::Borrowed(p)));
+                    e.insert(groups.len() - 1);
+                }
+            }
+        }
+        drop(index);
         // Busiest first: they keep or win the workload slots.
-        let mut order: Vec<_> = groups.iter().collect();
-        order.sort_by(|a, b| {
-            workload::activity(b.1)
-                .cmp(&workload::activity(a.1))
-                .then(a.0.cmp(b.0))
+        groups.sort_by_cached_key(|(k, row)| {
+            let (bytes, calls) = workload::activity(row);
+            (Reverse(bytes), Reverse(calls), k.clone())
         });
         let mut advice = Vec::new();
         let mut tracked = self.tracked();
-        for (key, row) in order {
-            let known = self.workloads.contains_key(key);
+        for ((comm, container_id, pid), row) in &groups {
+            let row: &ProcessRow = row;
+            let key = WorkloadKey {
+                comm: comm.to_string(),
+                container_id: container_id.clone(),
+                pid: *pid,
+            };
+            let known = self.workloads.contains_key(&key);
             let own = known || tracked < self.opts.max_workloads;
             if own && !known && key.comm != OTHER {
                 tracked += 1;
@@ -156,7 +185,7 @@ impl Exporter {
                 Vec::new()
             };
             let key = if own {
-                key.clone()
+                key
             } else {
                 WorkloadKey::other(self.opts.pid_labels)
             };

@@ -80,6 +80,41 @@ pub fn release_free_memory() {
     }
 }
 
+/// When to hand the free heap back after a collection: after the first, then when the
+/// resident set has grown by [`Trim::GROWTH`] since the last trim, or every
+/// [`Trim::EVERY`] collections. A trim walks the whole heap (milliseconds with many
+/// processes counted), while the free memory one collection leaves is what the next one
+/// reuses.
+#[derive(Debug, Default)]
+pub struct Trim {
+    /// The resident set just after the last trim; None before the first.
+    after: Option<u64>,
+    /// Collections since the last trim.
+    since: u32,
+}
+
+impl Trim {
+    pub const GROWTH: u64 = 8 << 20;
+    pub const EVERY: u32 = 12;
+
+    /// Whether to trim now, given the resident set (None: unknown, so trim).
+    pub fn due(&mut self, resident: Option<u64>) -> bool {
+        self.since += 1;
+        match (self.after, resident) {
+            (Some(after), Some(now)) => {
+                now >= after.saturating_add(Self::GROWTH) || self.since >= Self::EVERY
+            }
+            _ => true,
+        }
+    }
+
+    /// A trim was made; `resident` is the resident set after it.
+    pub fn done(&mut self, resident: Option<u64>) {
+        self.after = resident;
+        self.since = 0;
+    }
+}
+
 /// This process's resident set in bytes (VmRSS of /proc/self/status).
 pub fn resident_bytes() -> Option<u64> {
     parse_vm_rss(&std::fs::read_to_string("/proc/self/status").ok()?)
@@ -114,6 +149,21 @@ mod tests {
                     map_extra:\t0x0\nmemlock:\t2624640\nmap_id:\t77\nfrozen:\t0\n";
         assert_eq!(parse_memlock(info), Some(2_624_640));
         assert_eq!(parse_memlock("pos:\t0\n"), None);
+    }
+
+    #[test]
+    fn the_heap_is_trimmed_first_then_when_it_grew_or_every_few_collections() {
+        let mib = 1 << 20;
+        let mut t = Trim::default();
+        assert!(t.due(Some(40 * mib)), "the first collection trims");
+        t.done(Some(30 * mib));
+        assert!(!t.due(Some(37 * mib)));
+        assert!(t.due(Some(38 * mib)), "grown by 8 MiB");
+        t.done(Some(30 * mib));
+        let due: Vec<bool> = (0..Trim::EVERY).map(|_| t.due(Some(31 * mib))).collect();
+        assert_eq!(due.iter().filter(|d| **d).count(), 1);
+        assert!(due[Trim::EVERY as usize - 1], "and every few collections");
+        assert!(Trim::default().due(None));
     }
 
     #[test]

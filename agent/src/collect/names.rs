@@ -42,6 +42,9 @@ impl Names {
 
     /// Forget processes that are gone (their pids may be reused).
     pub fn forget(&mut self, pids: &HashSet<u32>) {
+        if pids.is_empty() {
+            return;
+        }
         self.by_pid.retain(|p, _| !pids.contains(p));
     }
 }

@@ -120,14 +120,17 @@ impl Collector {
                 *d = values.iter().sum();
             }
         }
-        let tgids = rows
-            .keys()
-            .map(|k| k.tgid)
-            .chain(sched.keys().copied())
-            .chain(cache.keys().copied());
-        let exited: HashMap<u32, String> = tgids
-            .filter_map(|t| self.exited_comms.get(&t).map(|c| (t, c.clone())))
-            .collect();
+        // No process exited: no row to look up.
+        let exited: HashMap<u32, String> = if self.exited_comms.is_empty() {
+            HashMap::new()
+        } else {
+            rows.keys()
+                .map(|k| k.tgid)
+                .chain(sched.keys().copied())
+                .chain(cache.keys().copied())
+                .filter_map(|t| self.exited_comms.get(&t).map(|c| (t, c.clone())))
+                .collect()
+        };
         let exited_cgroups = exited
             .keys()
             .filter_map(|t| self.exited_cgroups.get(t).map(|c| (*t, *c)))

@@ -293,6 +293,7 @@ fn collect_loop(
     if let Some(p) = pods {
         sampler.set_pods(p);
     }
+    let mut trim = crate::collect::footprint::Trim::default();
     let mut started = Instant::now();
     while !stop.load(Ordering::SeqCst) {
         // Sleep in short steps so that a shutdown is prompt.
@@ -320,10 +321,8 @@ fn collect_loop(
         );
         exporter.set_programs(&sample.programs);
         exporter.set_map_entries(sample.map_entries);
-        exporter.set_memory(
-            sample.map_memory,
-            crate::collect::footprint::resident_bytes(),
-        );
+        let resident = crate::collect::footprint::resident_bytes();
+        exporter.set_memory(sample.map_memory, resident);
         if let Some((known, up)) = sample.pods {
             exporter.set_pods(known, up);
         }
@@ -358,9 +357,14 @@ fn collect_loop(
         if first {
             info!("first collection done: ready");
         }
-        // The previous window's state and the collection's garbage: back to the system.
+        // The previous window's state and the collection's garbage: back to the system
+        // when the heap has grown (a trim walks the whole heap; in between, the next
+        // windows reuse what this one freed).
         drop(last);
-        crate::collect::footprint::release_free_memory();
+        if trim.due(resident) {
+            crate::collect::footprint::release_free_memory();
+            trim.done(crate::collect::footprint::resident_bytes());
+        }
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! Plain data: cumulative counts from the kernel, and the `Snapshot` derived from two of
 //! them. Pure: no maps, no I/O except the comm lookup passed in.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use copyscope_common::{
     CacheStats, CopyStats, Counter, FdKind, SchedStats, SyscallKey, SyscallStats,
@@ -30,6 +30,9 @@ pub struct Counts {
 impl Counts {
     /// Leave these processes out (exited and reported).
     pub fn forget(&mut self, tgids: &std::collections::HashSet<u32>) {
+        if tgids.is_empty() {
+            return;
+        }
         self.rows.retain(|k, _| !tgids.contains(&k.tgid));
         self.sched.retain(|t, _| !tgids.contains(t));
         self.cache.retain(|t, _| !tgids.contains(t));
@@ -455,14 +458,16 @@ fn new_row(pid: u32, w: &Window, comm_of: &dyn Fn(u32) -> Option<String>) -> Pro
 }
 /// Build per-process rows from a window, busiest (most bytes through the CPU) first.
 pub fn processes(w: &Window, comm_of: &dyn Fn(u32) -> Option<String>) -> Vec<ProcessRow> {
-    let mut by_pid: BTreeMap<u32, (ProcessRow, SyscallCopies)> = BTreeMap::new();
-    let mut keys: Vec<_> = w.rows.keys().collect();
-    keys.sort();
-    for key in keys {
-        let v = &w.rows[key];
-        let (p, c) = by_pid
-            .entry(key.tgid)
-            .or_insert_with(|| (new_row(key.tgid, w, comm_of), SyscallCopies::default()));
+    // Rows sorted by key are grouped by process (the tgid leads the key), each process's
+    // syscalls in key order.
+    let mut keys: Vec<_> = w.rows.iter().collect();
+    keys.sort_unstable_by_key(|(k, _)| **k);
+    let mut rows: Vec<(ProcessRow, SyscallCopies)> = Vec::new();
+    for (key, v) in keys {
+        if rows.last().is_none_or(|(p, _)| p.pid != key.tgid) {
+            rows.push((new_row(key.tgid, w, comm_of), SyscallCopies::default()));
+        }
+        let (p, c) = rows.last_mut().expect("pushed above");
         derive(p, c, key, v);
         p.syscalls.push(SyscallRow {
             syscall: SYSCALLS
@@ -476,19 +481,25 @@ pub fn processes(w: &Window, comm_of: &dyn Fn(u32) -> Option<String>) -> Vec<Pro
             seconds: v.nanos as f64 / 1e9,
         });
     }
-    let extra = w
+    // Processes with no syscall rows but other counts, each once.
+    let counted: HashSet<u32> = rows.iter().map(|(p, _)| p.pid).collect();
+    let mut extra: Vec<u32> = w
         .cache
         .keys()
         .chain(w.copy.keys())
-        .chain(w.sched.keys().filter(|_| w.include_sched_only));
-    for pid in extra.copied().collect::<Vec<_>>() {
-        by_pid
-            .entry(pid)
-            .or_insert_with(|| (new_row(pid, w, comm_of), SyscallCopies::default()));
+        .chain(w.sched.keys().filter(|_| w.include_sched_only))
+        .copied()
+        .filter(|pid| !counted.contains(pid))
+        .collect();
+    extra.sort_unstable();
+    extra.dedup();
+    for pid in extra {
+        rows.push((new_row(pid, w, comm_of), SyscallCopies::default()));
     }
-    let mut out: Vec<_> = by_pid
+    let mut out: Vec<_> = rows
         .into_iter()
-        .map(|(pid, (mut p, c))| {
+        .map(|(mut p, c)| {
+            let pid = p.pid;
             p.cpu_copy_at_source = w.copy.get(&pid).copied().unwrap_or_default();
             (p.cpu_copy_bytes, p.cpu_copy_bytes_syscalls) =
                 copies(&c, &p.cpu_copy_at_source, w.sources);
