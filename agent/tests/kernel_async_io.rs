@@ -1,7 +1,8 @@
 //! Asynchronous I/O on the running kernel, checked against a program no one here wrote:
 //! fio (Debian) with `ioengine=io_uring` (the uring family) and `ioengine=libaio` (the
 //! syscalls family's io_submit and io_getevents). Its own report of operations and bytes
-//! must equal copyscope's rows for the fio processes.
+//! must equal copyscope's rows for the fio processes. Batched socket calls (sendmmsg,
+//! recvmmsg) are made through libc from Python, with known answers.
 
 mod common;
 
@@ -226,4 +227,42 @@ fn fio_libaio_buffered_writes_match_fios_report() {
     assert_eq!(bytes, 32 << 20);
     assert_eq!(fio_rows(&snap, "aio_write", "file"), (ops, bytes));
     assert_eq!(fio_completed(&snap), bytes);
+}
+
+#[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
+fn sendmmsg_and_recvmmsg_count_calls_messages_and_bytes() {
+    require_kernel!();
+    if !require_tool("python3", "python3") {
+        return;
+    }
+    let d = scratch("mmsg");
+    let out_file = d.join("sent");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mmsg.py");
+    let out = Command::new(COPYSCOPE)
+        .args(["snapshot", "--json", "--", "python3", script])
+        .env("MMSG_OUT", &out_file)
+        .env("N", "10")
+        .env("ROUNDS", "7")
+        .output()
+        .expect("running copyscope snapshot -- python3");
+    assert_ok(&out, "copyscope snapshot -- python3 mmsg.py");
+    let snap: Value = serde_json::from_slice(&out.stdout).expect("snapshot JSON");
+    let said = std::fs::read_to_string(&out_file).unwrap();
+    assert_eq!(said.trim(), "70000 70000", "the script's own count");
+    let p = command_process(&snap);
+    let call = |calls, bytes| Row {
+        calls,
+        bytes,
+        errors: 0,
+    };
+    let messages = |calls| Row {
+        calls,
+        bytes: 0,
+        errors: 0,
+    };
+    assert_eq!(row(p, "sendmmsg", "socket"), call(7, 70_000), "{p}");
+    assert_eq!(row(p, "recvmmsg", "socket"), call(7, 70_000), "{p}");
+    assert_eq!(row(p, "sendmmsg_messages", "socket"), messages(70), "{p}");
+    assert_eq!(row(p, "recvmmsg_messages", "socket"), messages(70), "{p}");
 }

@@ -125,7 +125,8 @@ pub fn parse_vm_rss(status: &str) -> Option<u64> {
     parse_status_bytes(status, "VmRSS")
 }
 
-/// A size field (`VmRSS`, `VmHWM`, ...) of a /proc/PID/status, in bytes.
+/// A size field (`VmRSS`, `VmHWM`, ...) of a /proc/PID/status, in bytes (None for a size
+/// no u64 holds).
 pub fn parse_status_bytes(status: &str, key: &str) -> Option<u64> {
     let kib: u64 = status
         .lines()
@@ -135,7 +136,7 @@ pub fn parse_status_bytes(status: &str, key: &str) -> Option<u64> {
         .trim()
         .parse()
         .ok()?;
-    Some(kib * 1024)
+    kib.checked_mul(1024)
 }
 
 #[cfg(test)]
@@ -172,6 +173,10 @@ mod tests {
             "Name:\tcopyscope\nVmHWM:\t   30000 kB\nVmRSS:\t   21504 kB\nRssAnon:\t 9000 kB\n";
         assert_eq!(parse_vm_rss(status), Some(21_504 * 1024));
         assert_eq!(parse_status_bytes(status, "VmHWM"), Some(30_000 * 1024));
+        assert_eq!(
+            parse_status_bytes("VmRSS:\t18446744073709551615 kB\n", "VmRSS"),
+            None
+        );
         // A key is a whole field name: VmRSS is not RssAnon's prefix, nor the reverse.
         assert_eq!(parse_status_bytes(status, "Rss"), None);
         assert_eq!(parse_vm_rss("Name:\tx\n"), None);

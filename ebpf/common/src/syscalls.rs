@@ -87,7 +87,7 @@ const fn op(name: &'static str, flow: Flow) -> Spec {
 /// The table the kernel side indexes with [`crate::SyscallKey::syscall`]: the system calls
 /// copyscope counts, then the io_uring operation groups.
 /// Numbers: arch/x86/entry/syscalls/syscall_64.tbl, include/uapi/asm-generic/unistd.h.
-pub const SYSCALLS: [Spec; 31] = [
+pub const SYSCALLS: [Spec; 35] = [
     one("read", Flow::ToUser, 0, 63),
     one("write", Flow::FromUser, 1, 64),
     one("pread64", Flow::ToUser, 17, 67),
@@ -132,6 +132,13 @@ pub const SYSCALLS: [Spec; 31] = [
     // PWRITE's aio_nbytes; a vectored iocb counts as an operation of 0 bytes).
     op("aio_read", Flow::ToUser),
     op("aio_write", Flow::FromUser),
+    // sendmmsg(fd, msgvec, vlen, flags), recvmmsg(fd, msgvec, vlen, flags, timeout): the
+    // result counts messages; the bytes are the `msg_len` of each message sent or
+    // received, and the messages are the mmsg rows below.
+    one("sendmmsg", Flow::FromUser, 307, 269),
+    one("recvmmsg", Flow::ToUser, 299, 243),
+    op("sendmmsg_messages", Flow::Control),
+    op("recvmmsg_messages", Flow::Control),
 ];
 
 /// Rows the kernel side fills in itself.
@@ -150,6 +157,22 @@ pub const AIO_READ: u8 = match index_of("aio_read") {
 pub const AIO_WRITE: u8 = match index_of("aio_write") {
     Some(i) => i,
     None => panic!("no aio_write row"),
+};
+pub const SENDMMSG: u8 = match index_of("sendmmsg") {
+    Some(i) => i,
+    None => panic!("no sendmmsg row"),
+};
+pub const RECVMMSG: u8 = match index_of("recvmmsg") {
+    Some(i) => i,
+    None => panic!("no recvmmsg row"),
+};
+pub const SENDMMSG_MESSAGES: u8 = match index_of("sendmmsg_messages") {
+    Some(i) => i,
+    None => panic!("no sendmmsg_messages row"),
+};
+pub const RECVMMSG_MESSAGES: u8 = match index_of("recvmmsg_messages") {
+    Some(i) => i,
+    None => panic!("no recvmmsg_messages row"),
 };
 
 /// The row of [`SYSCALLS`] an io_uring opcode counts in (include/uapi/linux/io_uring.h).
@@ -224,8 +247,9 @@ pub const fn index_entry(idx: u8) -> u16 {
         None => 0,
     };
     let fds = s.fd_in_arg | (out << 4);
-    let not_bytes = match s.flow {
-        Flow::Control => NOT_BYTES,
+    // The mmsg calls' results count messages: their bytes are read from the messages.
+    let not_bytes = match (s.flow, s.nr_x86_64) {
+        (Flow::Control, _) | (_, 307) | (_, 299) => NOT_BYTES,
         _ => 0,
     };
     (idx as u16 + 1) | ((fds as u16) << 8) | not_bytes
@@ -235,8 +259,8 @@ pub const fn index_entry(idx: u8) -> u16 {
 pub const NOT_BYTES: u16 = 1 << 15;
 
 /// Bit i set: `SYSCALLS[i]` moves bytes without a CPU copy (sendfile, splice, ...).
-pub const ZERO_COPY_MASK: u32 = {
-    let mut m = 0u32;
+pub const ZERO_COPY_MASK: u64 = {
+    let mut m = 0u64;
     let mut i = 0;
     while i < SYSCALLS.len() {
         if matches!(SYSCALLS[i].flow, Flow::ZeroCopy) {
@@ -256,5 +280,5 @@ const _: () = {
     assert!(matches!(index_of("io_uring_send_zc"), Some(24)));
     assert!(matches!(index_of("io_uring_splice"), Some(25)));
     assert!(matches!(index_of("io_uring_other"), Some(26)));
-    assert!(SYSCALLS.len() <= 32, "ZERO_COPY_MASK is a u32");
+    assert!(SYSCALLS.len() <= 64, "ZERO_COPY_MASK is a u64");
 };

@@ -18,7 +18,10 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use copyscope_common::{
     Counter, FdKind, Inflight, SyscallKey, SyscallStats, limits,
-    syscalls::{AIO_READ, AIO_WRITE, IO_GETEVENTS, IO_SUBMIT, NOT_BYTES, NOT_COUNTED, SYSCALLS},
+    syscalls::{
+        AIO_READ, AIO_WRITE, IO_GETEVENTS, IO_SUBMIT, NOT_BYTES, NOT_COUNTED, RECVMMSG,
+        RECVMMSG_MESSAGES, SENDMMSG, SENDMMSG_MESSAGES, SYSCALLS,
+    },
     test_reject,
 };
 
@@ -406,6 +409,24 @@ fn try_exit<C: EbpfContext>(
             aio_submitted(arg(2), ret as u64, tgid);
         } else if idx == IO_GETEVENTS {
             bytes = aio_completed(arg(3), ret as u64);
+        } else if idx == SENDMMSG || idx == RECVMMSG {
+            bytes = mmsg_bytes(arg(1), ret as u64);
+            let messages = if idx == SENDMMSG {
+                SENDMMSG_MESSAGES
+            } else {
+                RECVMMSG_MESSAGES
+            };
+            // One row of `ret` operations: the messages, apart from the calls.
+            add_calls(
+                SyscallKey {
+                    tgid,
+                    syscall: messages,
+                    fd_in,
+                    fd_out: FdKind::None as u8,
+                    _pad: 0,
+                },
+                ret as u64,
+            );
         }
     }
     if !add_call(key, bytes, errors, nanos) && global(&DEBUG_LOG) != 0 {
@@ -479,6 +500,26 @@ fn aio_submitted(iocbpp: u64, n: u64, tgid: u32) {
     }
 }
 
+/// The bytes of the first `n` messages of a sendmmsg or recvmmsg call (`msgvec`): each
+/// `struct mmsghdr`'s msg_len (include/uapi/linux/socket.h: a 56-byte msghdr, then it).
+#[inline(always)]
+fn mmsg_bytes(msgvec: u64, n: u64) -> u64 {
+    const MMSGHDR: u64 = 64;
+    const MSG_LEN: u64 = 56;
+    let mut total = 0;
+    for i in 0..AIO_MAX {
+        if i >= n {
+            break;
+        }
+        if let Ok(len) =
+            unsafe { bpf_probe_read_user((msgvec + MMSGHDR * i + MSG_LEN) as *const u32) }
+        {
+            total += len as u64;
+        }
+    }
+    total
+}
+
 /// The bytes the first `n` io_events an io_getevents call returned completed (`res`, when
 /// not an error).
 #[inline(always)]
@@ -498,6 +539,19 @@ fn aio_completed(events: u64, n: u64) -> u64 {
         }
     }
     total
+}
+
+/// Add `n` operations of no bytes to a row (the messages of an mmsg call).
+#[inline(always)]
+fn add_calls(key: SyscallKey, n: u64) {
+    if !add_call(key, 0, 0, 0) {
+        return;
+    }
+    if n > 1
+        && let Some(v) = SYSCALL_STATS.get_ptr_mut(&key)
+    {
+        unsafe { bump(&raw mut (*v).calls, n - 1) };
+    }
 }
 
 /// Add one call to its row; false when the row could not be created (map full, counted).
