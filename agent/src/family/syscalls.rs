@@ -72,16 +72,14 @@ const PROBES: &[ProbeSpec] = &[
 ];
 
 /// The first three argument registers, then the syscall number and the first argument as
-/// they stand at syscall exit, then the fourth argument register
-/// (arch/*/include/asm/ptrace.h).
-const REGS: [(&[(&str, &str)], u64); 6] = if cfg!(target_arch = "aarch64") {
+/// they stand at syscall exit (arch/*/include/asm/ptrace.h).
+const REGS: [(&[(&str, &str)], u64); 5] = if cfg!(target_arch = "aarch64") {
     [
         (&[("user_pt_regs", "regs")], 0),
         (&[("user_pt_regs", "regs")], 8),
         (&[("user_pt_regs", "regs")], 16),
         (&[("pt_regs", "syscallno")], 0),
         (&[("pt_regs", "orig_x0")], 0),
-        (&[("user_pt_regs", "regs")], 24),
     ]
 } else {
     [
@@ -90,8 +88,6 @@ const REGS: [(&[(&str, &str)], u64); 6] = if cfg!(target_arch = "aarch64") {
         (&[("pt_regs", "dx")], 0),
         (&[("pt_regs", "orig_ax")], 0),
         (&[("pt_regs", "di")], 0),
-        // The syscall ABI's fourth argument is r10 (rcx holds the return address).
-        (&[("pt_regs", "r10")], 0),
     ]
 };
 
@@ -145,7 +141,6 @@ const OFFSETS: &[Offset] = &[
     reg(g::OFF_REGS_ARG2, REGS[2]),
     reg(g::OFF_REGS_NR, REGS[3]),
     reg(g::OFF_REGS_EXIT_ARG0, REGS[4]),
-    reg(g::OFF_REGS_ARG3, REGS[5]),
     record(g::OFF_TP_NR, ENTER, "__syscall_nr"),
     record(g::OFF_TP_ARGS, ENTER, "fd"),
     record(g::OFF_TP_RET, EXIT, "ret"),

@@ -151,8 +151,6 @@ pub mod globals {
     pub const OFF_REGS_ARG0: &str = "OFF_REGS_ARG0";
     pub const OFF_REGS_ARG1: &str = "OFF_REGS_ARG1";
     pub const OFF_REGS_ARG2: &str = "OFF_REGS_ARG2";
-    /// The fourth argument register (io_getevents' events).
-    pub const OFF_REGS_ARG3: &str = "OFF_REGS_ARG3";
     /// At syscall exit: the syscall number and the first argument (on arm64 `regs[0]`
     /// holds the return value by then; the argument is kept in `orig_x0`).
     pub const OFF_REGS_NR: &str = "OFF_REGS_NR";
@@ -308,13 +306,10 @@ pub enum Counter {
     /// A counted syscall whose exit run the kernel skipped: counted as a call, with its
     /// bytes and time unknown (0).
     BytesUnknown = 7,
-    /// An io_submit iocb past the first 64 of a call: its operation and bytes are not
-    /// counted (the call itself is).
-    AioUnread = 8,
 }
 
 impl Counter {
-    pub const COUNT: u32 = 9;
+    pub const COUNT: u32 = 8;
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::StatsFull,
         Counter::InflightSpilled,
@@ -324,7 +319,6 @@ impl Counter {
         Counter::ProcStatsFull,
         Counter::TimeUnknown,
         Counter::BytesUnknown,
-        Counter::AioUnread,
     ];
     pub const fn name(self) -> &'static str {
         match self {
@@ -336,7 +330,6 @@ impl Counter {
             Counter::ProcStatsFull => "process_stats_full",
             Counter::TimeUnknown => "syscall_time_unknown",
             Counter::BytesUnknown => "syscall_bytes_unknown",
-            Counter::AioUnread => "aio_iocbs_unread",
         }
     }
 }

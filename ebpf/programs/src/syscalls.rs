@@ -10,7 +10,7 @@ use aya_ebpf::{
     EbpfContext,
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_task_btf, bpf_ktime_get_ns,
-        bpf_probe_read_kernel, bpf_probe_read_user, bpf_task_pt_regs,
+        bpf_probe_read_kernel, bpf_task_pt_regs,
     },
     macros::{btf_tracepoint, raw_tracepoint, tracepoint},
     programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
@@ -18,10 +18,7 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use copyscope_common::{
     Counter, FdKind, Inflight, SyscallKey, SyscallStats, limits,
-    syscalls::{
-        AIO_READ, AIO_WRITE, IO_GETEVENTS, IO_SUBMIT, NOT_BYTES, NOT_COUNTED, RECVMMSG,
-        RECVMMSG_MESSAGES, SENDMMSG, SENDMMSG_MESSAGES, SYSCALLS,
-    },
+    syscalls::{NOT_BYTES, NOT_COUNTED, SYSCALLS},
     test_reject,
 };
 
@@ -54,8 +51,6 @@ static OFF_REGS_ARG0: u64 = 0;
 static OFF_REGS_ARG1: u64 = 0;
 #[unsafe(no_mangle)]
 static OFF_REGS_ARG2: u64 = 0;
-#[unsafe(no_mangle)]
-static OFF_REGS_ARG3: u64 = 0;
 #[unsafe(no_mangle)]
 static OFF_REGS_NR: u64 = 0;
 #[unsafe(no_mangle)]
@@ -205,8 +200,7 @@ fn reg_offset(i: u8) -> u64 {
     match i {
         0 => global(&OFF_REGS_ARG0),
         1 => global(&OFF_REGS_ARG1),
-        2 => global(&OFF_REGS_ARG2),
-        _ => global(&OFF_REGS_ARG3),
+        _ => global(&OFF_REGS_ARG2),
     }
 }
 
@@ -366,7 +360,6 @@ fn try_exit<C: EbpfContext>(
     let Some((idx, fds)) = this else {
         return Ok(());
     };
-    let regs = regs.as_ref();
     let (fd_in, fd_out, nanos) = match rec {
         Some(r) => {
             let now = unsafe { bpf_ktime_get_ns() };
@@ -393,42 +386,12 @@ fn try_exit<C: EbpfContext>(
         fd_out,
         _pad: 0,
     };
-    let (mut bytes, errors) = match ret {
+    let (bytes, errors) = match ret {
         r if r < 0 => (0, 1),
-        // The result is not a byte count (io_uring_enter, io_submit, io_getevents: how
-        // many entries).
+        // The result is not a byte count (io_uring_enter: SQEs submitted).
         _ if fds & (NOT_BYTES >> 8) as u8 != 0 => (0, 0),
         r => (r as u64, 0),
     };
-    // Linux AIO: what the calls' arrays in user memory say, read from the arguments the
-    // task's registers still hold (the exits without them leave these rows out).
-    if ret > 0
-        && let Some(arg) = regs
-    {
-        if idx == IO_SUBMIT {
-            aio_submitted(arg(2), ret as u64, tgid);
-        } else if idx == IO_GETEVENTS {
-            bytes = aio_completed(arg(3), ret as u64);
-        } else if idx == SENDMMSG || idx == RECVMMSG {
-            bytes = mmsg_bytes(arg(1), ret as u64);
-            let messages = if idx == SENDMMSG {
-                SENDMMSG_MESSAGES
-            } else {
-                RECVMMSG_MESSAGES
-            };
-            // One row of `ret` operations: the messages, apart from the calls.
-            add_calls(
-                SyscallKey {
-                    tgid,
-                    syscall: messages,
-                    fd_in,
-                    fd_out: FdKind::None as u8,
-                    _pad: 0,
-                },
-                ret as u64,
-            );
-        }
-    }
     if !add_call(key, bytes, errors, nanos) && global(&DEBUG_LOG) != 0 {
         debug!(
             ctx,
@@ -436,122 +399,6 @@ fn try_exit<C: EbpfContext>(
         );
     }
     Ok(())
-}
-
-/// The iocbs an io_submit call read.
-const AIO_MAX: u64 = 64;
-
-/// include/uapi/linux/aio_abi.h: `struct iocb` from `aio_lio_opcode` to `aio_nbytes`.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct IocbHead {
-    opcode: u16,
-    reqprio: i16,
-    fildes: u32,
-    buf: u64,
-    nbytes: u64,
-}
-
-/// Offset of [`IocbHead`] in `struct iocb` (after aio_data, aio_key, aio_rw_flags).
-const IOCB_HEAD: u64 = 16;
-
-/// Count the first `n` iocbs an io_submit call submitted (`iocbpp`: their pointers) as
-/// aio_read and aio_write operations, with the bytes they ask for, by the kind of their fd.
-#[inline(always)]
-fn aio_submitted(iocbpp: u64, n: u64, tgid: u32) {
-    const PREAD: u16 = 0;
-    const PWRITE: u16 = 1;
-    const PREADV: u16 = 7;
-    const PWRITEV: u16 = 8;
-    for i in 0..AIO_MAX {
-        if i >= n {
-            return;
-        }
-        let Ok(p) = (unsafe { bpf_probe_read_user((iocbpp + 8 * i) as *const u64) }) else {
-            continue;
-        };
-        let Ok(h) = (unsafe { bpf_probe_read_user((p + IOCB_HEAD) as *const IocbHead) }) else {
-            continue;
-        };
-        let (row, bytes) = match h.opcode {
-            PREAD => (AIO_READ, h.nbytes),
-            PWRITE => (AIO_WRITE, h.nbytes),
-            // aio_nbytes counts iovecs here, not bytes.
-            PREADV => (AIO_READ, 0),
-            PWRITEV => (AIO_WRITE, 0),
-            _ => continue,
-        };
-        let kind = classify(h.fildes as u64).unwrap_or(FdKind::Other);
-        add_call(
-            SyscallKey {
-                tgid,
-                syscall: row,
-                fd_in: kind as u8,
-                fd_out: FdKind::None as u8,
-                _pad: 0,
-            },
-            bytes,
-            0,
-            0,
-        );
-    }
-    if n > AIO_MAX {
-        count(Counter::AioUnread);
-    }
-}
-
-/// The bytes of the first `n` messages of a sendmmsg or recvmmsg call (`msgvec`): each
-/// `struct mmsghdr`'s msg_len (include/uapi/linux/socket.h: a 56-byte msghdr, then it).
-#[inline(always)]
-fn mmsg_bytes(msgvec: u64, n: u64) -> u64 {
-    const MMSGHDR: u64 = 64;
-    const MSG_LEN: u64 = 56;
-    let mut total = 0;
-    for i in 0..AIO_MAX {
-        if i >= n {
-            break;
-        }
-        if let Ok(len) =
-            unsafe { bpf_probe_read_user((msgvec + MMSGHDR * i + MSG_LEN) as *const u32) }
-        {
-            total += len as u64;
-        }
-    }
-    total
-}
-
-/// The bytes the first `n` io_events an io_getevents call returned completed (`res`, when
-/// not an error).
-#[inline(always)]
-fn aio_completed(events: u64, n: u64) -> u64 {
-    /// include/uapi/linux/aio_abi.h: `struct io_event` is data, obj, res, res2 (8 bytes each).
-    const EVENT: u64 = 32;
-    const RES: u64 = 16;
-    let mut total = 0;
-    for i in 0..AIO_MAX {
-        if i >= n {
-            break;
-        }
-        if let Ok(res) = unsafe { bpf_probe_read_user((events + EVENT * i + RES) as *const i64) }
-            && res > 0
-        {
-            total += res as u64;
-        }
-    }
-    total
-}
-
-/// Add `n` operations of no bytes to a row (the messages of an mmsg call).
-#[inline(always)]
-fn add_calls(key: SyscallKey, n: u64) {
-    if !add_call(key, 0, 0, 0) {
-        return;
-    }
-    if n > 1
-        && let Some(v) = SYSCALL_STATS.get_ptr_mut(&key)
-    {
-        unsafe { bump(&raw mut (*v).calls, n - 1) };
-    }
 }
 
 /// Add one call to its row; false when the row could not be created (map full, counted).
