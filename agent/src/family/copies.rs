@@ -3,23 +3,19 @@
 
 use copyscope_common::{globals as g, programs};
 
-use super::{Attach, Family, Method, Need, Offset, ProbeSpec, Source, Target, Unit, func, tp};
+use super::{Attach, Family, Method, ProbeSpec, Target, Unit, func, record, tp};
 
 pub static UNIT: Unit = Unit {
     family: Family::Copies,
     probes: PROBES,
     offsets: &[
         // `sock:sock_send_length` / `sock_recv_length`: return value and msg flags.
-        Offset {
-            global: g::OFF_SOCKLEN_RET,
-            from: Source::Field(&[("sock", "sock_recv_length")], "ret"),
-            need: Need::WithEvent,
-        },
-        Offset {
-            global: g::OFF_SOCKLEN_FLAGS,
-            from: Source::Field(&[("sock", "sock_recv_length")], "flags"),
-            need: Need::WithEvent,
-        },
+        record(g::OFF_SOCKLEN_RET, &[("sock", "sock_recv_length")], "ret"),
+        record(
+            g::OFF_SOCKLEN_FLAGS,
+            &[("sock", "sock_recv_length")],
+            "flags",
+        ),
     ],
 };
 

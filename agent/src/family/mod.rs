@@ -147,6 +147,20 @@ pub(crate) const fn func(
     }
 }
 
+/// A field of a tracepoint record, in the first of `events` the kernel has: loading fails
+/// when that event lacks it, and the global stays 0 when the kernel has none of them.
+pub(crate) const fn record(
+    global: &'static str,
+    events: &'static [(&'static str, &'static str)],
+    field: &'static str,
+) -> Offset {
+    Offset {
+        global,
+        from: Source::Field(events, field),
+        need: Need::WithEvent,
+    }
+}
+
 /// One global of the kernel programs and where the loader finds its value.
 #[derive(Debug, Clone, Copy)]
 pub struct Offset {

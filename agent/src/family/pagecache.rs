@@ -4,7 +4,9 @@
 
 use copyscope_common::{globals as g, programs};
 
-use super::{Attach, Family, Method, Need, Offset, ProbeSpec, Source, Target, Unit, func, tp};
+use super::{
+    Attach, Family, Method, Need, Offset, ProbeSpec, Source, Target, Unit, func, record, tp,
+};
 
 /// Folio-era names first, then the pre-5.16 ones.
 const ACCESSED: &[&str] = &["folio_mark_accessed", "mark_page_accessed"];
@@ -96,18 +98,6 @@ const fn folio(
         global,
         from: Source::Member(member, 0),
         need: Need::Group(group),
-    }
-}
-
-const fn record(
-    global: &'static str,
-    events: &'static [(&'static str, &'static str)],
-    field: &'static str,
-) -> Offset {
-    Offset {
-        global,
-        from: Source::Field(events, field),
-        need: Need::WithEvent,
     }
 }
 

@@ -3,7 +3,7 @@
 
 use copyscope_common::{globals as g, programs};
 
-use super::{Attach, Family, Method, Need, Offset, ProbeSpec, Source, Target, Unit, tp};
+use super::{Attach, Family, Method, Need, Offset, ProbeSpec, Source, Target, Unit, record, tp};
 
 pub static UNIT: Unit = Unit {
     family: Family::Sched,
@@ -36,10 +36,10 @@ pub static UNIT: Unit = Unit {
             from: Source::Member(&[("task_struct", "__state"), ("task_struct", "state")], 0),
             need: Need::Unless(g::SWITCH_STATE_ARG),
         },
-        Offset {
-            global: g::OFF_SWITCH_PREV_STATE,
-            from: Source::Field(&[("sched", "sched_switch")], "prev_state"),
-            need: Need::WithEvent,
-        },
+        record(
+            g::OFF_SWITCH_PREV_STATE,
+            &[("sched", "sched_switch")],
+            "prev_state",
+        ),
     ],
 };

@@ -3,7 +3,7 @@
 
 use copyscope_common::{globals as g, programs, syscalls::SYSCALLS};
 
-use super::{Attach, Family, Method, Need, Offset, ProbeSpec, Source, Target, Unit};
+use super::{Attach, Family, Method, Need, Offset, ProbeSpec, Source, Target, Unit, record};
 
 pub static UNIT: Unit = Unit {
     family: Family::Syscalls,
@@ -113,18 +113,6 @@ const fn reg(
 /// Any counted syscall's records share one layout; `read`'s stands for all.
 const ENTER: &[(&str, &str)] = &[("syscalls", "sys_enter_read")];
 const EXIT: &[(&str, &str)] = &[("syscalls", "sys_exit_read")];
-
-const fn record(
-    global: &'static str,
-    events: &'static [(&'static str, &'static str)],
-    field: &'static str,
-) -> Offset {
-    Offset {
-        global,
-        from: Source::Field(events, field),
-        need: Need::WithEvent,
-    }
-}
 
 const OFFSETS: &[Offset] = &[
     // The fd walk: task->files->fdt->fd[fd]->f_inode->i_mode (and i_rdev), f_flags.

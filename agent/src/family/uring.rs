@@ -4,7 +4,7 @@
 
 use copyscope_common::{globals as g, programs};
 
-use super::{Family, Need, Offset, ProbeSpec, Source, Unit, tp};
+use super::{Family, Need, Offset, ProbeSpec, Source, Unit, record, tp};
 
 const COMPLETE: &[(&str, &str)] = &[("io_uring", "io_uring_complete")];
 
@@ -34,11 +34,7 @@ pub static UNIT: Unit = Unit {
             from: Source::Field(COMPLETE, "req"),
             need: Need::Optional,
         },
-        Offset {
-            global: g::OFF_URING_CPL_RES,
-            from: Source::Field(COMPLETE, "res"),
-            need: Need::WithEvent,
-        },
+        record(g::OFF_URING_CPL_RES, COMPLETE, "res"),
         Offset {
             global: g::OFF_URING_CPL_CFLAGS,
             from: Source::Field(COMPLETE, "cflags"),
