@@ -150,9 +150,9 @@ impl Flows {
     pub fn of(p: &ProcessRow) -> Flows {
         let mut f = Flows::default();
         for r in &p.syscalls {
-            let read = READS.contains(&r.syscall.as_str());
-            let write = WRITES.contains(&r.syscall.as_str());
-            let (bytes, calls) = match (read, write, r.fd_kind.as_str()) {
+            let read = READS.contains(&&*r.syscall);
+            let write = WRITES.contains(&&*r.syscall);
+            let (bytes, calls) = match (read, write, &*r.fd_kind) {
                 (true, _, "file") => (&mut f.file_read, &mut f.file_read_calls),
                 (true, _, "socket") => (&mut f.socket_read, &mut f.socket_read_calls),
                 (_, true, "file") => (&mut f.file_write, &mut f.file_write_calls),
@@ -511,8 +511,8 @@ mod tests {
         let mut p = ProcessRow::empty(1, "app".into(), false);
         for (s, k, calls, bytes) in rows {
             p.syscalls.push(SyscallRow {
-                syscall: s.to_string(),
-                fd_kind: k.to_string(),
+                syscall: s.to_string().into(),
+                fd_kind: k.to_string().into(),
                 calls: *calls,
                 bytes: *bytes,
                 errors: 0,

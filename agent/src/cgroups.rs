@@ -6,10 +6,11 @@
 //! hierarchy, cached.
 
 use std::{
-    collections::{HashMap, HashSet},
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
 };
+
+use foldhash::{HashMap, HashSet};
 
 use crate::workload;
 

@@ -8,6 +8,12 @@ fn main() {
     // SAFETY: mallopt before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
+        // A collection's big tables (rows of every process) come from the heap and stay
+        // there for the next collection, instead of being mapped, faulted in page by page
+        // and unmapped again every time; the heap goes back to the kernel when copyscope
+        // trims it (collect::footprint::Trim).
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
     }
     let cli = copyscope::cli::Cli::parse();
     env_logger::Builder::new()

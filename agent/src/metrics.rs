@@ -4,8 +4,7 @@
 
 use std::{
     borrow::Cow,
-    cmp::Reverse,
-    collections::{BTreeMap, BTreeSet, HashMap, hash_map::Entry},
+    collections::{BTreeMap, BTreeSet, hash_map::Entry},
 };
 
 use crate::{
@@ -114,13 +113,13 @@ impl Exporter {
         }
     }
 
-    /// Fold one collection window in. `container_of` maps a pid to its container id;
+    /// Fold one collection window in. `container_of` gives a process's container id;
     /// `file_sizes` gives the sizes of the files a pid has open (for the O_DIRECT advice).
     /// The window's findings per workload are kept for `copyscope_advice_*`.
     pub fn observe(
         &mut self,
         s: &Snapshot,
-        container_of: &mut dyn FnMut(u32) -> Option<String>,
+        container_of: &mut dyn FnMut(&ProcessRow) -> Option<String>,
         file_sizes: &mut dyn FnMut(u32) -> Vec<u64>,
     ) {
         self.windows += 1;
@@ -131,12 +130,14 @@ impl Exporter {
         }
         // Grouped by borrowed labels: a workload of one process (the common case) is that
         // process's row itself, copied only when a second process joins it.
-        let mut index: HashMap<Labels<'_>, usize> = HashMap::new();
-        let mut groups: Vec<(Labels<'_>, Cow<'_, ProcessRow>)> = Vec::new();
+        let mut index: foldhash::HashMap<Labels<'_>, usize> =
+            foldhash::HashMapExt::with_capacity(s.processes.len());
+        let mut groups: Vec<(Labels<'_>, Cow<'_, ProcessRow>)> =
+            Vec::with_capacity(s.processes.len());
         for p in &s.processes {
             let key = (
                 p.comm.as_str(),
-                container_of(p.pid).unwrap_or_default(),
+                container_of(p).unwrap_or_default(),
                 self.opts.pid_labels.then_some(p.pid),
             );
             match index.entry(key) {
@@ -148,52 +149,73 @@ impl Exporter {
             }
         }
         drop(index);
-        // Busiest first: they keep or win the workload slots.
-        groups.sort_by_cached_key(|(k, row)| {
-            let (bytes, calls) = workload::activity(row);
-            (Reverse(bytes), Reverse(calls), k.clone())
+        // Busiest first: they keep or win the workload slots (labels break ties).
+        let activity: Vec<(u64, u64)> = groups.iter().map(|(_, r)| workload::activity(r)).collect();
+        let mut order: Vec<usize> = (0..groups.len()).collect();
+        order.sort_unstable_by(|&a, &b| {
+            activity[b]
+                .cmp(&activity[a])
+                .then_with(|| groups[a].0.cmp(&groups[b].0))
         });
         let mut advice = Vec::new();
         let mut tracked = self.tracked();
-        for ((comm, container_id, pid), row) in &groups {
+        // The workload the others are summed under, taken out while the window is folded
+        // in (one lookup, not one per process beyond the cap).
+        let other_key = WorkloadKey::other(self.opts.pid_labels);
+        let mut other = self.workloads.remove(&other_key);
+        for i in order {
+            let ((comm, container_id, pid), row) = &groups[i];
             let row: &ProcessRow = row;
             let key = WorkloadKey {
                 comm: comm.to_string(),
                 container_id: container_id.clone(),
                 pid: *pid,
             };
-            let known = self.workloads.contains_key(&key);
+            let known = if key == other_key {
+                other.is_some()
+            } else {
+                self.workloads.contains_key(&key)
+            };
             let own = known || tracked < self.opts.max_workloads;
             if own && !known && key.comm != OTHER {
                 tracked += 1;
             }
-            let findings = if own {
-                let sizes = if row.page_cache.misses > 0 {
-                    file_sizes(row.pid)
-                } else {
-                    Vec::new()
-                };
-                advisor::advise(
-                    row,
-                    s.duration_seconds,
-                    &sizes,
-                    &self.calibration,
-                    &self.thresholds,
-                )
-            } else {
+            if !own {
                 self.folded += 1;
+                let t = other.get_or_insert_with(|| Totals {
+                    row: ProcessRow::empty(row.pid, row.comm.clone(), row.exited),
+                    saved: BTreeMap::new(),
+                    last_active: 0,
+                });
+                workload::merge(&mut t.row, row);
+                t.last_active = self.windows;
+                continue;
+            }
+            let sizes = if row.page_cache.misses > 0 {
+                file_sizes(row.pid)
+            } else {
                 Vec::new()
             };
-            let key = if own {
-                key
+            let findings = advisor::advise(
+                row,
+                s.duration_seconds,
+                &sizes,
+                &self.calibration,
+                &self.thresholds,
+            );
+            let t = if key == other_key {
+                other.get_or_insert_with(|| Totals {
+                    row: ProcessRow::empty(row.pid, row.comm.clone(), row.exited),
+                    saved: BTreeMap::new(),
+                    last_active: 0,
+                })
             } else {
-                WorkloadKey::other(self.opts.pid_labels)
+                self.workloads.entry(key.clone()).or_insert_with(|| Totals {
+                    row: ProcessRow::empty(row.pid, row.comm.clone(), row.exited),
+                    saved: BTreeMap::new(),
+                    last_active: 0,
+                })
             };
-            let t = self.workloads.entry(key.clone()).or_insert_with(|| Totals {
-                row: ProcessRow::empty(row.pid, row.comm.clone(), row.exited),
-                saved: BTreeMap::new(),
-                last_active: 0,
-            });
             workload::merge(&mut t.row, row);
             t.last_active = self.windows;
             // Findings under the minimum saving are never exported.
@@ -207,6 +229,9 @@ impl Exporter {
                     finding: f,
                 });
             }
+        }
+        if let Some(t) = other {
+            self.workloads.insert(other_key, t);
         }
         let now = self.windows;
         let idle = self.opts.idle_windows;
@@ -309,10 +334,7 @@ impl Exporter {
                 f.add(spec, "counter", &base, extra, v);
             };
             for s in &r.syscalls {
-                let l = [
-                    ("syscall", s.syscall.as_str()),
-                    ("fd_kind", s.fd_kind.as_str()),
-                ];
+                let l = [("syscall", &*s.syscall), ("fd_kind", &*s.fd_kind)];
                 with(&l, &mut f, SYSCALLS, s.calls as f64);
                 with(&l, &mut f, SYSCALL_BYTES, s.bytes as f64);
                 with(&l, &mut f, SYSCALL_ERRORS, s.errors as f64);

@@ -22,8 +22,8 @@ fn process(pid: u32, comm: &str, rows: &[(&str, &str, u64, u64)]) -> ProcessRow 
     };
     for (s, k, calls, bytes) in rows {
         p.syscalls.push(SyscallRow {
-            syscall: s.to_string(),
-            fd_kind: k.to_string(),
+            syscall: s.to_string().into(),
+            fd_kind: k.to_string().into(),
             calls: *calls,
             bytes: *bytes,
             errors: 0,
@@ -140,7 +140,7 @@ fn scenario(e: &mut Exporter) -> String {
         ),
         process(300, "sh", &[("read", "pipe", 3, 30)]),
     ]);
-    e.observe(&first, &mut containers, &mut |_| vec![]);
+    e.observe(&first, &mut |p| containers(p.pid), &mut |_| vec![]);
     let second = window(vec![process(
         101,
         "nginx",
@@ -149,7 +149,7 @@ fn scenario(e: &mut Exporter) -> String {
             ("write", "socket", 100, 10 * M),
         ],
     )]);
-    e.observe(&second, &mut containers, &mut |_| vec![]);
+    e.observe(&second, &mut |p| containers(p.pid), &mut |_| vec![]);
     // The Kubernetes API names the proxy's container; another pod's container has no
     // workload yet but is exported too, ready for joins.
     let pod = |pod: &str, container: &str| PodRef {
@@ -276,7 +276,7 @@ fn counters_never_fall_and_idle_workloads_expire() {
     let before = value(&a, s).unwrap();
     // Idle windows: counters stay, then the workload's series go after idle_windows (3).
     for _ in 0..3 {
-        e.observe(&window(vec![]), &mut containers, &mut |_| vec![]);
+        e.observe(&window(vec![]), &mut |p| containers(p.pid), &mut |_| vec![]);
         assert_eq!(value(&e.render(), s), Some(before));
     }
     let evicted = "copyscope_workloads_evicted_total{reason=\"idle\"}";
@@ -285,7 +285,7 @@ fn counters_never_fall_and_idle_workloads_expire() {
         value(&last, "copyscope_workloads ").unwrap(),
         value(&last, evicted).unwrap(),
     );
-    e.observe(&window(vec![]), &mut containers, &mut |_| vec![]);
+    e.observe(&window(vec![]), &mut |p| containers(p.pid), &mut |_| vec![]);
     let text = e.render();
     assert_eq!(value(&text, s), None);
     // Every workload went at once, and each is counted.

@@ -81,13 +81,16 @@ pub fn release_free_memory() {
 }
 
 /// When to hand the free heap back after a collection: after the first, then when the
-/// resident set has grown by [`Trim::GROWTH`] since the last trim, or every
-/// [`Trim::EVERY`] collections. A trim walks the whole heap (milliseconds with many
-/// processes counted), while the free memory one collection leaves is what the next one
-/// reuses.
+/// resident set at the end of a collection has grown by [`Trim::GROWTH`] since the
+/// collection of the last trim, or every [`Trim::EVERY`] collections. A collection's own
+/// working set (the rows of every process) is not growth: it is measured at the same
+/// point every time, so steady collections reuse the free heap the last one left instead
+/// of faulting it in again (a trim walks the whole heap, and the pages it hands back are
+/// faulted in page by page by the next collection).
 #[derive(Debug, Default)]
 pub struct Trim {
-    /// The resident set just after the last trim; None before the first.
+    /// The resident set at the end of the collection of the last trim; None before the
+    /// first.
     after: Option<u64>,
     /// Collections since the last trim.
     since: u32,
@@ -108,7 +111,7 @@ impl Trim {
         }
     }
 
-    /// A trim was made; `resident` is the resident set after it.
+    /// A trim was made at the end of a collection whose resident set was `resident`.
     pub fn done(&mut self, resident: Option<u64>) {
         self.after = resident;
         self.since = 0;

@@ -3,7 +3,7 @@
 //! moments later), then remembered until the process exits, so that a window does not
 //! open, read and close /proc/PID/comm for every process it reports.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashSet};
 
 use super::syscalls::proc_comm;
 
@@ -62,7 +62,7 @@ mod tests {
             assert_eq!(names.comm(me).as_deref(), Some(comm.as_str()));
         }
         assert_eq!(names.reads, READS as u64);
-        names.forget(&HashSet::from([me]));
+        names.forget(&HashSet::from_iter([me]));
         assert_eq!(names.comm(me).as_deref(), Some(comm.as_str()));
         assert_eq!(
             names.reads,

@@ -1,7 +1,7 @@
 //! sched, pagecache and copies families: per-process maps keyed by tgid (one row every CPU
 //! adds to), harvested the same way: move exited processes' final counts out of the kernel.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt as _, HashSet};
 
 use anyhow::Result;
 use aya::{

@@ -1,7 +1,7 @@
 //! syscalls family: owns the map handles, moves exited processes' final counts out of the
 //! kernel, and returns cumulative [`Counts`].
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt as _, HashSet, HashSetExt as _};
 
 use anyhow::{Context as _, Result};
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};

@@ -2,13 +2,11 @@
 //! with container ids and advice, free what exited. `copyscope run` and `copyscope top`
 //! sample with it; `snapshot` builds its one window with the same functions.
 
-use std::{
-    collections::{BTreeMap, HashMap, HashSet},
-    time::Instant,
-};
+use std::{collections::BTreeMap, time::Instant};
 
 use anyhow::Result;
 use copyscope_common::{limits, maps};
+use foldhash::{HashMap, HashSet, HashSetExt as _};
 
 use crate::{
     advisor::{self, Calibration, Thresholds},
@@ -486,7 +484,7 @@ mod tests {
             ProcessRow::empty(9, "named".into(), false),
         ]);
         let deferred = defer_unnamed(&mut snap, &prev, &mut after, &HashSet::new());
-        assert_eq!(deferred, HashSet::from([7, 8]));
+        assert_eq!(deferred, HashSet::from_iter([7, 8]));
         let pids: Vec<u32> = snap.processes.iter().map(|p| p.pid).collect();
         assert_eq!(pids, [9]);
         // Their counts stay where the previous window left them: the next window has all.

@@ -4,7 +4,6 @@
 //! `/readyz` and `/api/v1/snapshot` from what the last collection left.
 
 use std::{
-    collections::HashMap,
     sync::{
         Arc, RwLock,
         atomic::{AtomicBool, Ordering},
@@ -240,17 +239,21 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         args.interval,
         server.describe()
     );
+    let collector = collector_thread.thread().clone();
     let served = runtime.block_on(async {
         let stop_http = stop.clone();
+        let collector = collector.clone();
         server
             .serve(listener, app, async move {
                 shutdown_signal().await;
                 info!("shutting down");
                 stop_http.store(true, Ordering::SeqCst);
+                collector.unpark();
             })
             .await
     });
     stop.store(true, Ordering::SeqCst);
+    collector.unpark();
     let collected = collector_thread
         .join()
         .map_err(|_| anyhow!("the collection thread panicked"))?;
@@ -296,10 +299,14 @@ fn collect_loop(
     let mut trim = crate::collect::footprint::Trim::default();
     let mut started = Instant::now();
     while !stop.load(Ordering::SeqCst) {
-        // Sleep in short steps so that a shutdown is prompt.
+        // Parked until the next window: a shutdown unparks this thread at once.
         let until = started + interval;
-        while Instant::now() < until && !stop.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(50).min(until - Instant::now().min(until)));
+        while !stop.load(Ordering::SeqCst) {
+            let now = Instant::now();
+            if now >= until {
+                break;
+            }
+            std::thread::park_timeout(until - now);
         }
         if stop.load(Ordering::SeqCst) {
             break;
@@ -308,15 +315,10 @@ fn collect_loop(
         let t0 = Instant::now();
         let sample = sampler.sample(loaded)?;
         let snap = &sample.snapshot;
-        let containers: HashMap<u32, Option<String>> = snap
-            .processes
-            .iter()
-            .map(|p| (p.pid, p.container_id.clone()))
-            .collect();
         // Workload findings are what /metrics shows; the snapshot keeps per-process ones.
         exporter.observe(
             snap,
-            &mut |pid| containers.get(&pid).cloned().flatten(),
+            &mut |p| p.container_id.clone(),
             &mut workload::open_file_sizes,
         );
         exporter.set_programs(&sample.programs);
@@ -363,7 +365,7 @@ fn collect_loop(
         drop(last);
         if trim.due(resident) {
             crate::collect::footprint::release_free_memory();
-            trim.done(crate::collect::footprint::resident_bytes());
+            trim.done(resident);
         }
     }
     Ok(())

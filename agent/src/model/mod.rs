@@ -1,7 +1,9 @@
 //! Plain data: cumulative counts from the kernel, and the `Snapshot` derived from two of
 //! them. Pure: no maps, no I/O except the comm lookup passed in.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::{borrow::Cow, collections::BTreeMap};
+
+use foldhash::{HashMap, HashSet};
 
 use copyscope_common::{
     CacheStats, CopyStats, Counter, FdKind, SchedStats, SyscallKey, SyscallStats,
@@ -29,7 +31,7 @@ pub struct Counts {
 
 impl Counts {
     /// Leave these processes out (exited and reported).
-    pub fn forget(&mut self, tgids: &std::collections::HashSet<u32>) {
+    pub fn forget(&mut self, tgids: &HashSet<u32>) {
         if tgids.is_empty() {
             return;
         }
@@ -188,9 +190,10 @@ pub struct ProbeRow {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SyscallRow {
-    pub syscall: String,
+    /// Borrowed from the syscall table (owned when read back from JSON).
+    pub syscall: Cow<'static, str>,
     /// `file`, `file_direct`, `socket`, `pipe`, `other`, or `IN->OUT` for two-fd calls.
-    pub fd_kind: String,
+    pub fd_kind: Cow<'static, str>,
     pub calls: u64,
     pub bytes: u64,
     pub errors: u64,
@@ -332,14 +335,23 @@ pub struct CommandRun {
     pub exit_code: i32,
 }
 
-/// The fd-kind label of a row.
-pub fn fd_label(key: &SyscallKey) -> String {
+/// The fd-kind label of a row: `IN` or `IN->OUT`, built once per pair of kinds.
+pub fn fd_label(key: &SyscallKey) -> Cow<'static, str> {
+    static PAIRS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+        (0..FdKind::COUNT * FdKind::COUNT)
+            .map(|i| {
+                let fin = FdKind::from_u8((i / FdKind::COUNT) as u8);
+                let fout = FdKind::from_u8((i % FdKind::COUNT) as u8);
+                format!("{}->{}", fin.name(), fout.name())
+            })
+            .collect()
+    });
     let fin = FdKind::from_u8(key.fd_in);
     let fout = FdKind::from_u8(key.fd_out);
     if fout == FdKind::None {
-        fin.name().to_string()
+        Cow::Borrowed(fin.name())
     } else {
-        format!("{}->{}", fin.name(), fout.name())
+        Cow::Borrowed(&PAIRS[fin as usize * FdKind::COUNT + fout as usize])
     }
 }
 
@@ -462,18 +474,24 @@ pub fn processes(w: &Window, comm_of: &dyn Fn(u32) -> Option<String>) -> Vec<Pro
     // syscalls in key order.
     let mut keys: Vec<_> = w.rows.iter().collect();
     keys.sort_unstable_by_key(|(k, _)| **k);
-    let mut rows: Vec<(ProcessRow, SyscallCopies)> = Vec::new();
+    let pids = keys
+        .windows(2)
+        .filter(|p| p[0].0.tgid != p[1].0.tgid)
+        .count()
+        + usize::from(!keys.is_empty());
+    let mut rows: Vec<ProcessRow> = Vec::with_capacity(pids + w.cache.len().max(w.copy.len()));
+    let mut derived: Vec<SyscallCopies> = Vec::with_capacity(rows.capacity());
     for (key, v) in keys {
-        if rows.last().is_none_or(|(p, _)| p.pid != key.tgid) {
-            rows.push((new_row(key.tgid, w, comm_of), SyscallCopies::default()));
+        if rows.last().is_none_or(|p| p.pid != key.tgid) {
+            rows.push(new_row(key.tgid, w, comm_of));
+            derived.push(SyscallCopies::default());
         }
-        let (p, c) = rows.last_mut().expect("pushed above");
+        let (Some(p), Some(c)) = (rows.last_mut(), derived.last_mut()) else {
+            unreachable!("pushed above");
+        };
         derive(p, c, key, v);
         p.syscalls.push(SyscallRow {
-            syscall: SYSCALLS
-                .get(key.syscall as usize)
-                .map_or("?", |s| s.name)
-                .to_string(),
+            syscall: Cow::Borrowed(SYSCALLS.get(key.syscall as usize).map_or("?", |s| s.name)),
             fd_kind: fd_label(key),
             calls: v.calls,
             bytes: v.bytes,
@@ -481,49 +499,46 @@ pub fn processes(w: &Window, comm_of: &dyn Fn(u32) -> Option<String>) -> Vec<Pro
             seconds: v.nanos as f64 / 1e9,
         });
     }
-    // Processes with no syscall rows but other counts, each once.
-    let counted: HashSet<u32> = rows.iter().map(|(p, _)| p.pid).collect();
+    // Processes with no syscall rows but other counts, each once (the rows above are in
+    // pid order).
     let mut extra: Vec<u32> = w
         .cache
         .keys()
         .chain(w.copy.keys())
         .chain(w.sched.keys().filter(|_| w.include_sched_only))
         .copied()
-        .filter(|pid| !counted.contains(pid))
+        .filter(|pid| rows.binary_search_by_key(pid, |p| p.pid).is_err())
         .collect();
     extra.sort_unstable();
     extra.dedup();
     for pid in extra {
-        rows.push((new_row(pid, w, comm_of), SyscallCopies::default()));
+        rows.push(new_row(pid, w, comm_of));
+        derived.push(SyscallCopies::default());
     }
-    let mut out: Vec<_> = rows
-        .into_iter()
-        .map(|(mut p, c)| {
-            let pid = p.pid;
-            p.cpu_copy_at_source = w.copy.get(&pid).copied().unwrap_or_default();
-            (p.cpu_copy_bytes, p.cpu_copy_bytes_syscalls) =
-                copies(&c, &p.cpu_copy_at_source, w.sources);
-            if let Some(s) = w.sched.get(&pid) {
-                p.context_switches = SchedRow {
-                    voluntary: s.voluntary,
-                    involuntary: s.involuntary,
-                    in_io: s.in_io,
-                };
-            }
-            if let Some(k) = w.cache.get(&pid) {
-                p.page_cache = CacheRow::from_stats(k);
-            }
-            p
-        })
-        .collect();
-    out.sort_by(|a, b| {
-        let ka = a.cpu_copy_bytes.to_user + a.cpu_copy_bytes.from_user;
-        let kb = b.cpu_copy_bytes.to_user + b.cpu_copy_bytes.from_user;
-        kb.cmp(&ka)
-            .then(b.calls.cmp(&a.calls))
-            .then(a.pid.cmp(&b.pid))
+    for (p, c) in rows.iter_mut().zip(&derived) {
+        let pid = p.pid;
+        p.cpu_copy_at_source = w.copy.get(&pid).copied().unwrap_or_default();
+        (p.cpu_copy_bytes, p.cpu_copy_bytes_syscalls) = copies(c, &p.cpu_copy_at_source, w.sources);
+        if let Some(s) = w.sched.get(&pid) {
+            p.context_switches = SchedRow {
+                voluntary: s.voluntary,
+                involuntary: s.involuntary,
+                in_io: s.in_io,
+            };
+        }
+        if let Some(k) = w.cache.get(&pid) {
+            p.page_cache = CacheRow::from_stats(k);
+        }
+    }
+    // Sorted by a key computed once, then the rows moved once each (they are large).
+    rows.sort_by_cached_key(|p| {
+        (
+            std::cmp::Reverse(p.cpu_copy_bytes.to_user + p.cpu_copy_bytes.from_user),
+            std::cmp::Reverse(p.calls),
+            p.pid,
+        )
     });
-    out
+    rows
 }
 
 /// The `dropped` entry for program runs the kernel skipped (`recursion_misses`): on
@@ -549,6 +564,7 @@ pub fn dropped(before: &Counts, after: &Counts) -> BTreeMap<String, u64> {
 mod tests {
     use super::*;
     use copyscope_common::syscalls::index_of;
+    use foldhash::HashMapExt as _;
 
     fn key(tgid: u32, name: &str, fin: FdKind, fout: FdKind) -> SyscallKey {
         SyscallKey {
@@ -561,11 +577,11 @@ mod tests {
     }
 
     static EMPTY_SCHED: std::sync::LazyLock<HashMap<u32, SchedStats>> =
-        std::sync::LazyLock::new(HashMap::new);
+        std::sync::LazyLock::new(HashMap::default);
     static EMPTY_CACHE: std::sync::LazyLock<HashMap<u32, CacheStats>> =
-        std::sync::LazyLock::new(HashMap::new);
+        std::sync::LazyLock::new(HashMap::default);
     static EMPTY_COPY: std::sync::LazyLock<HashMap<u32, CopyStats>> =
-        std::sync::LazyLock::new(HashMap::new);
+        std::sync::LazyLock::new(HashMap::default);
 
     fn win<'a>(
         rows: &'a HashMap<SyscallKey, SyscallStats>,
@@ -694,7 +710,7 @@ mod tests {
         let labels: Vec<_> = p
             .syscalls
             .iter()
-            .map(|s| (s.syscall.as_str(), s.fd_kind.as_str()))
+            .map(|s| (&*s.syscall, &*s.fd_kind))
             .collect();
         assert!(labels.contains(&("sendfile64", "file->socket")));
         assert!(labels.contains(&("splice", "pipe->socket")));
@@ -705,7 +721,7 @@ mod tests {
     fn exited_processes_keep_their_comm_and_are_marked() {
         let mut rows = HashMap::new();
         rows.insert(key(9, "write", FdKind::Pipe, FdKind::None), st(1, 1));
-        let exited = HashMap::from([(9, "short".to_string())]);
+        let exited = HashMap::from_iter([(9, "short".to_string())]);
         let ps = processes(&win(&rows, &exited), &|_| None);
         assert_eq!(ps[0].comm, "short");
         assert!(ps[0].exited);
@@ -729,7 +745,7 @@ mod tests {
         rows.insert(key(3, "recvfrom", FdKind::Socket, FdKind::None), st(1, 500));
         rows.insert(key(3, "read", FdKind::Other, FdKind::None), st(1, 7));
         rows.insert(key(3, "write", FdKind::Pipe, FdKind::None), st(1, 300));
-        let copy = HashMap::from([(
+        let copy = HashMap::from_iter([(
             3,
             CopyStats {
                 socket_to_user: 499,
@@ -823,7 +839,7 @@ mod tests {
     #[test]
     fn sched_only_processes_are_listed_only_when_asked() {
         let rows = HashMap::new();
-        let sched = HashMap::from([(
+        let sched = HashMap::from_iter([(
             5,
             SchedStats {
                 voluntary: 1,
@@ -849,7 +865,7 @@ mod tests {
 
     #[test]
     fn per_pid_deltas_leave_idle_processes_out() {
-        let a = HashMap::from([(
+        let a = HashMap::from_iter([(
             1,
             SchedStats {
                 voluntary: 1,
@@ -857,7 +873,7 @@ mod tests {
                 in_io: 0,
             },
         )]);
-        let b = HashMap::from([
+        let b = HashMap::from_iter([
             (
                 1,
                 SchedStats {

@@ -14,8 +14,8 @@ pub const END: f64 = 1_795_000_000.0;
 
 fn syscall(name: &str, kind: &str, calls: u64, bytes: u64) -> SyscallRow {
     SyscallRow {
-        syscall: name.into(),
-        fd_kind: kind.into(),
+        syscall: name.to_string().into(),
+        fd_kind: kind.to_string().into(),
         calls,
         bytes,
         errors: 0,
@@ -39,8 +39,8 @@ fn process(p: P) -> ProcessRow {
         r.calls += s.calls;
         r.mode_switches += 2 * s.calls;
         r.syscall_seconds += s.seconds;
-        let read = ["read", "pread64", "recvfrom"].contains(&s.syscall.as_str());
-        match s.fd_kind.as_str() {
+        let read = ["read", "pread64", "recvfrom"].contains(&&*s.syscall);
+        match &*s.fd_kind {
             "file_direct" => r.direct_io_bytes += s.bytes,
             k if k.contains("->") => r.zero_copy_bytes += s.bytes,
             _ if read => r.cpu_copy_bytes.to_user += s.bytes,
