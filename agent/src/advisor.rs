@@ -387,7 +387,7 @@ pub fn advise(
     }
 
     // mmap() + write() to a socket: the write copies the mapped pages once; sendfile not.
-    let mapped = p.page_cache.mmap_faults as f64 * PAGE;
+    let mapped = p.pagecache.mmap_faults as f64 * PAGE;
     if mapped > 0.0
         && socket_write > 0.0
         && rate(socket_write, window) >= th.min_bytes_per_second
@@ -414,7 +414,7 @@ pub fn advise(
     }
 
     // Large files streamed through the page cache with little reuse: O_DIRECT + AIO.
-    let pc = &p.page_cache;
+    let pc = &p.pagecache;
     let missed = pc.misses as f64 * PAGE;
     if let Some(ratio) = pc.hit_ratio
         && ratio <= th.directio_max_hit_ratio
@@ -497,7 +497,7 @@ pub fn advise(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{CacheRow, SyscallRow};
+    use crate::model::{PagecacheRow, SyscallRow};
 
     const CAL: Calibration = Calibration {
         memcpy_bytes_per_second: 10e9,
@@ -649,7 +649,7 @@ mod tests {
     #[test]
     fn mmap_and_write_to_a_socket_wants_sendfile() {
         let mut p = workload(&[("write", "socket", 400, 40 * M)]);
-        p.page_cache.mmap_faults = 40 * M / 4096;
+        p.pagecache.mmap_faults = 40 * M / 4096;
         let f = advise(&p, W, &[], &CAL, &Thresholds::default());
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].pattern, "mmap_sendfile");
@@ -659,7 +659,7 @@ mod tests {
     #[test]
     fn streamed_large_files_with_a_poor_hit_ratio_want_direct_io() {
         let mut p = workload(&[("read", "file", 4000, 400 * M)]);
-        p.page_cache = CacheRow::from_stats(&copyscope_common::CacheStats {
+        p.pagecache = PagecacheRow::from_stats(&copyscope_common::PagecacheStats {
             lookups: 400 * M / 4096,
             added: 390 * M / 4096,
             write_added: 0,
@@ -678,7 +678,7 @@ mod tests {
         );
         assert!(f[0].recommendation.contains("directio 512m"));
         // A well-cached workload is not flagged.
-        p.page_cache = CacheRow::from_stats(&copyscope_common::CacheStats {
+        p.pagecache = PagecacheRow::from_stats(&copyscope_common::PagecacheStats {
             lookups: 400 * M / 4096,
             added: 4 * M / 4096,
             mmap_faults: 0,
@@ -688,7 +688,7 @@ mod tests {
         assert!(patterns(&p).is_empty());
         // A writer whose pages were all added by its writes (dd of=FILE, cp of a cached
         // file) reads from the cache: not flagged, however many pages it added.
-        p.page_cache = CacheRow::from_stats(&copyscope_common::CacheStats {
+        p.pagecache = PagecacheRow::from_stats(&copyscope_common::PagecacheStats {
             lookups: 400 * M / 4096,
             added: 800 * M / 4096,
             write_added: 800 * M / 4096,

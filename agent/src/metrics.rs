@@ -191,7 +191,7 @@ impl Exporter {
                 t.last_active = self.windows;
                 continue;
             }
-            let sizes = if row.page_cache.misses > 0 {
+            let sizes = if row.pagecache.misses > 0 {
                 file_sizes(row.pid)
             } else {
                 Vec::new()
@@ -354,13 +354,18 @@ impl Exporter {
             }
             with(&[], &mut f, ZERO_COPY_BYTES, r.zero_copy_bytes as f64);
             with(&[], &mut f, DIRECT_IO_BYTES, r.direct_io_bytes as f64);
-            let pc = &r.page_cache;
-            with(&[], &mut f, PC_LOOKUPS, pc.lookups as f64);
-            with(&[], &mut f, PC_HITS, pc.hits as f64);
-            with(&[], &mut f, PC_MISSES, pc.misses as f64);
-            with(&[], &mut f, PC_WRITE_ADDED, pc.added_by_writes as f64);
-            with(&[], &mut f, PC_DIRTIED, pc.dirtied as f64);
-            with(&[], &mut f, PC_MMAP, pc.mmap_faults as f64);
+            let pc = &r.pagecache;
+            with(&[], &mut f, PAGECACHE_LOOKUPS, pc.lookups as f64);
+            with(&[], &mut f, PAGECACHE_HITS, pc.hits as f64);
+            with(&[], &mut f, PAGECACHE_MISSES, pc.misses as f64);
+            with(
+                &[],
+                &mut f,
+                PAGECACHE_WRITE_ADDED,
+                pc.added_by_writes as f64,
+            );
+            with(&[], &mut f, PAGECACHE_DIRTIED, pc.dirtied as f64);
+            with(&[], &mut f, PAGECACHE_MMAP, pc.mmap_faults as f64);
             for (pattern, secs) in &t.saved {
                 with(
                     &[("pattern", pattern.as_str())],
@@ -498,27 +503,27 @@ const DIRECT_IO_BYTES: Spec = (
     "copyscope_direct_io_bytes_total",
     "Bytes read or written with O_DIRECT (DMA to user memory, no page-cache copy).",
 );
-const PC_LOOKUPS: Spec = (
+const PAGECACHE_LOOKUPS: Spec = (
     "copyscope_page_cache_lookups_total",
     "Pages looked up in the page cache by buffered reads.",
 );
-const PC_HITS: Spec = (
+const PAGECACHE_HITS: Spec = (
     "copyscope_page_cache_hits_total",
     "Pages found in the page cache (lookups - misses, never negative, per collection window).",
 );
-const PC_MISSES: Spec = (
+const PAGECACHE_MISSES: Spec = (
     "copyscope_page_cache_misses_total",
     "Read misses: pages a read, its readahead or a fault brought into the page cache.",
 );
-const PC_WRITE_ADDED: Spec = (
+const PAGECACHE_WRITE_ADDED: Spec = (
     "copyscope_page_cache_write_added_pages_total",
     "Pages added to the page cache by writes (not read misses).",
 );
-const PC_DIRTIED: Spec = (
+const PAGECACHE_DIRTIED: Spec = (
     "copyscope_page_cache_dirtied_pages_total",
     "Page-cache pages dirtied by writes.",
 );
-const PC_MMAP: Spec = (
+const PAGECACHE_MMAP: Spec = (
     "copyscope_page_cache_mmap_fault_pages_total",
     "Pages of file mappings faulted in.",
 );
@@ -731,12 +736,12 @@ pub fn names() -> BTreeSet<&'static str> {
         CPU_COPY_BYTES,
         ZERO_COPY_BYTES,
         DIRECT_IO_BYTES,
-        PC_LOOKUPS,
-        PC_HITS,
-        PC_MISSES,
-        PC_WRITE_ADDED,
-        PC_DIRTIED,
-        PC_MMAP,
+        PAGECACHE_LOOKUPS,
+        PAGECACHE_HITS,
+        PAGECACHE_MISSES,
+        PAGECACHE_WRITE_ADDED,
+        PAGECACHE_DIRTIED,
+        PAGECACHE_MMAP,
         ADVICE_SAVED,
         ADVICE_INFO,
         ADVICE_SAVING,

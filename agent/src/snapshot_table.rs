@@ -82,7 +82,7 @@ pub fn table(s: &Snapshot) -> String {
             bytes(p.cpu_copy_bytes.from_user),
             bytes(p.zero_copy_bytes),
             bytes(p.direct_io_bytes),
-            p.page_cache
+            p.pagecache
                 .hit_ratio
                 .map_or("-".to_string(), |r| format!("{:.1}%", r * 100.0)),
             p.syscall_seconds

@@ -97,14 +97,14 @@ pub fn merge(into: &mut ProcessRow, p: &ProcessRow) {
     into.context_switches.voluntary += p.context_switches.voluntary;
     into.context_switches.involuntary += p.context_switches.involuntary;
     into.context_switches.in_io += p.context_switches.in_io;
-    let c = &mut into.page_cache;
-    c.lookups += p.page_cache.lookups;
-    c.misses += p.page_cache.misses;
-    c.added_by_writes += p.page_cache.added_by_writes;
-    c.mmap_faults += p.page_cache.mmap_faults;
-    c.dirtied += p.page_cache.dirtied;
+    let c = &mut into.pagecache;
+    c.lookups += p.pagecache.lookups;
+    c.misses += p.pagecache.misses;
+    c.added_by_writes += p.pagecache.added_by_writes;
+    c.mmap_faults += p.pagecache.mmap_faults;
+    c.dirtied += p.pagecache.dirtied;
     // Hits add up per process and window (each clamped at zero), so the sum never falls.
-    c.hits += p.page_cache.hits;
+    c.hits += p.pagecache.hits;
     c.hit_ratio = (c.lookups > 0).then(|| c.hits as f64 / c.lookups as f64);
 }
 

@@ -596,7 +596,12 @@ fn kernel_map_memory_stays_within_32_mib_whatever_the_cpu_count() {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    for stats in ["SYSCALL_STATS", "SCHED_STATS", "CACHE_STATS", "COPY_STATS"] {
+    for stats in [
+        "SYSCALL_STATS",
+        "SCHED_STATS",
+        "PAGECACHE_STATS",
+        "COPY_STATS",
+    ] {
         assert!(
             by_map.iter().any(|(n, v)| n == stats && *v > 0.0),
             "{stats} is measured"

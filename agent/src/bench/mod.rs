@@ -546,8 +546,8 @@ fn transfer(
                 cpu_copy_from_user: p.cpu_copy_bytes.from_user,
                 zero_copy: p.zero_copy_bytes,
                 direct_io: p.direct_io_bytes,
-                page_cache_hits: p.page_cache.hits,
-                page_cache_misses: p.page_cache.misses,
+                page_cache_hits: p.pagecache.hits,
+                page_cache_misses: p.pagecache.misses,
                 voluntary_switches: p.context_switches.voluntary,
                 involuntary_switches: p.context_switches.involuntary,
             })

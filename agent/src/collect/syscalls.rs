@@ -6,7 +6,7 @@ use foldhash::{HashMap, HashMapExt as _, HashSet, HashSetExt as _};
 use anyhow::{Context as _, Result};
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
 use copyscope_common::{
-    CacheStats, CopyStats, Counter, Exited, SchedStats, SyscallKey, SyscallStats, maps,
+    CopyStats, Counter, Exited, PagecacheStats, SchedStats, SyscallKey, SyscallStats, maps,
 };
 
 use super::{batch, procstats::ProcMap};
@@ -22,7 +22,7 @@ pub struct Collector {
     watched: BpfHashMap<MapData, u32, u8>,
     counters: PerCpuArray<MapData, u64>,
     sched: ProcMap<SchedStats>,
-    cache: ProcMap<CacheStats>,
+    pagecache: ProcMap<PagecacheStats>,
     copy: ProcMap<CopyStats>,
     /// Final counts of processes that exited, moved out of the kernel map.
     retired: HashMap<SyscallKey, SyscallStats>,
@@ -51,7 +51,7 @@ impl Collector {
             watched: BpfHashMap::try_from(take(maps::WATCHED)?)?,
             counters: PerCpuArray::try_from(take(maps::COUNTERS)?)?,
             sched: ProcMap::new(maps::SCHED_STATS, take(maps::SCHED_STATS)?)?,
-            cache: ProcMap::new(maps::CACHE_STATS, take(maps::CACHE_STATS)?)?,
+            pagecache: ProcMap::new(maps::PAGECACHE_STATS, take(maps::PAGECACHE_STATS)?)?,
             copy: ProcMap::new(maps::COPY_STATS, take(maps::COPY_STATS)?)?,
             retired: HashMap::new(),
             exited_comms: HashMap::new(),
@@ -96,7 +96,7 @@ impl Collector {
             }
         }
         let sched = self.sched.harvest(&gone_set)?;
-        let cache = self.cache.harvest(&gone_set)?;
+        let pagecache = self.pagecache.harvest(&gone_set)?;
         let copy = self.copy.harvest(&gone_set)?;
         for (key, v) in retire {
             add(self.retired.entry(key).or_default(), &v);
@@ -127,7 +127,7 @@ impl Collector {
             rows.keys()
                 .map(|k| k.tgid)
                 .chain(sched.keys().copied())
-                .chain(cache.keys().copied())
+                .chain(pagecache.keys().copied())
                 .filter_map(|t| self.exited_comms.get(&t).map(|c| (t, c.clone())))
                 .collect()
         };
@@ -141,7 +141,7 @@ impl Collector {
             exited_cgroups,
             drops,
             sched,
-            cache,
+            pagecache,
             copy,
         })
     }
@@ -155,7 +155,7 @@ impl Collector {
     pub fn forget_retired(&mut self) -> HashSet<u32> {
         let mut gone: HashSet<u32> = self.retired.drain().map(|(k, _)| k.tgid).collect();
         gone.extend(self.sched.forget_retired());
-        gone.extend(self.cache.forget_retired());
+        gone.extend(self.pagecache.forget_retired());
         gone.extend(self.copy.forget_retired());
         gone.extend(self.exited_comms.drain().map(|(t, _)| t));
         self.exited_cgroups.clear();

@@ -222,18 +222,18 @@ pub fn window_snapshot_named(
 ) -> Snapshot {
     let mut rows = model::delta(before, after);
     let mut sched = model::delta_by_pid(&before.sched, &after.sched);
-    let mut cache = model::delta_by_pid(&before.cache, &after.cache);
+    let mut pagecache = model::delta_by_pid(&before.pagecache, &after.pagecache);
     let mut copy = model::delta_by_pid(&before.copy, &after.copy);
     let own = std::process::id();
     rows.retain(|k, _| k.tgid != own && keep(k.tgid));
     sched.retain(|t, _| *t != own && keep(*t));
-    cache.retain(|t, _| *t != own && keep(*t));
+    pagecache.retain(|t, _| *t != own && keep(*t));
     copy.retain(|t, _| *t != own && keep(*t));
     let (sources, cpu_copy_method) = copy_sources(&loaded.probes);
     let window = model::Window {
         rows: &rows,
         sched: &sched,
-        cache: &cache,
+        pagecache: &pagecache,
         copy: &copy,
         exited: &after.exited,
         sources,
@@ -289,7 +289,7 @@ pub fn advice(
         .processes
         .iter()
         .flat_map(|p| {
-            let sizes = if p.page_cache.misses > 0 && !p.exited {
+            let sizes = if p.pagecache.misses > 0 && !p.exited {
                 workload::open_file_sizes(p.pid)
             } else {
                 Vec::new()
@@ -395,7 +395,7 @@ fn defer_unnamed(
         }
     }
     keep_prev(&mut after.sched, &prev.sched, &defer);
-    keep_prev(&mut after.cache, &prev.cache, &defer);
+    keep_prev(&mut after.pagecache, &prev.pagecache, &defer);
     keep_prev(&mut after.copy, &prev.copy, &defer);
     defer
 }
@@ -412,8 +412,8 @@ fn map_entries(c: &Counts) -> BTreeMap<&'static str, (u64, u64)> {
             (c.sched.len() as u64, limits::PROC_STATS_ENTRIES as u64),
         ),
         (
-            maps::CACHE_STATS,
-            (c.cache.len() as u64, limits::PROC_STATS_ENTRIES as u64),
+            maps::PAGECACHE_STATS,
+            (c.pagecache.len() as u64, limits::PROC_STATS_ENTRIES as u64),
         ),
         (
             maps::COPY_STATS,

@@ -6,7 +6,7 @@ use std::{borrow::Cow, collections::BTreeMap};
 use foldhash::{HashMap, HashSet};
 
 use copyscope_common::{
-    CacheStats, CopyStats, Counter, FdKind, SchedStats, SyscallKey, SyscallStats,
+    CopyStats, Counter, FdKind, PagecacheStats, SchedStats, SyscallKey, SyscallStats,
     syscalls::{Flow, SYSCALLS},
 };
 use serde::{Deserialize, Serialize};
@@ -25,7 +25,7 @@ pub struct Counts {
     pub drops: [u64; Counter::COUNT as usize],
     /// Per process (tgid): context switches, page-cache activity, copies at their source.
     pub sched: HashMap<u32, SchedStats>,
-    pub cache: HashMap<u32, CacheStats>,
+    pub pagecache: HashMap<u32, PagecacheStats>,
     pub copy: HashMap<u32, CopyStats>,
 }
 
@@ -37,7 +37,7 @@ impl Counts {
         }
         self.rows.retain(|k, _| !tgids.contains(&k.tgid));
         self.sched.retain(|t, _| !tgids.contains(t));
-        self.cache.retain(|t, _| !tgids.contains(t));
+        self.pagecache.retain(|t, _| !tgids.contains(t));
         self.copy.retain(|t, _| !tgids.contains(t));
         self.exited.retain(|t, _| !tgids.contains(t));
         self.exited_cgroups.retain(|t, _| !tgids.contains(t));
@@ -53,7 +53,9 @@ pub struct CountsSaved {
     pub exited_cgroups: Vec<(u32, u64)>,
     pub drops: Vec<u64>,
     pub sched: Vec<(u32, SchedStats)>,
-    pub cache: Vec<(u32, CacheStats)>,
+    /// Saved as `cache` by earlier versions.
+    #[serde(alias = "cache")]
+    pub pagecache: Vec<(u32, PagecacheStats)>,
     pub copy: Vec<(u32, CopyStats)>,
 }
 
@@ -68,7 +70,7 @@ impl From<&Counts> for CountsSaved {
             exited_cgroups: list(&c.exited_cgroups),
             drops: c.drops.to_vec(),
             sched: list(&c.sched),
-            cache: list(&c.cache),
+            pagecache: list(&c.pagecache),
             copy: list(&c.copy),
         }
     }
@@ -86,7 +88,7 @@ impl From<CountsSaved> for Counts {
             exited_cgroups: s.exited_cgroups.into_iter().collect(),
             drops,
             sched: s.sched.into_iter().collect(),
-            cache: s.cache.into_iter().collect(),
+            pagecache: s.pagecache.into_iter().collect(),
             copy: s.copy.into_iter().collect(),
         }
     }
@@ -126,7 +128,7 @@ tally!(SchedStats {
     involuntary,
     in_io
 });
-tally!(CacheStats {
+tally!(PagecacheStats {
     lookups,
     added,
     write_added,
@@ -227,7 +229,8 @@ pub struct ProcessRow {
     pub direct_io_bytes: u64,
     pub syscall_seconds: f64,
     pub context_switches: SchedRow,
-    pub page_cache: CacheRow,
+    #[serde(rename = "page_cache")]
+    pub pagecache: PagecacheRow,
     /// The container the process runs in (from /proc/PID/cgroup), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
@@ -253,7 +256,7 @@ pub struct SchedRow {
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
-pub struct CacheRow {
+pub struct PagecacheRow {
     pub lookups: u64,
     /// lookups - misses, never negative.
     pub hits: u64,
@@ -269,13 +272,13 @@ pub struct CacheRow {
     pub dirtied: u64,
 }
 
-impl CacheRow {
-    pub fn from_stats(s: &CacheStats) -> CacheRow {
+impl PagecacheRow {
+    pub fn from_stats(s: &PagecacheStats) -> PagecacheRow {
         // A page added and dirtied in the same window counts in both kernel figures; the
         // two are read in one pass, so the difference is never more than the read misses.
         let misses = s.added.saturating_sub(s.write_added);
         let hits = s.lookups.saturating_sub(misses);
-        CacheRow {
+        PagecacheRow {
             lookups: s.lookups,
             hits,
             misses,
@@ -371,7 +374,7 @@ pub struct CopySources {
 pub struct Window<'a> {
     pub rows: &'a HashMap<SyscallKey, SyscallStats>,
     pub sched: &'a HashMap<u32, SchedStats>,
-    pub cache: &'a HashMap<u32, CacheStats>,
+    pub pagecache: &'a HashMap<u32, PagecacheStats>,
     pub copy: &'a HashMap<u32, CopyStats>,
     pub exited: &'a HashMap<u32, String>,
     pub sources: CopySources,
@@ -451,7 +454,7 @@ impl ProcessRow {
             direct_io_bytes: 0,
             syscall_seconds: 0.0,
             context_switches: SchedRow::default(),
-            page_cache: CacheRow::default(),
+            pagecache: PagecacheRow::default(),
             container_id: None,
             pod: None,
         }
@@ -479,7 +482,7 @@ pub fn processes(w: &Window, comm_of: &dyn Fn(u32) -> Option<String>) -> Vec<Pro
         .filter(|p| p[0].0.tgid != p[1].0.tgid)
         .count()
         + usize::from(!keys.is_empty());
-    let mut rows: Vec<ProcessRow> = Vec::with_capacity(pids + w.cache.len().max(w.copy.len()));
+    let mut rows: Vec<ProcessRow> = Vec::with_capacity(pids + w.pagecache.len().max(w.copy.len()));
     let mut derived: Vec<SyscallCopies> = Vec::with_capacity(rows.capacity());
     for (key, v) in keys {
         if rows.last().is_none_or(|p| p.pid != key.tgid) {
@@ -502,7 +505,7 @@ pub fn processes(w: &Window, comm_of: &dyn Fn(u32) -> Option<String>) -> Vec<Pro
     // Processes with no syscall rows but other counts, each once (the rows above are in
     // pid order).
     let mut extra: Vec<u32> = w
-        .cache
+        .pagecache
         .keys()
         .chain(w.copy.keys())
         .chain(w.sched.keys().filter(|_| w.include_sched_only))
@@ -526,8 +529,8 @@ pub fn processes(w: &Window, comm_of: &dyn Fn(u32) -> Option<String>) -> Vec<Pro
                 in_io: s.in_io,
             };
         }
-        if let Some(k) = w.cache.get(&pid) {
-            p.page_cache = CacheRow::from_stats(k);
+        if let Some(k) = w.pagecache.get(&pid) {
+            p.pagecache = PagecacheRow::from_stats(k);
         }
     }
     // Sorted by a key computed once, then the rows moved once each (they are large).
@@ -578,7 +581,7 @@ mod tests {
 
     static EMPTY_SCHED: std::sync::LazyLock<HashMap<u32, SchedStats>> =
         std::sync::LazyLock::new(HashMap::default);
-    static EMPTY_CACHE: std::sync::LazyLock<HashMap<u32, CacheStats>> =
+    static EMPTY_PAGECACHE: std::sync::LazyLock<HashMap<u32, PagecacheStats>> =
         std::sync::LazyLock::new(HashMap::default);
     static EMPTY_COPY: std::sync::LazyLock<HashMap<u32, CopyStats>> =
         std::sync::LazyLock::new(HashMap::default);
@@ -590,7 +593,7 @@ mod tests {
         Window {
             rows,
             sched: &EMPTY_SCHED,
-            cache: &EMPTY_CACHE,
+            pagecache: &EMPTY_PAGECACHE,
             copy: &EMPTY_COPY,
             exited,
             sources: CopySources::default(),
@@ -794,7 +797,7 @@ mod tests {
 
     #[test]
     fn page_cache_hits_are_lookups_minus_misses_never_negative() {
-        let r = CacheRow::from_stats(&CacheStats {
+        let r = PagecacheRow::from_stats(&PagecacheStats {
             lookups: 100,
             added: 30,
             write_added: 0,
@@ -802,19 +805,22 @@ mod tests {
             dirtied: 1,
         });
         assert_eq!((r.hits, r.misses, r.hit_ratio), (70, 30, Some(0.7)));
-        let r = CacheRow::from_stats(&CacheStats {
+        let r = PagecacheRow::from_stats(&PagecacheStats {
             lookups: 10,
             added: 30,
             ..Default::default()
         });
         assert_eq!((r.hits, r.hit_ratio), (0, Some(0.0)));
-        assert_eq!(CacheRow::from_stats(&CacheStats::default()).hit_ratio, None);
+        assert_eq!(
+            PagecacheRow::from_stats(&PagecacheStats::default()).hit_ratio,
+            None
+        );
     }
 
     #[test]
     fn pages_added_by_writes_are_not_read_misses() {
         // dd of=FILE: 16,384 pages added, all of them by its writes, and nothing read.
-        let r = CacheRow::from_stats(&CacheStats {
+        let r = PagecacheRow::from_stats(&PagecacheStats {
             added: 16_384,
             write_added: 16_384,
             dirtied: 16_384,
@@ -826,7 +832,7 @@ mod tests {
         );
         // A copy of a cached file: every page of the source found, the copy's pages added
         // by writes.
-        let r = CacheRow::from_stats(&CacheStats {
+        let r = PagecacheRow::from_stats(&PagecacheStats {
             lookups: 2048,
             added: 2048,
             write_added: 2048,

@@ -501,12 +501,12 @@ fn process_detail(s: &Snapshot, p: &ProcessRow, secs: f64) -> Vec<TextLine<'stat
             bold("page cache "),
             Span::raw(format!(
                 "lookups {}/s, hits {}/s, misses {}/s, hit ratio {}%, mmap faults {}/s, dirtied {}/s",
-                count(per(p.page_cache.lookups)),
-                count(per(p.page_cache.hits)),
-                count(per(p.page_cache.misses)),
-                percent(p.page_cache.hit_ratio),
-                count(per(p.page_cache.mmap_faults)),
-                count(per(p.page_cache.dirtied))
+                count(per(p.pagecache.lookups)),
+                count(per(p.pagecache.hits)),
+                count(per(p.pagecache.misses)),
+                percent(p.pagecache.hit_ratio),
+                count(per(p.pagecache.mmap_faults)),
+                count(per(p.pagecache.dirtied))
             )),
         ]),
         TextLine::from(""),

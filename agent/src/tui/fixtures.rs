@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use crate::{
     advisor::{Calibration, Evidence, Finding},
     model::{
-        CacheRow, CpuCopy, ProbeRow, ProcessAdvice, ProcessRow, SchedRow, Snapshot, SyscallRow,
+        CpuCopy, PagecacheRow, ProbeRow, ProcessAdvice, ProcessRow, SchedRow, Snapshot, SyscallRow,
     },
 };
 
@@ -58,7 +58,7 @@ fn process(p: P) -> ProcessRow {
         in_io: p.sched.2,
     };
     let (lookups, misses) = p.cache;
-    r.page_cache = CacheRow::from_stats(&copyscope_common::CacheStats {
+    r.pagecache = PagecacheRow::from_stats(&copyscope_common::PagecacheStats {
         lookups,
         added: misses,
         write_added: 0,

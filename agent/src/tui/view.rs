@@ -248,7 +248,7 @@ pub fn lines(s: &Snapshot, grouping: Grouping) -> Vec<Line> {
         .processes
         .iter()
         .map(|p| {
-            let lookups = p.page_cache.lookups;
+            let lookups = p.pagecache.lookups;
             Line {
                 key: LineKey::Pid(p.pid),
                 pid: Some(p.pid),
@@ -258,7 +258,7 @@ pub fn lines(s: &Snapshot, grouping: Grouping) -> Vec<Line> {
                 pod: p.pod.as_ref().map(|r| format!("{}/{}", r.namespace, r.pod)),
                 exited: p.exited,
                 rates: rates(p, secs),
-                hit_ratio: (lookups > 0).then(|| p.page_cache.hits as f64 / lookups as f64),
+                hit_ratio: (lookups > 0).then(|| p.pagecache.hits as f64 / lookups as f64),
                 advice: top_finding(findings_of(s, p.pid).into_iter()),
             }
         })
@@ -288,8 +288,8 @@ pub fn lines(s: &Snapshot, grouping: Grouping) -> Vec<Line> {
             g.0.processes += 1;
             g.0.exited &= l.exited;
             add(&mut g.0.rates, &l.rates);
-            g.1 += p.page_cache.lookups;
-            g.2 += p.page_cache.hits;
+            g.1 += p.pagecache.lookups;
+            g.2 += p.pagecache.hits;
             if let Some(a) = &l.advice
                 && g.0.advice.as_ref().is_none_or(|b| a.1 > b.1)
             {
@@ -321,8 +321,8 @@ pub fn totals(s: &Snapshot) -> Totals {
     let (mut lookups, mut hits) = (0u64, 0u64);
     for p in &s.processes {
         add(&mut t.rates, &rates(p, s.duration_seconds));
-        lookups += p.page_cache.lookups;
-        hits += p.page_cache.hits;
+        lookups += p.pagecache.lookups;
+        hits += p.pagecache.hits;
     }
     let moved = t.rates.copy_to_user + t.rates.copy_from_user + t.rates.zero_copy;
     t.zero_copy_share = (moved > 0.0).then(|| t.rates.zero_copy / moved);

@@ -64,7 +64,7 @@ pub mod maps {
     pub const WATCHED: &str = "WATCHED";
     pub const COUNTERS: &str = "COUNTERS";
     pub const SCHED_STATS: &str = "SCHED_STATS";
-    pub const CACHE_STATS: &str = "CACHE_STATS";
+    pub const PAGECACHE_STATS: &str = "PAGECACHE_STATS";
     pub const COPY_STATS: &str = "COPY_STATS";
     /// What is pinned (layout, build, generation) and where the agent's state is; written
     /// only by the agent.
@@ -83,7 +83,7 @@ pub mod maps {
         WATCHED,
         COUNTERS,
         SCHED_STATS,
-        CACHE_STATS,
+        PAGECACHE_STATS,
         COPY_STATS,
         PIN_META,
         AGENT_STATE,
@@ -483,11 +483,11 @@ pub struct SchedStats {
     pub in_io: u64,
 }
 
-/// Value of `CACHE_STATS` (by tgid, atomic adds): page-cache activity caused by the process.
+/// Value of `PAGECACHE_STATS` (by tgid, atomic adds): page-cache activity caused by the process.
 #[repr(C)]
 #[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CacheStats {
+pub struct PagecacheStats {
     /// Pages looked up by buffered reads (or folio accesses, by the fallback methods).
     pub lookups: u64,
     /// Pages added to the cache (a folio of order n is 2^n pages), by reads, their
@@ -522,7 +522,7 @@ pub struct CopyStats {
 #[cfg(feature = "user")]
 mod pod {
     unsafe impl aya::Pod for super::SchedStats {}
-    unsafe impl aya::Pod for super::CacheStats {}
+    unsafe impl aya::Pod for super::PagecacheStats {}
     unsafe impl aya::Pod for super::CopyStats {}
     unsafe impl aya::Pod for super::SyscallKey {}
     unsafe impl aya::Pod for super::SyscallStats {}
@@ -536,7 +536,7 @@ const _: () = assert!(core::mem::size_of::<SyscallStats>() == 32);
 const _: () = assert!(core::mem::size_of::<Inflight>() == 32);
 const _: () = assert!(core::mem::size_of::<Exited>() == 32);
 const _: () = assert!(core::mem::size_of::<SchedStats>() == 24);
-const _: () = assert!(core::mem::size_of::<CacheStats>() == 40);
+const _: () = assert!(core::mem::size_of::<PagecacheStats>() == 40);
 const _: () = assert!(core::mem::size_of::<CopyStats>() == 40);
 const _: () = assert!(core::mem::size_of::<PinMeta>() == 48);
 const _: () = assert!(limits::INFLIGHT_SLOTS.is_power_of_two());

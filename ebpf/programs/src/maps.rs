@@ -8,7 +8,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray},
 };
 use copyscope_common::{
-    CacheStats, CopyStats, Counter, Exited, Inflight, PinMeta, SchedStats, SyscallKey,
+    CopyStats, Counter, Exited, Inflight, PagecacheStats, PinMeta, SchedStats, SyscallKey,
     SyscallStats, limits,
 };
 
@@ -47,7 +47,7 @@ pub static SCHED_STATS: HashMap<u32, SchedStats> =
     HashMap::with_max_entries(limits::PROC_STATS_ENTRIES, 0);
 
 #[map]
-pub static CACHE_STATS: HashMap<u32, CacheStats> =
+pub static PAGECACHE_STATS: HashMap<u32, PagecacheStats> =
     HashMap::with_max_entries(limits::PROC_STATS_ENTRIES, 0);
 
 #[map]

@@ -12,7 +12,7 @@ use copyscope_common::limits;
 
 use crate::{
     field, global,
-    maps::{CACHE_STATS, INFLIGHT, bump, current_tgid, proc_row},
+    maps::{INFLIGHT, PAGECACHE_STATS, bump, current_tgid, proc_row},
 };
 
 #[unsafe(no_mangle)]
@@ -45,8 +45,8 @@ static OFF_MAPPING_HOST: u64 = 0;
 static OFF_INODE_INO: u64 = 0;
 
 #[inline(always)]
-fn add(f: impl FnOnce(&mut copyscope_common::CacheStats)) {
-    if let Some(v) = proc_row(&CACHE_STATS, current_tgid()) {
+fn add(f: impl FnOnce(&mut copyscope_common::PagecacheStats)) {
+    if let Some(v) = proc_row(&PAGECACHE_STATS, current_tgid()) {
         f(unsafe { &mut *v });
     }
 }
