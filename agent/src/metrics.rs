@@ -74,6 +74,8 @@ pub struct Exporter {
     /// copyscope's own resident set, in bytes.
     resident_bytes: Option<u64>,
     last_collection_seconds: f64,
+    /// Harvests made between two windows because exited processes were filling the maps.
+    early_harvests: u64,
     /// Container id -> pod, as the Kubernetes API last said.
     pods: BTreeMap<String, PodRef>,
     /// Whether the API server answered; None without --kube-node.
@@ -108,6 +110,7 @@ impl Exporter {
             map_memory: BTreeMap::new(),
             resident_bytes: None,
             last_collection_seconds: 0.0,
+            early_harvests: 0,
             pods: BTreeMap::new(),
             kube_up: None,
         }
@@ -295,6 +298,11 @@ impl Exporter {
         self.last_collection_seconds = s;
     }
 
+    /// Harvests made so far between two windows (exits filling the kernel maps).
+    pub fn set_early_harvests(&mut self, n: u64) {
+        self.early_harvests = n;
+    }
+
     /// The pods this node runs (container id -> pod), and whether the API server answered.
     pub fn set_pods(&mut self, pods: BTreeMap<String, PodRef>, up: bool) {
         self.pods = pods;
@@ -451,6 +459,7 @@ impl Exporter {
         }
         f.counter(COLLECTIONS, &[], self.windows as f64);
         f.gauge(COLLECTION_SECONDS, &[], self.last_collection_seconds);
+        f.counter(EARLY_HARVESTS, &[], self.early_harvests as f64);
         f.gauge(WORKLOADS, &[], self.tracked() as f64);
         f.gauge(MAX_WORKLOADS, &[], self.opts.max_workloads as f64);
         f.counter(FOLDED, &[], self.folded as f64);
@@ -591,6 +600,10 @@ const RESIDENT: Spec = (
 const COLLECTIONS: Spec = (
     "copyscope_collections_total",
     "Collection windows completed.",
+);
+const EARLY_HARVESTS: Spec = (
+    "copyscope_early_harvests_total",
+    "Harvests made between two windows because exited processes were filling the kernel maps.",
 );
 const COLLECTION_SECONDS: Spec = (
     "copyscope_collection_duration_seconds",
@@ -760,6 +773,7 @@ pub fn names() -> BTreeSet<&'static str> {
         RESIDENT,
         COLLECTIONS,
         COLLECTION_SECONDS,
+        EARLY_HARVESTS,
         WORKLOADS,
         MAX_WORKLOADS,
         FOLDED,

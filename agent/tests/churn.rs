@@ -1,5 +1,5 @@
 //! Bounded under load and churn, on the running kernel with a real `copyscope run`:
-//! 10,000 short-lived processes, the cardinality cap and the idle TTL, two CPUs each making
+//! 10,000 short-lived processes, a burst of 12,000 in one long window, the cardinality cap and the idle TTL, two CPUs each making
 //! a million syscalls, and a short soak. Counts are exact (unless the kernel skipped
 //! program runs, which the agent reports), kernel map memory and the agent's resident set
 //! stay within the bounds below (the README's "Bounds under load and churn"). Timing is
@@ -326,6 +326,69 @@ fn ten_thousand_short_lived_processes_are_counted_exactly_within_bounds() {
         agent_rss / MIB,
         before / MIB
     );
+}
+
+#[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
+fn a_burst_of_exits_in_one_long_window_is_harvested_early_and_counted_exactly() {
+    require_kernel!();
+    // Each process leaves a few syscall rows (its loader's reads, its writes): 12,000 of
+    // them in one 30 s window are more rows than the kernel's syscall map holds, unless
+    // their final counts leave the kernel before the window ends.
+    const PROCS: u64 = 12_000;
+    const CALLS: u64 = 10;
+    let d = scratch("burst");
+    let file = d.join("pwrite.bin");
+    let file = file.to_str().unwrap();
+    let agent = start_agent(&["--interval", "30"]);
+    let name = comm("burst");
+    let collections = |t: &str| sum(t, "copyscope_collections_total", &[]);
+    let first = wait_for(Duration::from_secs(60), "the first collection", || {
+        let m = agent.metrics();
+        (collections(&m) >= 1.0).then_some(m)
+    });
+    let started = Instant::now();
+    let res = run_workload(&[
+        "spawn",
+        &PROCS.to_string(),
+        "8",
+        "--comm",
+        &name,
+        "pwrite",
+        file,
+        &CALLS.to_string(),
+        "1",
+    ]);
+    let spawned_in = started.elapsed().as_secs_f64();
+    assert_eq!(res["processes"], PROCS);
+    let now = collections(&agent.metrics());
+    let m = wait_for(Duration::from_secs(75), "two more collections", || {
+        let m = agent.metrics();
+        (collections(&m) >= now + 2.0).then_some(m)
+    });
+    let early = sum(&m, "copyscope_early_harvests_total", &[]);
+    eprintln!(
+        "{PROCS} processes spawned in {spawned_in:.1} s over {} windows; {early} early harvests",
+        collections(&m) - collections(&first)
+    );
+    assert!(
+        early >= 1.0,
+        "a burst of {PROCS} exits was harvested ahead of its window at least once"
+    );
+    let labels = [
+        ("comm", name.as_str()),
+        ("syscall", "pwrite64"),
+        ("fd_kind", "file"),
+    ];
+    let s = slack(&m);
+    assert_near(
+        s,
+        sum(&m, "copyscope_syscalls_total", &labels) as u64,
+        PROCS * CALLS,
+        1,
+        "pwrite64 calls of the burst",
+    );
+    assert_no_lossy_drops(&m);
 }
 
 #[test]

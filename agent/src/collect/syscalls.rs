@@ -73,6 +73,14 @@ impl Collector {
         &self.watched_seen
     }
 
+    /// Exited processes whose final counts wait in the kernel for the next harvest (one
+    /// batch read of the exit map, which holds only the processes that exited since).
+    pub fn exits_pending(&self) -> Result<usize> {
+        let mut gone: Vec<(u32, Exited)> = Vec::new();
+        batch::entries(&self.exited, maps::EXITED, &mut gone)?;
+        Ok(gone.len())
+    }
+
     /// Read the kernel maps. Processes that exited since the last harvest have their final
     /// counts moved into userspace and their kernel rows freed, so the map stays small and
     /// nothing a short-lived process did is lost.

@@ -20,7 +20,7 @@ use axum::{
     response::IntoResponse,
     routing::get,
 };
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 
 use crate::{
     calibrate,
@@ -297,16 +297,30 @@ fn collect_loop(
         sampler.set_pods(p);
     }
     let mut trim = crate::collect::footprint::Trim::default();
+    // Harvests made between windows because exits were filling the maps.
+    let mut early: u64 = 0;
     let mut started = Instant::now();
     while !stop.load(Ordering::SeqCst) {
-        // Parked until the next window: a shutdown unparks this thread at once.
+        // Parked until the next window (a shutdown unparks this thread at once), looking
+        // every second whether a burst of exits is filling the kernel maps.
         let until = started + interval;
         while !stop.load(Ordering::SeqCst) {
             let now = Instant::now();
             if now >= until {
                 break;
             }
-            std::thread::park_timeout(until - now);
+            std::thread::park_timeout((until - now).min(EXIT_POLL));
+            if Instant::now() < until && !stop.load(Ordering::SeqCst) {
+                match sampler.harvest_exits_if_filling() {
+                    Ok(true) => {
+                        early += 1;
+                        debug!("exited processes filling the kernel maps: harvested early");
+                    }
+                    Ok(false) => {}
+                    // The window's own harvest says it if the maps cannot be read.
+                    Err(e) => debug!("looking at the exited processes: {e:#}"),
+                }
+            }
         }
         if stop.load(Ordering::SeqCst) {
             break;
@@ -322,6 +336,7 @@ fn collect_loop(
             &mut workload::open_file_sizes,
         );
         exporter.set_programs(&sample.programs);
+        exporter.set_early_harvests(early);
         exporter.set_map_entries(sample.map_entries);
         let resident = crate::collect::footprint::resident_bytes();
         exporter.set_memory(sample.map_memory, resident);
@@ -370,6 +385,9 @@ fn collect_loop(
     }
     Ok(())
 }
+
+/// How often `run` looks, between two windows, whether exits are filling the kernel maps.
+const EXIT_POLL: Duration = Duration::from_secs(1);
 
 /// The agent's totals, saved in the pin after every collection.
 #[derive(serde::Serialize, serde::Deserialize)]
