@@ -2,20 +2,9 @@
 //! interface would serve it better, the evidence, and the CPU it would save. Pure: the
 //! calibration and the sizes of the files the workload has open are passed in.
 
-use std::collections::BTreeMap;
-
-use serde::{Deserialize, Serialize};
-
 use crate::model::ProcessRow;
-
-/// This host's cost of the work zero-copy avoids, measured at start-up.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
-pub struct Calibration {
-    /// Bytes one CPU copies per second (memcpy of buffers larger than the caches).
-    pub memcpy_bytes_per_second: f64,
-    /// Seconds of one system call round trip (two mode switches).
-    pub syscall_seconds: f64,
-}
+/// The advisor's results are plain data, kept with the rest of it.
+pub use crate::model::{Calibration, Evidence, Finding};
 
 /// When a pattern is worth a finding. All are flags of `copyscope run` and `snapshot`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -77,31 +66,6 @@ impl Thresholds {
         }
         Ok(())
     }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Evidence {
-    pub window_seconds: f64,
-    /// One sentence with the figures that triggered the finding.
-    pub summary: String,
-    /// The same figures by name (bytes per second, ratios, counts).
-    #[serde(flatten)]
-    pub figures: BTreeMap<String, f64>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Finding {
-    /// Stable identifier: `sendfile`, `mmap_sendfile`, `splice_socket_to_socket`,
-    /// `splice_socket_to_file`, `copy_file_range`, `direct_io`, `zero_copy`.
-    pub pattern: String,
-    pub recommendation: String,
-    pub evidence: Evidence,
-    pub estimated_cpu_seconds_saved_per_second: f64,
-    /// The saving is under the minimum (`--advise-min-saving`): listed only when asked
-    /// for (`--advise-all`), never exported as a metric. Never set on `zero_copy`
-    /// ("already zero-copy: nothing to change"), which saves nothing by definition.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub below_threshold: bool,
 }
 
 /// [`span`] as a `Display` that formats only when written.

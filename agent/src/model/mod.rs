@@ -315,9 +315,44 @@ pub struct Snapshot {
     pub command: Option<CommandRun>,
     /// This host's memory-copy bandwidth and syscall cost, which the savings are based on.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub calibration: Option<crate::advisor::Calibration>,
+    pub calibration: Option<Calibration>,
     /// The zero-copy advisor's findings, biggest estimated saving first.
     pub advice: Vec<ProcessAdvice>,
+}
+
+/// This host's cost of the work zero-copy avoids, measured at start-up.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Calibration {
+    /// Bytes one CPU copies per second (memcpy of buffers larger than the caches).
+    pub memcpy_bytes_per_second: f64,
+    /// Seconds of one system call round trip (two mode switches).
+    pub syscall_seconds: f64,
+}
+
+/// Why the advisor made a finding: the window and its figures.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Evidence {
+    pub window_seconds: f64,
+    /// One sentence with the figures that triggered the finding.
+    pub summary: String,
+    /// The same figures by name (bytes per second, ratios, counts).
+    #[serde(flatten)]
+    pub figures: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Finding {
+    /// Stable identifier: `sendfile`, `mmap_sendfile`, `splice_socket_to_socket`,
+    /// `splice_socket_to_file`, `copy_file_range`, `direct_io`, `zero_copy`.
+    pub pattern: String,
+    pub recommendation: String,
+    pub evidence: Evidence,
+    pub estimated_cpu_seconds_saved_per_second: f64,
+    /// The saving is under the minimum (`--advise-min-saving`): listed only when asked
+    /// for (`--advise-all`), never exported as a metric. Never set on `zero_copy`
+    /// ("already zero-copy: nothing to change"), which saves nothing by definition.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub below_threshold: bool,
 }
 
 /// One advisor finding for a process (snapshot) or a workload (`run`).
@@ -329,7 +364,7 @@ pub struct ProcessAdvice {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
     #[serde(flatten)]
-    pub finding: crate::advisor::Finding,
+    pub finding: Finding,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
