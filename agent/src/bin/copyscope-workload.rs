@@ -688,9 +688,18 @@ fn mmsg(args: &[String]) -> String {
     let mut rmsgs = headers(&mut riov);
     let (mut sent, mut received) = (0u64, 0u64);
     for _ in 0..count {
+        // The system calls themselves: musl's sendmmsg() on 64-bit is a loop of sendmsg.
         // SAFETY: n headers, each pointing at one live buffer.
         let k = check(
-            unsafe { libc::sendmmsg(tx.as_raw_fd(), msgs.as_mut_ptr(), n as u32, 0) } as isize,
+            unsafe {
+                libc::syscall(
+                    libc::SYS_sendmmsg,
+                    tx.as_raw_fd(),
+                    msgs.as_mut_ptr(),
+                    n as libc::c_uint,
+                    0,
+                )
+            } as isize,
             "sendmmsg",
         );
         if k != n {
@@ -700,12 +709,13 @@ fn mmsg(args: &[String]) -> String {
         // SAFETY: as above; the N datagrams are queued already, so this does not wait.
         let k = check(
             unsafe {
-                libc::recvmmsg(
+                libc::syscall(
+                    libc::SYS_recvmmsg,
                     rx.as_raw_fd(),
                     rmsgs.as_mut_ptr(),
-                    n as u32,
+                    n as libc::c_uint,
                     0,
-                    std::ptr::null_mut(),
+                    std::ptr::null_mut::<libc::timespec>(),
                 )
             } as isize,
             "recvmmsg",
@@ -759,7 +769,7 @@ fn aio(args: &[String]) -> String {
         num(a(3), "SIZE") as usize,
         num(a(4), "BATCH") as usize,
     );
-    if batch == 0 || count % batch as u64 != 0 {
+    if batch == 0 || !count.is_multiple_of(batch as u64) {
         die("COUNT must be a multiple of BATCH");
     }
     let fd = open(path, libc::O_RDONLY);
@@ -779,6 +789,8 @@ fn aio(args: &[String]) -> String {
     let mut events = vec![IoEvent::default(); batch];
     let (mut submits, mut reaps, mut asked, mut completed) = (0u64, 0u64, 0u64, 0u64);
     let mut next = 0u64;
+    // io_getevents' min_nr: wait for at least one event.
+    const ONE: libc::c_long = 1;
     for _ in 0..count / batch as u64 {
         for (cb, buf) in iocbs.iter_mut().zip(bufs.iter_mut()) {
             *cb = Iocb {
@@ -816,7 +828,7 @@ fn aio(args: &[String]) -> String {
                 libc::syscall(
                     libc::SYS_io_getevents,
                     ctx,
-                    1 as libc::c_long,
+                    ONE,
                     (batch - got) as libc::c_long,
                     events.as_mut_ptr(),
                     std::ptr::null_mut::<libc::timespec>(),
