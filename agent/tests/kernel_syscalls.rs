@@ -419,7 +419,10 @@ fn per_syscall_tracepoints_and_raw_sys_enter_count_the_same() {
             .as_array()
             .unwrap()
             .iter()
-            .filter(|p| p["family"] == "syscalls")
+            .filter(|p| {
+                p["family"] == "syscalls"
+                    && ["sys_enter", "sys_exit"].contains(&p["hook"].as_str().unwrap_or(""))
+            })
             .map(|p| p["method"].as_str().unwrap_or("none").to_string())
             .collect();
         assert_eq!(methods.len(), 2, "{env:?}: {methods:?}");
@@ -654,4 +657,210 @@ fn stop_snapshot(snap: std::process::Child) -> serde_json::Value {
     let out = snap.wait_with_output().unwrap();
     assert_ok(&out, "copyscope snapshot --duration");
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Why a per-call program that reads the call's array in user memory is not attached
+/// (they need bpf_task_pt_regs, 5.15+), if it is not.
+fn batch_missing(hooks: &[&str]) -> Option<String> {
+    hooks.iter().find_map(|h| probe_missing("syscalls", h))
+}
+
+/// A call's row and its messages' row, within the slack of skipped program runs: a
+/// skipped run loses one call with its `per_call` messages and their bytes.
+fn assert_batch(s: Slack, got: (Row, Row), want: (Row, Row), per_call: u64, what: &str) {
+    let (call, msgs) = got;
+    let (wcall, wmsgs) = want;
+    assert_near(s, call.calls, wcall.calls, 1, &format!("{what} calls"));
+    assert_near(
+        s,
+        call.bytes,
+        wcall.bytes,
+        wcall.bytes / wcall.calls.max(1),
+        &format!("{what} bytes"),
+    );
+    assert_eq!(call.errors, 0, "{what} errors");
+    assert_near(
+        s,
+        msgs.calls,
+        wmsgs.calls,
+        per_call,
+        &format!("{what} messages"),
+    );
+    assert_eq!(msgs.bytes, 0, "{what} messages have no bytes of their own");
+}
+
+#[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
+fn sendmmsg_and_recvmmsg_count_calls_messages_and_bytes_exactly() {
+    require_kernel!();
+    if let Some(why) = batch_missing(&["sys_exit_sendmmsg", "sys_exit_recvmmsg"]) {
+        skip!(why);
+    }
+    let d = scratch("mmsg");
+    let (snap, res) = run_workload(&d, &["mmsg", "7", "10", "1000"]);
+    assert_eq!(
+        (res["sent"].as_u64(), res["received"].as_u64()),
+        (Some(70_000), Some(70_000))
+    );
+    let p = command_process(&snap);
+    let s = slack(&snap);
+    let call = |calls, bytes| Row {
+        calls,
+        bytes,
+        errors: 0,
+    };
+    for (sys, msgs) in [
+        ("sendmmsg", "sendmmsg_messages"),
+        ("recvmmsg", "recvmmsg_messages"),
+    ] {
+        assert_batch(
+            s,
+            (row(p, sys, "socket"), row(p, msgs, "socket")),
+            (call(7, 70_000), call(70, 0)),
+            10,
+            sys,
+        );
+    }
+    // Two mode switches per call; the messages make none of their own.
+    assert_eq!(num(p, &["mode_switches"]), 2 * num(p, &["calls"]), "{p}");
+}
+
+#[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
+fn mmsg_messages_past_the_64th_of_a_call_are_counted_without_their_bytes() {
+    require_kernel!();
+    if let Some(why) = batch_missing(&["sys_exit_sendmmsg", "sys_exit_recvmmsg"]) {
+        skip!(why);
+    }
+    let d = scratch("mmsg-wide");
+    let (snap, res) = run_workload(&d, &["mmsg", "3", "100", "100"]);
+    assert_eq!(res["messages"], 300);
+    assert_eq!(res["sent"], 30_000);
+    let p = command_process(&snap);
+    let s = slack(&snap);
+    let call = |calls, bytes| Row {
+        calls,
+        bytes,
+        errors: 0,
+    };
+    // The bytes of the first 64 messages of each call.
+    assert_batch(
+        s,
+        (
+            row(p, "sendmmsg", "socket"),
+            row(p, "sendmmsg_messages", "socket"),
+        ),
+        (call(3, 3 * 64 * 100), call(300, 0)),
+        100,
+        "sendmmsg",
+    );
+    // 36 messages of each of the 6 calls (system-wide: other processes may add theirs).
+    assert!(
+        num(&snap["dropped"], &["mmsg_messages_unread"]) >= 6 * 36,
+        "{}",
+        snap["dropped"]
+    );
+}
+
+/// Why Linux AIO is not there, if it is not (CONFIG_AIO unset: io_setup answers ENOSYS).
+fn aio_missing() -> Option<String> {
+    let mut ctx: libc::c_ulong = 0;
+    let events: libc::c_long = 1;
+    // SAFETY: io_setup writes the context id into ctx; io_destroy frees it.
+    if unsafe { libc::syscall(libc::SYS_io_setup, events, &mut ctx) } != 0 {
+        let e = std::io::Error::last_os_error();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOSYS), "io_setup: {e}");
+        return Some("this kernel has no Linux AIO (CONFIG_AIO unset)".into());
+    }
+    unsafe { libc::syscall(libc::SYS_io_destroy, ctx) };
+    None
+}
+
+#[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
+fn linux_aio_reads_are_counted_from_their_iocbs_and_events_exactly() {
+    require_kernel!();
+    if let Some(why) = aio_missing() {
+        skip!(why);
+    }
+    if let Some(why) = batch_missing(&["sys_exit_io_submit", "sys_exit_io_getevents"]) {
+        skip!(why);
+    }
+    let d = scratch("aio");
+    let f = d.join("data");
+    write_file(&f, 1 << 20);
+    let (snap, res) = run_workload(&d, &["aio", f.to_str().unwrap(), "64", "4096", "8"]);
+    assert_eq!(res["bytes"], 64 * 4096);
+    assert_eq!(res["completed"], 64 * 4096);
+    let p = command_process(&snap);
+    let s = slack(&snap);
+    // Buffered reads of a regular file: each iocb is an operation of the bytes it asks
+    // for, in the file's kind.
+    assert_counted(
+        s,
+        row(p, "aio_read", "file"),
+        Row {
+            calls: 64,
+            bytes: 64 * 4096,
+            errors: 0,
+        },
+        8 * 4096,
+    );
+    assert_counted(
+        s,
+        row(p, "io_submit", "other"),
+        Row {
+            calls: 8,
+            bytes: 0,
+            errors: 0,
+        },
+        0,
+    );
+    let reaps = res["getevents"].as_u64().unwrap();
+    assert_counted(
+        s,
+        row(p, "io_getevents", "other"),
+        Row {
+            calls: reaps,
+            bytes: 64 * 4096,
+            errors: 0,
+        },
+        8 * 4096,
+    );
+    // The iocbs are no mode switches of their own; io_submit and io_getevents are.
+    assert_eq!(num(p, &["mode_switches"]), 2 * num(p, &["calls"]), "{p}");
+}
+
+#[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
+fn aio_iocbs_past_the_64th_of_a_call_are_not_read() {
+    require_kernel!();
+    if let Some(why) = aio_missing() {
+        skip!(why);
+    }
+    if let Some(why) = batch_missing(&["sys_exit_io_submit"]) {
+        skip!(why);
+    }
+    let d = scratch("aio-wide");
+    let f = d.join("data");
+    write_file(&f, 1 << 20);
+    let (snap, res) = run_workload(&d, &["aio", f.to_str().unwrap(), "100", "512", "100"]);
+    assert_eq!(res["submits"], 1);
+    let p = command_process(&snap);
+    assert_counted(
+        slack(&snap),
+        row(p, "aio_read", "file"),
+        Row {
+            calls: 64,
+            bytes: 64 * 512,
+            errors: 0,
+        },
+        64 * 512,
+    );
+    assert_eq!(row(p, "io_submit", "other").calls, 1, "{p}");
+    assert!(
+        num(&snap["dropped"], &["aio_entries_unread"]) >= 36,
+        "{}",
+        snap["dropped"]
+    );
 }

@@ -444,7 +444,7 @@ mkdir -p "$OUT"
 for i in $(seq 1 100); do [ -b /dev/vda ] && break; sleep 0.1; done
 mount -t ext4 /dev/vda /scratch || echo "GUEST scratch mount failed"
 uname -r > "$OUT/release"
-"@COPYSCOPE@" probes --json > "$OUT/probes.json" 2> "$OUT/probes.err"
+COPYSCOPE_LOG=debug "@COPYSCOPE@" probes --json > "$OUT/probes.json" 2> "$OUT/probes.err"
 rc=0
 for t in @TESTS@; do
   name=$(basename "$t" | sed 's/-[0-9a-f]*$//')

@@ -38,6 +38,12 @@
 //!                                                   PREFIX1, ..., each making one pread(1) of
 //!                                                   FILE a second (spread over the second) for
 //!                                                   SECONDS s; `ready` on stderr once all run
+//!   copyscope-workload mmsg COUNT N SIZE            COUNT sendmmsg of N messages of SIZE over
+//!                                                   loopback UDP, each followed by a recvmmsg
+//!                                                   of the N
+//!   copyscope-workload aio FILE COUNT SIZE BATCH    COUNT Linux AIO reads (IOCB_CMD_PREAD) of
+//!                                                   SIZE from FILE, BATCH iocbs per io_submit,
+//!                                                   reaped with io_getevents
 //!
 //! Before the workload, `--comm NAME` renames the process (what copyscope groups it by) and
 //! `--cpu N` pins it to CPU N; the result then says which CPU it ended on.
@@ -641,6 +647,217 @@ fn direct(args: &[String]) -> String {
     format!(r#"{{"calls":{count},"bytes":{bytes}}}"#)
 }
 
+/// `mmsg COUNT N SIZE`: COUNT sendmmsg of N messages of SIZE over loopback UDP, each
+/// followed by one recvmmsg of the N. The bytes are the messages' msg_len, as the calls
+/// report them.
+fn mmsg(args: &[String]) -> String {
+    let a = |i: usize| args.get(i);
+    let (count, n, size) = (
+        num(a(1), "COUNT"),
+        num(a(2), "N") as usize,
+        num(a(3), "SIZE") as usize,
+    );
+    let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| die(&format!("{e}")));
+    let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| die(&format!("{e}")));
+    tx.connect(rx.local_addr().unwrap())
+        .unwrap_or_else(|e| die(&format!("{e}")));
+    let mut bufs = vec![vec![3u8; size]; n];
+    let mut rbufs = vec![vec![0u8; size]; n];
+    let iovecs = |bufs: &mut [Vec<u8>]| -> Vec<libc::iovec> {
+        bufs.iter_mut()
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: b.len(),
+            })
+            .collect()
+    };
+    let mut iov = iovecs(&mut bufs);
+    let mut riov = iovecs(&mut rbufs);
+    let headers = |iov: &mut [libc::iovec]| -> Vec<libc::mmsghdr> {
+        iov.iter_mut()
+            .map(|v| {
+                // SAFETY: a plain C struct, all zeroes is valid.
+                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                h.msg_hdr.msg_iov = v;
+                h.msg_hdr.msg_iovlen = 1;
+                h
+            })
+            .collect()
+    };
+    let mut msgs = headers(&mut iov);
+    let mut rmsgs = headers(&mut riov);
+    let (mut sent, mut received) = (0u64, 0u64);
+    for _ in 0..count {
+        // The system calls themselves: musl's sendmmsg() on 64-bit is a loop of sendmsg.
+        // SAFETY: n headers, each pointing at one live buffer.
+        let k = check(
+            unsafe {
+                libc::syscall(
+                    libc::SYS_sendmmsg,
+                    tx.as_raw_fd(),
+                    msgs.as_mut_ptr(),
+                    n as libc::c_uint,
+                    0,
+                )
+            } as isize,
+            "sendmmsg",
+        );
+        if k != n {
+            die("sendmmsg sent fewer messages");
+        }
+        sent += msgs.iter().map(|m| u64::from(m.msg_len)).sum::<u64>();
+        // SAFETY: as above; the N datagrams are queued already, so this does not wait.
+        let k = check(
+            unsafe {
+                libc::syscall(
+                    libc::SYS_recvmmsg,
+                    rx.as_raw_fd(),
+                    rmsgs.as_mut_ptr(),
+                    n as libc::c_uint,
+                    0,
+                    std::ptr::null_mut::<libc::timespec>(),
+                )
+            } as isize,
+            "recvmmsg",
+        );
+        if k != n {
+            die("recvmmsg received fewer messages");
+        }
+        received += rmsgs.iter().map(|m| u64::from(m.msg_len)).sum::<u64>();
+    }
+    format!(
+        r#"{{"calls":{count},"messages":{},"sent":{sent},"received":{received}}}"#,
+        count * n as u64
+    )
+}
+
+/// include/uapi/linux/aio_abi.h, little-endian.
+#[repr(C)]
+#[derive(Default, Clone, Copy)]
+struct Iocb {
+    data: u64,
+    key: u32,
+    rw_flags: i32,
+    opcode: u16,
+    reqprio: i16,
+    fildes: u32,
+    buf: u64,
+    nbytes: u64,
+    offset: i64,
+    reserved2: u64,
+    flags: u32,
+    resfd: u32,
+}
+
+#[repr(C)]
+#[derive(Default, Clone, Copy)]
+struct IoEvent {
+    data: u64,
+    obj: u64,
+    res: i64,
+    res2: i64,
+}
+
+/// `aio FILE COUNT SIZE BATCH`: COUNT IOCB_CMD_PREAD of SIZE from FILE (the i-th at
+/// offset i*SIZE, wrapping at the file's end), BATCH iocbs per io_submit, each batch
+/// reaped with io_getevents.
+fn aio(args: &[String]) -> String {
+    let a = |i: usize| args.get(i);
+    let path = a(1).unwrap_or_else(|| die("aio FILE COUNT SIZE BATCH"));
+    let (count, size, batch) = (
+        num(a(2), "COUNT"),
+        num(a(3), "SIZE") as usize,
+        num(a(4), "BATCH") as usize,
+    );
+    if batch == 0 || !count.is_multiple_of(batch as u64) {
+        die("COUNT must be a multiple of BATCH");
+    }
+    let fd = open(path, libc::O_RDONLY);
+    // SAFETY: fstat into a zeroed struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    check(unsafe { libc::fstat(fd, &mut st) } as isize, "fstat");
+    let blocks = (st.st_size as u64 / size as u64).max(1);
+    let mut ctx: libc::c_ulong = 0;
+    // SAFETY: io_setup writes the context id into ctx.
+    if unsafe { libc::syscall(libc::SYS_io_setup, batch as libc::c_long, &mut ctx) } != 0 {
+        let e = std::io::Error::last_os_error();
+        println!(r#"{{"unsupported":"io_setup: {e}"}}"#);
+        std::process::exit(3);
+    }
+    let mut bufs = vec![vec![0u8; size]; batch];
+    let mut iocbs = vec![Iocb::default(); batch];
+    let mut events = vec![IoEvent::default(); batch];
+    let (mut submits, mut reaps, mut asked, mut completed) = (0u64, 0u64, 0u64, 0u64);
+    let mut next = 0u64;
+    // io_getevents' min_nr: wait for at least one event.
+    const ONE: libc::c_long = 1;
+    for _ in 0..count / batch as u64 {
+        for (cb, buf) in iocbs.iter_mut().zip(bufs.iter_mut()) {
+            *cb = Iocb {
+                opcode: 0, // IOCB_CMD_PREAD
+                fildes: fd as u32,
+                buf: buf.as_mut_ptr() as u64,
+                nbytes: size as u64,
+                offset: ((next % blocks) * size as u64) as i64,
+                ..Iocb::default()
+            };
+            next += 1;
+            asked += size as u64;
+        }
+        let mut ptrs: Vec<*mut Iocb> = iocbs.iter_mut().map(|c| c as *mut Iocb).collect();
+        // SAFETY: BATCH pointers to live iocbs whose buffers outlive their completion.
+        let k = unsafe {
+            libc::syscall(
+                libc::SYS_io_submit,
+                ctx,
+                batch as libc::c_long,
+                ptrs.as_mut_ptr(),
+            )
+        };
+        if k != batch as libc::c_long {
+            die(&format!(
+                "io_submit: {k} ({})",
+                std::io::Error::last_os_error()
+            ));
+        }
+        submits += 1;
+        let mut got = 0;
+        while got < batch {
+            // SAFETY: room for BATCH events; no timeout (waits for at least one).
+            let k = unsafe {
+                libc::syscall(
+                    libc::SYS_io_getevents,
+                    ctx,
+                    ONE,
+                    (batch - got) as libc::c_long,
+                    events.as_mut_ptr(),
+                    std::ptr::null_mut::<libc::timespec>(),
+                )
+            };
+            if k <= 0 {
+                die(&format!(
+                    "io_getevents: {k} ({})",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            reaps += 1;
+            for e in &events[..k as usize] {
+                if e.res < 0 {
+                    die(&format!("an AIO read failed: {}", e.res));
+                }
+                completed += e.res as u64;
+            }
+            got += k as usize;
+        }
+    }
+    // SAFETY: the context is ours and idle.
+    unsafe { libc::syscall(libc::SYS_io_destroy, ctx) };
+    unsafe { libc::close(fd) };
+    format!(
+        r#"{{"calls":{count},"bytes":{asked},"submits":{submits},"getevents":{reaps},"completed":{completed}}}"#
+    )
+}
+
 /// `badfd COUNT`: COUNT read() on a closed fd (EBADF).
 fn badfd(args: &[String]) -> String {
     let a = |i: usize| args.get(i);
@@ -949,6 +1166,8 @@ fn main() {
         "copy-file-range" => copy_file_range(&args),
         "direct" => direct(&args),
         "badfd" => badfd(&args),
+        "mmsg" => mmsg(&args),
+        "aio" => aio(&args),
         "threads" => threads(&args),
         "serve" => serve(&args),
         "pwrite" => pwrite(&args),

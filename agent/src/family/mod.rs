@@ -182,6 +182,9 @@ pub enum Source {
     /// A field of a tracepoint record (tracefs), in the first of these events the kernel
     /// has.
     Field(&'static [(&'static str, &'static str)], &'static str),
+    /// A BPF helper the kernel has (`BPF_FUNC_<name>` of BTF's `enum bpf_func_id`): its
+    /// number.
+    Helper(&'static str),
 }
 
 impl Source {
@@ -200,6 +203,7 @@ impl Source {
                 .map(|(cat, name)| format!("{cat}:{name}'s {field} field"))
                 .collect::<Vec<_>>()
                 .join(" or "),
+            Source::Helper(name) => format!("BPF helper bpf_{name}"),
         }
     }
 }
@@ -327,6 +331,10 @@ mod tests {
             .find(|o| o.global == copyscope_common::globals::OFF_URING_CPL_REQ)
             .unwrap();
         assert_eq!(o.from.describe(), "io_uring:io_uring_complete's req field");
+        assert_eq!(
+            Source::Helper("task_pt_regs").describe(),
+            "BPF helper bpf_task_pt_regs"
+        );
         assert_eq!(
             Source::Member(&[("folio", "_nr_pages"), ("folio", "_folio_nr_pages")], 0).describe(),
             "struct folio's _nr_pages or struct folio's _folio_nr_pages"

@@ -3,7 +3,7 @@
 
 use copyscope_common::{globals as g, programs, syscalls::SYSCALLS};
 
-use super::{Attach, Family, Method, Need, Offset, ProbeSpec, Source, Target, Unit, record};
+use super::{Attach, Family, Method, Need, Offset, ProbeSpec, Source, Target, Unit, record, tp};
 
 pub static UNIT: Unit = Unit {
     family: Family::Syscalls,
@@ -69,17 +69,74 @@ const PROBES: &[ProbeSpec] = &[
         syscall_fallback: false,
         needs: &[],
     },
+    // The calls whose arrays in user memory say what they did (iocbs, io_events,
+    // mmsghdrs): one small program on each call's own exit tracepoint, so that the shared
+    // exit programs above stay small for the verifier. Without them these calls are still
+    // counted, by the shared programs, with 0 bytes.
+    ProbeSpec {
+        family: Family::Syscalls,
+        hook: "sys_exit_io_submit",
+        methods: &[tp(
+            programs::SYSCALLS_IO_SUBMIT,
+            "syscalls",
+            "sys_exit_io_submit",
+        )],
+        required: false,
+        syscall_fallback: false,
+        needs: TASK_REGS,
+    },
+    ProbeSpec {
+        family: Family::Syscalls,
+        hook: "sys_exit_io_getevents",
+        methods: &[tp(
+            programs::SYSCALLS_IO_GETEVENTS,
+            "syscalls",
+            "sys_exit_io_getevents",
+        )],
+        required: false,
+        syscall_fallback: false,
+        needs: TASK_REGS,
+    },
+    ProbeSpec {
+        family: Family::Syscalls,
+        hook: "sys_exit_sendmmsg",
+        methods: &[tp(
+            programs::SYSCALLS_SENDMMSG,
+            "syscalls",
+            "sys_exit_sendmmsg",
+        )],
+        required: false,
+        syscall_fallback: false,
+        needs: TASK_REGS,
+    },
+    ProbeSpec {
+        family: Family::Syscalls,
+        hook: "sys_exit_recvmmsg",
+        methods: &[tp(
+            programs::SYSCALLS_RECVMMSG,
+            "syscalls",
+            "sys_exit_recvmmsg",
+        )],
+        required: false,
+        syscall_fallback: false,
+        needs: TASK_REGS,
+    },
 ];
 
+/// The per-call programs read the call's arguments from the task's saved registers.
+const TASK_REGS: &[&str] = &[g::FUNC_TASK_PT_REGS];
+
 /// The first three argument registers, then the syscall number and the first argument as
-/// they stand at syscall exit (arch/*/include/asm/ptrace.h).
-const REGS: [(&[(&str, &str)], u64); 5] = if cfg!(target_arch = "aarch64") {
+/// they stand at syscall exit, then the fourth argument register
+/// (arch/*/include/asm/ptrace.h).
+const REGS: [(&[(&str, &str)], u64); 6] = if cfg!(target_arch = "aarch64") {
     [
         (&[("user_pt_regs", "regs")], 0),
         (&[("user_pt_regs", "regs")], 8),
         (&[("user_pt_regs", "regs")], 16),
         (&[("pt_regs", "syscallno")], 0),
         (&[("pt_regs", "orig_x0")], 0),
+        (&[("user_pt_regs", "regs")], 24),
     ]
 } else {
     [
@@ -88,6 +145,8 @@ const REGS: [(&[(&str, &str)], u64); 5] = if cfg!(target_arch = "aarch64") {
         (&[("pt_regs", "dx")], 0),
         (&[("pt_regs", "orig_ax")], 0),
         (&[("pt_regs", "di")], 0),
+        // The syscall ABI's fourth argument is r10 (rcx holds the return address).
+        (&[("pt_regs", "r10")], 0),
     ]
 };
 
@@ -129,6 +188,12 @@ const OFFSETS: &[Offset] = &[
     reg(g::OFF_REGS_ARG2, REGS[2]),
     reg(g::OFF_REGS_NR, REGS[3]),
     reg(g::OFF_REGS_EXIT_ARG0, REGS[4]),
+    reg(g::OFF_REGS_ARG3, REGS[5]),
+    Offset {
+        global: g::FUNC_TASK_PT_REGS,
+        from: Source::Helper("task_pt_regs"),
+        need: Need::Optional,
+    },
     record(g::OFF_TP_NR, ENTER, "__syscall_nr"),
     record(g::OFF_TP_ARGS, ENTER, "fd"),
     record(g::OFF_TP_RET, EXIT, "ret"),

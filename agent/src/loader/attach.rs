@@ -1,7 +1,7 @@
 //! Attaching: the probe table walked best method first, each method's way to attach, and
 //! why a probe is not attached.
 
-use std::path::Path;
+use std::{os::fd::AsFd as _, path::Path};
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
@@ -123,6 +123,19 @@ fn attach_probe(
         ) {
             Ok(mut detail) => {
                 links.append(&mut attempt);
+                if let Some(n) = ebpf
+                    .program(m.program)
+                    .and_then(|p| p.fd().ok())
+                    .and_then(|fd| super::stats::verified_insns(fd.as_fd()))
+                {
+                    log::debug!(
+                        "{}/{} by {}: {} verified, {n} instructions processed",
+                        spec.family.name(),
+                        spec.hook,
+                        m.method.name(),
+                        m.program
+                    );
+                }
                 if !reasons.is_empty() {
                     detail = format!("{detail} (better methods refused: {})", reasons.join("; "));
                 }

@@ -53,6 +53,11 @@ fn lookup(source: &Source, btf: &Btf, formats: &mut Formats<'_>) -> Result<Looku
             Ok(v) => Lookup::Absent(anyhow!("{ty}::{name} is {v}, not a bit number")),
             Err(e) => Lookup::Absent(e),
         },
+        Source::Helper(name) => match btf.enum_value("bpf_func_id", &format!("BPF_FUNC_{name}")) {
+            Ok(v) if v > 0 => Lookup::Found(v as u64),
+            Ok(v) => Lookup::Absent(anyhow!("BPF_FUNC_{name} is {v}")),
+            Err(e) => Lookup::Absent(e),
+        },
         Source::TracepointArgs(name, n) => match btf.tracepoint_args(name) {
             Ok(k) if k >= n => Lookup::Found(1),
             Ok(k) => Lookup::Absent(anyhow!("{name} has {k} arguments, fewer than {n}")),

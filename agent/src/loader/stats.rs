@@ -60,6 +60,12 @@ pub fn program_stats_since(before: &[ProgramStat], after: Vec<ProgramStat>) -> V
         .collect()
 }
 
+/// The instructions the verifier processed to load a program (`verified_insns`, 5.16+;
+/// None on older kernels, which do not report it).
+pub(super) fn verified_insns(fd: std::os::fd::BorrowedFd<'_>) -> Option<u32> {
+    prog_info(fd).map(|i| i.verified_insns).filter(|&n| n > 0)
+}
+
 /// `bpf_prog_info` of one program, read with BPF_OBJ_GET_INFO_BY_FD (aya does not expose
 /// `recursion_misses`, 0 on kernels older than 5.12, which do not report it; run counts
 /// and times are 0 while BPF stats are off).

@@ -99,6 +99,12 @@ pub mod programs {
     pub const SYSCALLS_TP_BTF_ENTER: &str = "syscalls_tp_enb";
     pub const SYSCALLS_TP_EXIT: &str = "syscalls_tp_ext";
     pub const SYSCALLS_TP_EXIT_REGS: &str = "syscalls_tp_exr";
+    /// Programs on one syscall's exit tracepoint each, which read the call's array in
+    /// user memory (iocbs, io_events, mmsghdrs): kept out of the shared exit programs.
+    pub const SYSCALLS_IO_SUBMIT: &str = "syscalls_iosubm";
+    pub const SYSCALLS_IO_GETEVENTS: &str = "syscalls_ioevts";
+    pub const SYSCALLS_SENDMMSG: &str = "syscalls_sendmm";
+    pub const SYSCALLS_RECVMMSG: &str = "syscalls_recvmm";
     pub const PROCESS_EXIT: &str = "process_exit";
     pub const PROCESS_FORK: &str = "process_fork";
     pub const SCHED_SWITCH: &str = "sched_switch";
@@ -151,6 +157,12 @@ pub mod globals {
     pub const OFF_REGS_ARG0: &str = "OFF_REGS_ARG0";
     pub const OFF_REGS_ARG1: &str = "OFF_REGS_ARG1";
     pub const OFF_REGS_ARG2: &str = "OFF_REGS_ARG2";
+    /// The fourth argument register (io_getevents' events).
+    pub const OFF_REGS_ARG3: &str = "OFF_REGS_ARG3";
+    /// `enum bpf_func_id`'s BPF_FUNC_task_pt_regs (5.15+): set only when the kernel has
+    /// the helper the per-syscall array readers (io_submit, io_getevents, sendmmsg,
+    /// recvmmsg) take the call's arguments from.
+    pub const FUNC_TASK_PT_REGS: &str = "FUNC_TASK_PT_REGS";
     /// At syscall exit: the syscall number and the first argument (on arm64 `regs[0]`
     /// holds the return value by then; the argument is kept in `orig_x0`).
     pub const OFF_REGS_NR: &str = "OFF_REGS_NR";
@@ -306,10 +318,17 @@ pub enum Counter {
     /// A counted syscall whose exit run the kernel skipped: counted as a call, with its
     /// bytes and time unknown (0).
     BytesUnknown = 7,
+    /// An io_submit iocb past the first 64 of a call (its operation and bytes are not
+    /// counted; the call itself is), or an io_getevents event past the first 64 (its
+    /// bytes are not counted).
+    AioUnread = 8,
+    /// A sendmmsg or recvmmsg message past the first 64 of a call: its bytes are not
+    /// counted (the call and the message are).
+    MmsgUnread = 9,
 }
 
 impl Counter {
-    pub const COUNT: u32 = 8;
+    pub const COUNT: u32 = 10;
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::StatsFull,
         Counter::InflightSpilled,
@@ -319,6 +338,8 @@ impl Counter {
         Counter::ProcStatsFull,
         Counter::TimeUnknown,
         Counter::BytesUnknown,
+        Counter::AioUnread,
+        Counter::MmsgUnread,
     ];
     pub const fn name(self) -> &'static str {
         match self {
@@ -330,6 +351,8 @@ impl Counter {
             Counter::ProcStatsFull => "process_stats_full",
             Counter::TimeUnknown => "syscall_time_unknown",
             Counter::BytesUnknown => "syscall_bytes_unknown",
+            Counter::AioUnread => "aio_entries_unread",
+            Counter::MmsgUnread => "mmsg_messages_unread",
         }
     }
 }

@@ -18,9 +18,10 @@ pub enum Flow {
 pub enum Via {
     /// A system call, at its enter and exit: two mode switches a call.
     Syscall,
-    /// io_uring operations of a group of opcodes, at their completion: no mode switch of
-    /// their own (the `io_uring_enter` calls that submit them are counted as syscalls).
-    IoUring,
+    /// Asynchronous operations (io_uring opcodes at their completion, Linux AIO iocbs at
+    /// their submission): no mode switch of their own (the `io_uring_enter` and
+    /// `io_submit` calls that submit them are counted as syscalls).
+    Operation,
 }
 
 /// One counted syscall: its name, where its fds are among the arguments, and its flow.
@@ -69,14 +70,15 @@ const fn two(name: &'static str, fd_in: u8, fd_out: u8, x86: u16, arm: u16) -> S
     }
 }
 
-/// io_uring operations of one group of opcodes: fd kind from the request's file.
-const fn uring(name: &'static str, flow: Flow) -> Spec {
+/// Asynchronous operations of one kind: io_uring opcodes (fd kind from the request's
+/// file) or Linux AIO iocbs (fd kind from the iocb's fd).
+const fn op(name: &'static str, flow: Flow) -> Spec {
     Spec {
         name,
         fd_in_arg: 0,
         fd_out_arg: None,
         flow,
-        via: Via::IoUring,
+        via: Via::Operation,
         nr_x86_64: 0,
         nr_aarch64: 0,
     }
@@ -85,7 +87,7 @@ const fn uring(name: &'static str, flow: Flow) -> Spec {
 /// The table the kernel side indexes with [`crate::SyscallKey::syscall`]: the system calls
 /// copyscope counts, then the io_uring operation groups.
 /// Numbers: arch/x86/entry/syscalls/syscall_64.tbl, include/uapi/asm-generic/unistd.h.
-pub const SYSCALLS: [Spec; 27] = [
+pub const SYSCALLS: [Spec; 35] = [
     one("read", Flow::ToUser, 0, 63),
     one("write", Flow::FromUser, 1, 64),
     one("pread64", Flow::ToUser, 17, 67),
@@ -114,14 +116,64 @@ pub const SYSCALLS: [Spec; 27] = [
     // operations it submits are the io_uring rows below.
     one("io_uring_enter", Flow::Control, 426, 426),
     // include/uapi/linux/io_uring.h opcodes, grouped by [`uring_row`].
-    uring("io_uring_read", Flow::ToUser),
-    uring("io_uring_write", Flow::FromUser),
-    uring("io_uring_recv", Flow::ToUser),
-    uring("io_uring_send", Flow::FromUser),
-    uring("io_uring_send_zc", Flow::ZeroCopy),
-    uring("io_uring_splice", Flow::ZeroCopy),
-    uring("io_uring_other", Flow::Control),
+    op("io_uring_read", Flow::ToUser),
+    op("io_uring_write", Flow::FromUser),
+    op("io_uring_recv", Flow::ToUser),
+    op("io_uring_send", Flow::FromUser),
+    op("io_uring_send_zc", Flow::ZeroCopy),
+    op("io_uring_splice", Flow::ZeroCopy),
+    op("io_uring_other", Flow::Control),
+    // io_submit(ctx_id, nr, iocbpp): its iocbs are the aio rows below, with the bytes
+    // they ask for; io_getevents(ctx_id, min_nr, nr, events, timeout): its bytes are the
+    // completed bytes of the events it returns. Their fd kind is `other` (a context id).
+    one("io_submit", Flow::Control, 209, 2),
+    one("io_getevents", Flow::Control, 208, 4),
+    // IOCB_CMD_PREAD/PREADV and IOCB_CMD_PWRITE/PWRITEV submitted (bytes: PREAD's and
+    // PWRITE's aio_nbytes; a vectored iocb counts as an operation of 0 bytes).
+    op("aio_read", Flow::ToUser),
+    op("aio_write", Flow::FromUser),
+    // sendmmsg(fd, msgvec, vlen, flags), recvmmsg(fd, msgvec, vlen, flags, timeout): the
+    // result counts messages; the bytes are the `msg_len` of each message sent or
+    // received, and the messages are the mmsg rows below.
+    one("sendmmsg", Flow::FromUser, 307, 269),
+    one("recvmmsg", Flow::ToUser, 299, 243),
+    op("sendmmsg_messages", Flow::Control),
+    op("recvmmsg_messages", Flow::Control),
 ];
+
+/// Rows the kernel side fills in itself.
+pub const IO_SUBMIT: u8 = match index_of("io_submit") {
+    Some(i) => i,
+    None => panic!("no io_submit row"),
+};
+pub const IO_GETEVENTS: u8 = match index_of("io_getevents") {
+    Some(i) => i,
+    None => panic!("no io_getevents row"),
+};
+pub const AIO_READ: u8 = match index_of("aio_read") {
+    Some(i) => i,
+    None => panic!("no aio_read row"),
+};
+pub const AIO_WRITE: u8 = match index_of("aio_write") {
+    Some(i) => i,
+    None => panic!("no aio_write row"),
+};
+pub const SENDMMSG: u8 = match index_of("sendmmsg") {
+    Some(i) => i,
+    None => panic!("no sendmmsg row"),
+};
+pub const RECVMMSG: u8 = match index_of("recvmmsg") {
+    Some(i) => i,
+    None => panic!("no recvmmsg row"),
+};
+pub const SENDMMSG_MESSAGES: u8 = match index_of("sendmmsg_messages") {
+    Some(i) => i,
+    None => panic!("no sendmmsg_messages row"),
+};
+pub const RECVMMSG_MESSAGES: u8 = match index_of("recvmmsg_messages") {
+    Some(i) => i,
+    None => panic!("no recvmmsg_messages row"),
+};
 
 /// The row of [`SYSCALLS`] an io_uring opcode counts in (include/uapi/linux/io_uring.h).
 pub const fn uring_row(opcode: u8) -> u8 {
@@ -195,8 +247,9 @@ pub const fn index_entry(idx: u8) -> u16 {
         None => 0,
     };
     let fds = s.fd_in_arg | (out << 4);
-    let not_bytes = match s.flow {
-        Flow::Control => NOT_BYTES,
+    // The mmsg calls' results count messages: their bytes are read from the messages.
+    let not_bytes = match (s.flow, s.nr_x86_64) {
+        (Flow::Control, _) | (_, 307) | (_, 299) => NOT_BYTES,
         _ => 0,
     };
     (idx as u16 + 1) | ((fds as u16) << 8) | not_bytes
@@ -206,8 +259,8 @@ pub const fn index_entry(idx: u8) -> u16 {
 pub const NOT_BYTES: u16 = 1 << 15;
 
 /// Bit i set: `SYSCALLS[i]` moves bytes without a CPU copy (sendfile, splice, ...).
-pub const ZERO_COPY_MASK: u32 = {
-    let mut m = 0u32;
+pub const ZERO_COPY_MASK: u64 = {
+    let mut m = 0u64;
     let mut i = 0;
     while i < SYSCALLS.len() {
         if matches!(SYSCALLS[i].flow, Flow::ZeroCopy) {
@@ -227,5 +280,5 @@ const _: () = {
     assert!(matches!(index_of("io_uring_send_zc"), Some(24)));
     assert!(matches!(index_of("io_uring_splice"), Some(25)));
     assert!(matches!(index_of("io_uring_other"), Some(26)));
-    assert!(SYSCALLS.len() <= 32, "ZERO_COPY_MASK is a u32");
+    assert!(SYSCALLS.len() <= 64, "ZERO_COPY_MASK is a u64");
 };

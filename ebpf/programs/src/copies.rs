@@ -50,7 +50,7 @@ fn in_zero_copy_syscall() -> bool {
     INFLIGHT
         .get(tid & (limits::INFLIGHT_SLOTS - 1))
         .is_some_and(|s| {
-            s.tid == tid && (s.syscall as u32) < 32 && ZERO_COPY_MASK & (1 << s.syscall) != 0
+            s.tid == tid && (s.syscall as u32) < 64 && ZERO_COPY_MASK & (1u64 << s.syscall) != 0
         })
 }
 
