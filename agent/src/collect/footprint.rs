@@ -80,18 +80,34 @@ pub fn release_free_memory() {
     }
 }
 
-/// When to hand the free heap back after a collection: after the first, then when the
-/// resident set at the end of a collection has grown by [`Trim::GROWTH`] since the
-/// collection of the last trim, or every [`Trim::EVERY`] collections. A collection's own
-/// working set (the rows of every process) is not growth: it is measured at the same
-/// point every time, so steady collections reuse the free heap the last one left instead
-/// of faulting it in again (a trim walks the whole heap, and the pages it hands back are
-/// faulted in page by page by the next collection).
+/// Bytes in the heap's free chunks (glibc's `mallinfo2().fordblks`); None where the
+/// allocator does not say (musl, which returns free pages by itself).
+pub fn free_heap_bytes() -> Option<u64> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 has no preconditions.
+        let info = unsafe { libc::mallinfo2() };
+        Some(info.fordblks as u64)
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        None
+    }
+}
+
+/// When to hand the free heap back after a collection: after the first; when the heap's
+/// free bytes exceed the least of the last [`Trim::RECENT`] collections' by
+/// [`Trim::GROWTH`] (a burst of exits, say, left more free memory than a collection
+/// reuses); or every [`Trim::EVERY`] collections. A steady collection frees about as much
+/// as it allocates, and the next one reuses it: trimming it every time would hand those
+/// pages back only for the next collection to fault them in again, page by page. A trim
+/// also walks the whole heap.
 #[derive(Debug, Default)]
 pub struct Trim {
-    /// The resident set at the end of the collection of the last trim; None before the
-    /// first.
-    after: Option<u64>,
+    /// Whether a trim was made yet.
+    trimmed: bool,
+    /// Free heap bytes at the end of the last few collections, newest last.
+    recent: std::collections::VecDeque<u64>,
     /// Collections since the last trim.
     since: u32,
 }
@@ -99,21 +115,29 @@ pub struct Trim {
 impl Trim {
     pub const GROWTH: u64 = 8 << 20;
     pub const EVERY: u32 = 12;
+    pub const RECENT: usize = 3;
 
-    /// Whether to trim now, given the resident set (None: unknown, so trim).
-    pub fn due(&mut self, resident: Option<u64>) -> bool {
+    /// Whether to trim now, given the heap's free bytes at the end of this collection
+    /// (None: unknown, so only the first time and every few collections).
+    pub fn due(&mut self, free: Option<u64>) -> bool {
         self.since += 1;
-        match (self.after, resident) {
-            (Some(after), Some(now)) => {
-                now >= after.saturating_add(Self::GROWTH) || self.since >= Self::EVERY
+        let grown = match free {
+            Some(f) => {
+                let least = self.recent.iter().min().copied();
+                if self.recent.len() == Self::RECENT {
+                    self.recent.pop_front();
+                }
+                self.recent.push_back(f);
+                least.is_some_and(|l| f >= l.saturating_add(Self::GROWTH))
             }
-            _ => true,
-        }
+            None => false,
+        };
+        !self.trimmed || grown || self.since >= Self::EVERY
     }
 
-    /// A trim was made at the end of a collection whose resident set was `resident`.
-    pub fn done(&mut self, resident: Option<u64>) {
-        self.after = resident;
+    /// A trim was made.
+    pub fn done(&mut self) {
+        self.trimmed = true;
         self.since = 0;
     }
 }
@@ -156,18 +180,25 @@ mod tests {
     }
 
     #[test]
-    fn the_heap_is_trimmed_first_then_when_it_grew_or_every_few_collections() {
+    fn the_heap_is_trimmed_first_then_when_more_is_free_than_collections_reuse() {
         let mib = 1 << 20;
         let mut t = Trim::default();
-        assert!(t.due(Some(40 * mib)), "the first collection trims");
-        t.done(Some(30 * mib));
-        assert!(!t.due(Some(37 * mib)));
-        assert!(t.due(Some(38 * mib)), "grown by 8 MiB");
-        t.done(Some(30 * mib));
-        let due: Vec<bool> = (0..Trim::EVERY).map(|_| t.due(Some(31 * mib))).collect();
+        assert!(t.due(Some(30 * mib)), "the first collection trims");
+        t.done();
+        // Steady collections: each frees about what the next one reuses.
+        for _ in 0..4 {
+            assert!(!t.due(Some(20 * mib)));
+        }
+        assert!(!t.due(Some(27 * mib)), "under 8 MiB over the least recent");
+        assert!(t.due(Some(29 * mib)), "a burst left 8 MiB more free");
+        t.done();
+        let due: Vec<bool> = (0..Trim::EVERY).map(|_| t.due(Some(20 * mib))).collect();
         assert_eq!(due.iter().filter(|d| **d).count(), 1);
         assert!(due[Trim::EVERY as usize - 1], "and every few collections");
-        assert!(Trim::default().due(None));
+        let mut unknown = Trim::default();
+        assert!(unknown.due(None));
+        unknown.done();
+        assert!(!unknown.due(None));
     }
 
     #[test]

@@ -378,9 +378,9 @@ fn collect_loop(
         // when the heap has grown (a trim walks the whole heap; in between, the next
         // windows reuse what this one freed).
         drop(last);
-        if trim.due(resident) {
+        if trim.due(crate::collect::footprint::free_heap_bytes()) {
             crate::collect::footprint::release_free_memory();
-            trim.done(resident);
+            trim.done();
         }
     }
     Ok(())
