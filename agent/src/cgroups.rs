@@ -84,6 +84,10 @@ impl Containers {
             return;
         }
         self.by_pid.retain(|p, _| !pids.contains(p));
+        // A burst of short-lived processes is gone: so is the table sized for it.
+        if self.by_pid.capacity() > 4 * self.by_pid.len().max(1024) {
+            self.by_pid.shrink_to_fit();
+        }
     }
 
     /// What a restarted agent keeps: the live processes' containers.

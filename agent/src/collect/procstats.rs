@@ -51,7 +51,8 @@ impl<V: Pod + Tally> ProcMap<V> {
     }
 
     /// Drop the final counts of exited processes once reported (a long-running agent).
-    pub fn forget_retired(&mut self) -> impl Iterator<Item = u32> + '_ {
-        self.retired.drain().map(|(t, _)| t)
+    pub fn forget_retired(&mut self) -> impl Iterator<Item = u32> + use<V> {
+        // Taken, not drained, so that a burst's table is freed.
+        std::mem::take(&mut self.retired).into_keys()
     }
 }

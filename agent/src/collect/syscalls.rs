@@ -161,12 +161,17 @@ impl Collector {
     /// their tgids: the caller drops them from its previous counts too (a reused pid then
     /// starts from zero).
     pub fn forget_retired(&mut self) -> HashSet<u32> {
-        let mut gone: HashSet<u32> = self.retired.drain().map(|(k, _)| k.tgid).collect();
+        // Taken, not drained: a burst of exits leaves tables sized for it, which would
+        // otherwise stay allocated.
+        let mut gone: HashSet<u32> = std::mem::take(&mut self.retired)
+            .into_keys()
+            .map(|k| k.tgid)
+            .collect();
         gone.extend(self.sched.forget_retired());
         gone.extend(self.pagecache.forget_retired());
         gone.extend(self.copy.forget_retired());
-        gone.extend(self.exited_comms.drain().map(|(t, _)| t));
-        self.exited_cgroups.clear();
+        gone.extend(std::mem::take(&mut self.exited_comms).into_keys());
+        self.exited_cgroups = HashMap::new();
         gone
     }
 }
