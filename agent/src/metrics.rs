@@ -35,6 +35,17 @@ struct Totals {
     last_active: u64,
 }
 
+impl Totals {
+    /// A workload seen first in `row`, with nothing counted yet.
+    fn new(row: &ProcessRow) -> Totals {
+        Totals {
+            row: ProcessRow::empty(row.pid, row.comm.clone(), row.exited),
+            saved: BTreeMap::new(),
+            last_active: 0,
+        }
+    }
+}
+
 /// The exporter's cumulative figures, saved with a pin so that a restarted agent's
 /// counters continue instead of starting from zero.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -185,11 +196,7 @@ impl Exporter {
             }
             if !own {
                 self.folded += 1;
-                let t = other.get_or_insert_with(|| Totals {
-                    row: ProcessRow::empty(row.pid, row.comm.clone(), row.exited),
-                    saved: BTreeMap::new(),
-                    last_active: 0,
-                });
+                let t = other.get_or_insert_with(|| Totals::new(row));
                 workload::merge(&mut t.row, row);
                 t.last_active = self.windows;
                 continue;
@@ -207,17 +214,11 @@ impl Exporter {
                 &self.thresholds,
             );
             let t = if key == other_key {
-                other.get_or_insert_with(|| Totals {
-                    row: ProcessRow::empty(row.pid, row.comm.clone(), row.exited),
-                    saved: BTreeMap::new(),
-                    last_active: 0,
-                })
+                other.get_or_insert_with(|| Totals::new(row))
             } else {
-                self.workloads.entry(key.clone()).or_insert_with(|| Totals {
-                    row: ProcessRow::empty(row.pid, row.comm.clone(), row.exited),
-                    saved: BTreeMap::new(),
-                    last_active: 0,
-                })
+                self.workloads
+                    .entry(key.clone())
+                    .or_insert_with(|| Totals::new(row))
             };
             workload::merge(&mut t.row, row);
             t.last_active = self.windows;

@@ -76,9 +76,14 @@ fn pwrite_calls(metrics: &str, comm: &str) -> u64 {
 }
 
 fn settled(agent: &Agent) -> String {
+    settled_within(agent, Duration::from_secs(60))
+}
+
+/// [`settled`] for an agent whose two collections may take up to `timeout`.
+fn settled_within(agent: &Agent, timeout: Duration) -> String {
     let collections = |t: &str| sum(t, "copyscope_collections_total", &[]);
     let now = collections(&agent.metrics());
-    wait_for(Duration::from_secs(60), "two more collections", || {
+    wait_for(timeout, "two more collections", || {
         let m = agent.metrics();
         (collections(&m) >= now + 2.0).then_some(m)
     })
@@ -361,11 +366,7 @@ fn a_burst_of_exits_in_one_long_window_is_harvested_early_and_counted_exactly() 
     ]);
     let spawned_in = started.elapsed().as_secs_f64();
     assert_eq!(res["processes"], PROCS);
-    let now = collections(&agent.metrics());
-    let m = wait_for(Duration::from_secs(75), "two more collections", || {
-        let m = agent.metrics();
-        (collections(&m) >= now + 2.0).then_some(m)
-    });
+    let m = settled_within(&agent, Duration::from_secs(75));
     let early = sum(&m, "copyscope_early_harvests_total", &[]);
     eprintln!(
         "{PROCS} processes spawned in {spawned_in:.1} s over {} windows; {early} early harvests",
