@@ -128,10 +128,7 @@ pub fn snapshot() -> Snapshot {
             pid: 990,
             comm: "sshd",
             container: None,
-            rows: vec![
-                ("read", "other", 120, 9000),
-                ("write", "socket", 120, 9500),
-            ],
+            rows: vec![("read", "other", 120, 9000), ("write", "socket", 120, 9500)],
             sched: (240, 0, 120),
             cache: (0, 0),
         }),
