@@ -449,8 +449,11 @@ while read -r m; do insmod "/lib/modules/$m" 2>/dev/null; done < /lib/modules/lo
 mkdir -p "@ROOT@" /usr
 mount -t 9p -o trans=virtio,version=9p2000.L,cache=mmap,msize=262144 workspace "@ROOT@" || echo "GUEST 9p mount failed"
 # The host's /usr, read-only: the tools some kernel tests check against (fio, python3),
-# with their libraries, behind the busybox applets.
-mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144 hostusr /usr && ln -s usr/lib64 /lib64 || echo "GUEST /usr mount failed"
+# with their libraries, behind the busybox applets. Its dynamic loader is named by
+# /lib64 and /lib/x86_64-linux-gnu paths (merged /usr), which lead there.
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144 hostusr /usr \
+  && ln -s usr/lib64 /lib64 && ln -s /usr/lib/x86_64-linux-gnu /lib/x86_64-linux-gnu \
+  || echo "GUEST /usr mount failed"
 export PATH=/bin:/sbin:/usr/bin
 OUT="@ROOT@/target/vm/out/$(uname -r)"
 mkdir -p "$OUT"
