@@ -22,6 +22,8 @@ pub mod procfs;
 pub mod reason;
 pub mod signals;
 pub mod snapshot_table;
+#[doc(hidden)]
+pub mod testing;
 pub mod tui;
 pub mod units;
 pub mod webconfig;

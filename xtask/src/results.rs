@@ -5,8 +5,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 
-/// The test whose binary the guard runs with a required program broken on purpose.
-pub const GUARD_BINARY: &str = "kernel_sched";
+/// The kernel tests the guard runs with a required program broken on purpose: this test
+/// binary's tests whose names match this filter.
+pub const GUARD_BINARY: &str = "kernel";
+pub const GUARD_FILTER: &str = "sched::";
 /// The probe the guard breaks, and what its failure must name.
 pub const GUARD_PROBE: &str = "syscalls/sys_enter";
 
@@ -108,9 +110,9 @@ pub fn parse_result(line: &str) -> Option<Counts> {
     })
 }
 
-/// Where `cargo xtask vm` keeps a guest's skip logs.
-pub fn skip_log(dir: &Path, binary: &str) -> PathBuf {
-    dir.join(format!("{binary}.skips"))
+/// Where `cargo xtask vm` keeps a guest's skip logs (one per family of kernel tests).
+pub fn skip_log(dir: &Path, family: &str) -> PathBuf {
+    dir.join(format!("{family}.skips"))
 }
 
 #[cfg(test)]
@@ -160,16 +162,16 @@ mod tests {
     fn skip_logs_name_the_test_and_keep_the_reason() {
         let d = std::env::temp_dir().join(format!("xtask-skips-{}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();
-        let f = skip_log(&d, "kernel_copies");
+        let f = skip_log(&d, "copies");
         std::fs::write(
             &f,
-            "kernel_copies\tpipe_copies\tpipe_read: not_in_kernel\tstill the reason\n",
+            "kernel\tcopies::pipe_copies\tpipe_read: not_in_kernel\tstill the reason\n",
         )
         .unwrap();
         assert_eq!(
             read_skips(&f),
             vec![(
-                "kernel_copies::pipe_copies".to_string(),
+                "kernel::copies::pipe_copies".to_string(),
                 "pipe_read: not_in_kernel\tstill the reason".to_string()
             )]
         );

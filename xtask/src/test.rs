@@ -19,7 +19,10 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use crate::{
-    results::{Counts, GUARD_BINARY, GUARD_PROBE, Tier, guard_verdict, parse_result, read_skips},
+    results::{
+        Counts, GUARD_BINARY, GUARD_FILTER, GUARD_PROBE, Tier, guard_verdict, parse_result,
+        read_skips,
+    },
     util::{is_root, root, run, show},
 };
 
@@ -236,8 +239,8 @@ fn cargo_tier(cmd: &mut Command, name: &str, log: &Path, t0: Instant) -> Result<
     ))
 }
 
-/// The guard: the kernel tier of one test binary, with a required program that the
-/// verifier rejects (COPYSCOPE_TEST_REJECT), must fail and name the probe.
+/// The guard: one family's kernel tests, with a required program that the verifier
+/// rejects (COPYSCOPE_TEST_REJECT), must fail and name the probe.
 fn guard() -> Result<()> {
     let mut t = cargo(&[
         "test",
@@ -247,6 +250,7 @@ fn guard() -> Result<()> {
         GUARD_BINARY,
         "--",
         "--ignored",
+        GUARD_FILTER,
     ]);
     t.env("COPYSCOPE_REQUIRE_KERNEL_TESTS", "1")
         .env("COPYSCOPE_TEST_REJECT", GUARD_PROBE)

@@ -35,13 +35,10 @@ pub const KERNELS: &[(&str, &str)] = &[
 const WIDE_SERIES: &str = "5.10";
 const WIDE_CPUS: u32 = 192;
 
-/// The kernel test binaries run in each guest (their `#[ignore = "kernel tier"]` tests).
-const TESTS: &[&str] = &[
-    "kernel_syscalls",
-    "kernel_sched",
-    "kernel_pagecache",
-    "kernel_copies",
-];
+/// The test binary each guest runs (`agent/tests/kernel/`: its `#[ignore = "kernel tier"]`
+/// tests, one module per family), one family at a time: `kernel syscalls::`, `kernel
+/// sched::`, ...
+pub const TEST_BINARY: &str = "kernel";
 
 /// Modules the guest loads (when not built in): the 9p share, the scratch disk.
 /// ext4 asks for crc32c through the crypto API at mount time, which an initramfs without
@@ -68,22 +65,31 @@ pub struct VmArgs {
     /// Seconds one guest may run.
     #[arg(long, default_value_t = 1500)]
     pub timeout: u64,
-    /// Run only these kernel test binaries (e.g. kernel_copies); default all.
-    #[arg(long = "only", value_name = "TEST")]
+    /// Run only these families' kernel tests (e.g. copies: the tests named `copies::...`);
+    /// default all.
+    #[arg(long = "only", value_name = "FAMILY")]
     pub only: Vec<String>,
 }
 
-/// One kernel test binary, as built for the guests.
+/// One family's kernel tests, as the guests run them: the kernel test binary with the
+/// filter `family::`.
 #[derive(Debug, Clone)]
-pub struct TestBinary {
+pub struct TestRun {
     pub path: PathBuf,
-    /// `kernel_syscalls`, without cargo's hash.
+    /// The family (`syscalls`), the first part of its tests' names.
     pub name: String,
-    /// The kernel tests it holds, from its own `--list`.
+    /// The kernel tests it holds, from the binary's own `--list`.
     pub tests: u64,
 }
 
-/// What one test binary did in a guest.
+impl TestRun {
+    /// The test-name filter that selects this family's tests.
+    pub fn filter(&self) -> String {
+        format!("{}::", self.name)
+    }
+}
+
+/// What one family's kernel tests did in a guest.
 #[derive(Debug, Default)]
 pub struct BinaryResult {
     pub name: String,
@@ -96,7 +102,7 @@ pub struct BinaryResult {
 }
 
 impl BinaryResult {
-    /// Every test of the binary reported a result (none lost to a crash or a timeout).
+    /// Every test of the family reported a result (none lost to a crash or a timeout).
     pub fn complete(&self) -> bool {
         self.passed + self.failed == self.expected
     }
@@ -122,13 +128,16 @@ pub struct GuestResult {
 }
 
 impl GuestResult {
-    /// One summary row per test binary, as `cargo xtask test` prints them.
+    /// One summary row per family of kernel tests, as `cargo xtask test` prints them.
     pub fn tiers(&self) -> Vec<crate::results::Tier> {
         let mut out: Vec<crate::results::Tier> = self
             .binaries
             .iter()
             .map(|b| crate::results::Tier {
-                name: format!("matrix {} ({}): {}", self.series, self.release, b.name),
+                name: format!(
+                    "matrix {} ({}): {TEST_BINARY} {}",
+                    self.series, self.release, b.name
+                ),
                 ran: (b.passed + b.failed).saturating_sub(b.skipped.len() as u64),
                 // A test the binary never reported (a crash, a timeout) counts as failed.
                 failed: b.failed + b.expected.saturating_sub(b.passed + b.failed),
@@ -420,7 +429,7 @@ fn resolve_modules(release: &str) -> Vec<PathBuf> {
     order
 }
 
-/// The guest's /init (busybox sh). @ROOT@, @TESTS@, @COPYSCOPE@ are filled in.
+/// The guest's /init (busybox sh). @ROOT@, @RUNS@, @GUARD@, @COPYSCOPE@ are filled in.
 const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox mkdir -p /bin /sbin /proc /sys /dev /tmp /scratch
 /bin/busybox --install -s /bin
@@ -437,8 +446,15 @@ for w in $(cat /proc/cmdline); do
   case "$w" in copyscope.possible_cpus=*) export COPYSCOPE_EXPECT_POSSIBLE_CPUS="${w#*=}";; esac
 done
 while read -r m; do insmod "/lib/modules/$m" 2>/dev/null; done < /lib/modules/load.order
-mkdir -p "@ROOT@"
+mkdir -p "@ROOT@" /usr
 mount -t 9p -o trans=virtio,version=9p2000.L,cache=mmap,msize=262144 workspace "@ROOT@" || echo "GUEST 9p mount failed"
+# The host's /usr, read-only: the tools some kernel tests check against (fio, python3),
+# with their libraries, behind the busybox applets. Its dynamic loader is named by
+# /lib64 and /lib/x86_64-linux-gnu paths (merged /usr), which lead there.
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144 hostusr /usr \
+  && ln -s usr/lib64 /lib64 && ln -s /usr/lib/x86_64-linux-gnu /lib/x86_64-linux-gnu \
+  || echo "GUEST /usr mount failed"
+export PATH=/bin:/sbin:/usr/bin
 OUT="@ROOT@/target/vm/out/$(uname -r)"
 mkdir -p "$OUT"
 for i in $(seq 1 100); do [ -b /dev/vda ] && break; sleep 0.1; done
@@ -446,15 +462,18 @@ mount -t ext4 /dev/vda /scratch || echo "GUEST scratch mount failed"
 uname -r > "$OUT/release"
 COPYSCOPE_LOG=debug "@COPYSCOPE@" probes --json > "$OUT/probes.json" 2> "$OUT/probes.err"
 rc=0
-for t in @TESTS@; do
-  name=$(basename "$t" | sed 's/-[0-9a-f]*$//')
+# run_tests NAME BINARY FILTER: one family's kernel tests.
+run_tests() {
+  name=$1
+  shift
   echo "GUEST running $name"
   start=$(date +%s)
-  COPYSCOPE_TEST_SCRATCH=/scratch COPYSCOPE_REQUIRE_KERNEL_TESTS=1 RUST_BACKTRACE=0 \
-    COPYSCOPE_SKIP_LOG="$OUT/$name.skips" \
-    "$t" --ignored --test-threads=1 --show-output > "$OUT/$name.log" 2>&1 || rc=1
+  COPYSCOPE_TEST_SCRATCH=/scratch COPYSCOPE_REQUIRE_KERNEL_TESTS=1 COPYSCOPE_TEST_GUEST=1 \
+    RUST_BACKTRACE=0 COPYSCOPE_SKIP_LOG="$OUT/$name.skips" \
+    "$@" --ignored --test-threads=1 --show-output > "$OUT/$name.log" 2>&1 || rc=1
   echo $(( $(date +%s) - start )) > "$OUT/$name.seconds"
-done
+}
+@RUNS@
 @GUARD@
 echo "$rc" > "$OUT/rc"
 sync
@@ -464,22 +483,24 @@ printf "\\$(printf %o $((rc + 1)))" | dd of=/dev/port bs=1 seek=244 count=1 2>/d
 poweroff -f
 "#;
 
-/// The guard, in the guest that runs it: one kernel test binary with a required program
-/// the verifier rejects on purpose; it must fail (its exit status is not the guest's).
+/// The guard, in the guest that runs it: one family's kernel tests with a required
+/// program the verifier rejects on purpose; they must fail (its exit status is not the
+/// guest's).
 fn guard_script(binary: &Path) -> String {
     format!(
         "echo \"GUEST guard\"\n\
          COPYSCOPE_TEST_SCRATCH=/scratch COPYSCOPE_REQUIRE_KERNEL_TESTS=1 RUST_BACKTRACE=0 \\\n  \
-         COPYSCOPE_TEST_REJECT={} \"{}\" --ignored --test-threads=1 > \"$OUT/guard.log\" 2>&1\n\
+         COPYSCOPE_TEST_REJECT={} \"{}\" --ignored --test-threads=1 {} > \"$OUT/guard.log\" 2>&1\n\
          echo $? > \"$OUT/guard.rc\"",
         crate::results::GUARD_PROBE,
-        binary.display()
+        binary.display(),
+        crate::results::GUARD_FILTER,
     )
 }
 
 fn build_initramfs(
     release: &str,
-    tests: &[TestBinary],
+    tests: &[TestRun],
     copyscope: &Path,
     guard: bool,
 ) -> Result<PathBuf> {
@@ -494,10 +515,20 @@ fn build_initramfs(
         Some(t) if guard => guard_script(&t.path),
         _ => String::new(),
     };
-    let tests: Vec<String> = tests.iter().map(|t| t.path.display().to_string()).collect();
+    let runs: String = tests
+        .iter()
+        .map(|t| {
+            format!(
+                "run_tests {} \"{}\" {}\n",
+                t.name,
+                t.path.display(),
+                t.filter()
+            )
+        })
+        .collect();
     let init = INIT
         .replace("@ROOT@", &root().display().to_string())
-        .replace("@TESTS@", &tests.join(" "))
+        .replace("@RUNS@", &runs)
         .replace("@GUARD@", &guard)
         .replace("@COPYSCOPE@", &copyscope.display().to_string());
     std::fs::write(dir.join("init"), init)?;
@@ -544,9 +575,9 @@ fn build_initramfs(
     Ok(cpio)
 }
 
-/// Static (musl) builds of copyscope, the workload and the kernel test binaries, each with
-/// the number of kernel tests it holds.
-fn build_payload() -> Result<(PathBuf, Vec<TestBinary>)> {
+/// Static (musl) builds of copyscope, the workload and the kernel test binary, and the
+/// families of kernel tests it holds, each with its number of tests.
+fn build_payload() -> Result<(PathBuf, Vec<TestRun>)> {
     let target = "x86_64-unknown-linux-musl";
     let _ = Command::new("rustup")
         .args(["target", "add", target])
@@ -573,10 +604,9 @@ fn build_payload() -> Result<(PathBuf, Vec<TestBinary>)> {
         "copyscope",
         "--no-run",
         "--message-format=json",
+        "--test",
+        TEST_BINARY,
     ]);
-    for t in TESTS {
-        cmd.args(["--test", t]);
-    }
     let out = cmd
         .current_dir(&r)
         .output()
@@ -588,7 +618,7 @@ fn build_payload() -> Result<(PathBuf, Vec<TestBinary>)> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let mut tests = Vec::new();
+    let mut built = Vec::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
@@ -597,42 +627,43 @@ fn build_payload() -> Result<(PathBuf, Vec<TestBinary>)> {
             && v["profile"]["test"] == true
             && let Some(exe) = v["executable"].as_str()
         {
-            tests.push(PathBuf::from(exe));
+            built.push(PathBuf::from(exe));
         }
     }
-    if tests.len() != TESTS.len() {
+    let [path] = built.as_slice() else {
         bail!(
-            "expected {} kernel test binaries, cargo built {}",
-            TESTS.len(),
-            tests.len()
+            "expected one kernel test binary ({TEST_BINARY}), cargo built {}",
+            built.len()
         );
+    };
+    let list = output(Command::new(path).args(["--list", "--ignored", "--format", "terse"]))?;
+    let families = families(&list);
+    if families.is_empty() {
+        bail!("{} lists no kernel tests", path.display());
     }
-    let tests = tests
+    let runs = families
         .into_iter()
-        .map(|path| {
-            let file = path.file_name().unwrap_or_default().to_string_lossy();
-            let name = file
-                .rsplit_once('-')
-                .map_or(file.to_string(), |(n, _)| n.to_string());
-            let list =
-                output(Command::new(&path).args(["--list", "--ignored", "--format", "terse"]))?;
-            let count = count_listed(&list);
-            if count == 0 {
-                bail!("{} lists no kernel tests", path.display());
-            }
-            Ok(TestBinary {
-                path,
-                name,
-                tests: count,
-            })
+        .map(|(name, tests)| TestRun {
+            path: path.clone(),
+            name,
+            tests,
         })
-        .collect::<Result<Vec<_>>>()?;
-    Ok((r.join(format!("target/{target}/release/copyscope")), tests))
+        .collect();
+    Ok((r.join(format!("target/{target}/release/copyscope")), runs))
 }
 
-/// Tests in a test binary's `--list --format terse` output (`name: test` lines).
-pub fn count_listed(list: &str) -> u64 {
-    list.lines().filter(|l| l.ends_with(": test")).count() as u64
+/// The families of a kernel test binary's `--list --format terse` output (the first part
+/// of each `family::test: test` line), in order, each with its number of tests.
+pub fn families(list: &str) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = Vec::new();
+    for l in list.lines().filter_map(|l| l.strip_suffix(": test")) {
+        let family = l.split_once("::").map_or(l, |(f, _)| f);
+        match out.iter_mut().find(|(f, _)| f == family) {
+            Some((_, n)) => *n += 1,
+            None => out.push((family.to_string(), 1)),
+        }
+    }
+    out
 }
 
 /// Faults in a guest's `copyscope probes --json`: the whole load, or a required probe,
@@ -671,7 +702,7 @@ fn boot(
     release: &str,
     cpio: &Path,
     timeout: u64,
-    tests: &[TestBinary],
+    tests: &[TestRun],
     possible_cpus: Option<u32>,
 ) -> Result<GuestResult> {
     let (smp, append) = match possible_cpus {
@@ -689,7 +720,7 @@ fn boot(
     let disk = work().join("disks").join(format!("{release}.img"));
     std::fs::create_dir_all(disk.parent().unwrap())?;
     let _ = std::fs::remove_file(&disk);
-    std::fs::File::create(&disk)?.set_len(384 << 20)?;
+    std::fs::File::create(&disk)?.set_len(1 << 30)?;
     run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&disk))?;
     let started = Instant::now();
     let serial = out.join("serial.log");
@@ -737,6 +768,10 @@ fn boot(
             "local,path={},mount_tag=workspace,security_model=none,id=workspace",
             root().display()
         ))
+        .args([
+            "-virtfs",
+            "local,path=/usr,mount_tag=hostusr,security_model=none,readonly=on,id=hostusr",
+        ])
         .stdout(std::fs::File::create(out.join("qemu.out"))?)
         .stderr(std::fs::File::create(out.join("qemu.err"))?)
         .status()?;
@@ -903,10 +938,18 @@ pub fn vm(args: VmArgs) -> Result<Vec<GuestResult>> {
     }
     let (copyscope, mut tests) = build_payload()?;
     if !args.only.is_empty() {
-        tests.retain(|t| {
-            let name = t.path.file_name().unwrap_or_default().to_string_lossy();
-            args.only.iter().any(|o| name.starts_with(&format!("{o}-")))
-        });
+        let unknown: Vec<&String> = args
+            .only
+            .iter()
+            .filter(|o| !tests.iter().any(|t| &t.name == *o))
+            .collect();
+        if !unknown.is_empty() {
+            bail!(
+                "no kernel tests of {unknown:?}: choose from {:?}",
+                tests.iter().map(|t| &t.name).collect::<Vec<_>>()
+            );
+        }
+        tests.retain(|t| args.only.contains(&t.name));
     }
     let mut cpios = Vec::new();
     for (i, (_, rel)) in releases.iter().enumerate() {
@@ -1031,4 +1074,27 @@ fn guest_problems(r: &GuestResult) -> Option<String> {
         why.push(e.clone());
     }
     (!why.is_empty()).then(|| format!("{} ({}): {}", r.series, r.release, why.join(", ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kernel_binarys_list_gives_its_families_in_order_with_their_tests() {
+        let list = "copies::pipe_copies: test\n\
+                    copies::tcp_copies: test\n\
+                    sched::sleep_counts_voluntary_switches: test\n\
+                    syscalls::pread_is_counted: test\n\
+                    syscalls::async_io::nested: test\n";
+        assert_eq!(
+            families(list),
+            vec![
+                ("copies".to_string(), 2),
+                ("sched".to_string(), 1),
+                ("syscalls".to_string(), 2)
+            ]
+        );
+        assert!(families("0 tests, 0 benchmarks\n").is_empty());
+    }
 }

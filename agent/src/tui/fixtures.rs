@@ -4,54 +4,30 @@ use std::collections::BTreeMap;
 
 use crate::{
     advisor::{Calibration, Evidence, Finding},
-    model::{
-        CpuCopy, PagecacheRow, ProbeRow, ProcessAdvice, ProcessRow, SchedRow, Snapshot, SyscallRow,
-    },
+    model::{PagecacheRow, ProbeRow, ProcessAdvice, ProcessRow, SchedRow, Snapshot},
+    testing::RowBuilder,
 };
 
 /// When the fixture window ended (Unix seconds); drawing tests use it as "now" too.
 pub const END: f64 = 1_795_000_000.0;
 
-fn syscall(name: &str, kind: &str, calls: u64, bytes: u64) -> SyscallRow {
-    SyscallRow {
-        syscall: name.to_string().into(),
-        fd_kind: kind.to_string().into(),
-        calls,
-        bytes,
-        errors: 0,
-        seconds: calls as f64 * 2e-6,
-    }
-}
-
 struct P {
     pid: u32,
     comm: &'static str,
     container: Option<&'static str>,
-    rows: Vec<SyscallRow>,
+    /// (syscall, fd kind, calls, bytes)
+    rows: Vec<(&'static str, &'static str, u64, u64)>,
     sched: (u64, u64, u64),
     cache: (u64, u64),
 }
 
 fn process(p: P) -> ProcessRow {
-    let mut r = ProcessRow::empty(p.pid, p.comm.into(), false);
-    r.container_id = p.container.map(str::to_string);
-    for s in &p.rows {
-        r.calls += s.calls;
-        r.mode_switches += 2 * s.calls;
-        r.syscall_seconds += s.seconds;
-        let read = ["read", "pread64", "recvfrom"].contains(&&*s.syscall);
-        match &*s.fd_kind {
-            "file_direct" => r.direct_io_bytes += s.bytes,
-            k if k.contains("->") => r.zero_copy_bytes += s.bytes,
-            _ if read => r.cpu_copy_bytes.to_user += s.bytes,
-            _ => r.cpu_copy_bytes.from_user += s.bytes,
-        }
+    let mut b = RowBuilder::new(p.pid, p.comm).seconds_per_call(2e-6);
+    for (syscall, fd_kind, calls, bytes) in p.rows {
+        b = b.syscall(syscall, fd_kind, calls, bytes);
     }
-    r.cpu_copy_bytes_syscalls = CpuCopy {
-        to_user: r.cpu_copy_bytes.to_user,
-        from_user: r.cpu_copy_bytes.from_user,
-    };
-    r.syscalls = p.rows;
+    let mut r = b.build();
+    r.container_id = p.container.map(str::to_string);
     r.context_switches = SchedRow {
         voluntary: p.sched.0,
         involuntary: p.sched.1,
@@ -100,9 +76,9 @@ pub fn snapshot() -> Snapshot {
             comm: "nginx",
             container: Some("3f2a9c1e4b7d"),
             rows: vec![
-                syscall("read", "file", 6400, 400 * MB),
-                syscall("write", "socket", 6400, 400 * MB),
-                syscall("recvfrom", "socket", 900, 900_000),
+                ("read", "file", 6400, 400 * MB),
+                ("write", "socket", 6400, 400 * MB),
+                ("recvfrom", "socket", 900, 900_000),
             ],
             sched: (1200, 40, 300),
             cache: (97_000, 1_000),
@@ -112,8 +88,8 @@ pub fn snapshot() -> Snapshot {
             comm: "nginx",
             container: Some("3f2a9c1e4b7d"),
             rows: vec![
-                syscall("read", "file", 1600, 100 * MB),
-                syscall("write", "socket", 1600, 100 * MB),
+                ("read", "file", 1600, 100 * MB),
+                ("write", "socket", 1600, 100 * MB),
             ],
             sched: (300, 10, 80),
             cache: (24_000, 500),
@@ -122,7 +98,7 @@ pub fn snapshot() -> Snapshot {
             pid: 1880,
             comm: "postgres",
             container: None,
-            rows: vec![syscall("pread64", "file", 30_000, 240 * MB)],
+            rows: vec![("pread64", "file", 30_000, 240 * MB)],
             sched: (9000, 120, 8800),
             cache: (58_000, 52_000),
         }),
@@ -131,8 +107,8 @@ pub fn snapshot() -> Snapshot {
             comm: "haproxy",
             container: Some("a81c55d0e912"),
             rows: vec![
-                syscall("splice", "socket->pipe", 5000, 300 * MB),
-                syscall("splice", "pipe->socket", 5000, 300 * MB),
+                ("splice", "socket->pipe", 5000, 300 * MB),
+                ("splice", "pipe->socket", 5000, 300 * MB),
             ],
             sched: (2500, 5, 2400),
             cache: (0, 0),
@@ -142,8 +118,8 @@ pub fn snapshot() -> Snapshot {
             comm: "rsync",
             container: None,
             rows: vec![
-                syscall("read", "file", 2000, 130 * MB),
-                syscall("write", "file", 2000, 130 * MB),
+                ("read", "file", 2000, 130 * MB),
+                ("write", "file", 2000, 130 * MB),
             ],
             sched: (40, 300, 20),
             cache: (32_000, 31_500),
@@ -152,10 +128,7 @@ pub fn snapshot() -> Snapshot {
             pid: 990,
             comm: "sshd",
             container: None,
-            rows: vec![
-                syscall("read", "other", 120, 9000),
-                syscall("write", "socket", 120, 9500),
-            ],
+            rows: vec![("read", "other", 120, 9000), ("write", "socket", 120, 9500)],
             sched: (240, 0, 120),
             cache: (0, 0),
         }),
@@ -164,7 +137,7 @@ pub fn snapshot() -> Snapshot {
         pid: 5120,
         comm: "python3",
         container: None,
-        rows: vec![syscall("read", "file", 10, 40_960)],
+        rows: vec![("read", "file", 10, 40_960)],
         sched: (3, 1, 0),
         cache: (10, 10),
     });

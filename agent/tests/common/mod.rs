@@ -1,5 +1,6 @@
-//! Helpers for the tests that run the real binaries.
-#![allow(dead_code, reason = "each test file uses a different subset")]
+//! Helpers for the tests that run the real binaries, shared by the three test binaries
+//! (`pure`, `kernel`, `e2e`: each declares this module with `#[macro_use]`).
+#![allow(dead_code, reason = "each test binary uses a different subset")]
 
 use std::{
     collections::HashMap,
@@ -127,7 +128,7 @@ pub fn kernel_unavailable() -> Option<String> {
 macro_rules! skip {
     ($why:expr) => {{
         fn here() {}
-        common::record_skip(std::any::type_name_of_val(&here), &$why);
+        $crate::common::record_skip(std::any::type_name_of_val(&here), &$why);
         return;
     }};
 }
@@ -143,11 +144,22 @@ macro_rules! require_kernel {
 }
 
 pub fn record_skip(here: &str, why: &str) {
-    eprintln!("skipped: {why}");
-    // `binary::test::here` -> test.
+    // `binary::module::test::here` -> module::test.
     let mut parts: Vec<&str> = here.split("::").collect();
     parts.pop();
     let test = parts.get(1..).map(|p| p.join("::")).unwrap_or_default();
+    record_skip_of(&test, why);
+}
+
+/// [`record_skip`] for the test running on this thread (libtest names each test's thread
+/// after the test), where no `skip!` can be used.
+pub fn record_skip_here(why: &str) {
+    let thread = std::thread::current();
+    record_skip_of(thread.name().unwrap_or("?"), why);
+}
+
+fn record_skip_of(test: &str, why: &str) {
+    eprintln!("skipped: {why}");
     let binary = std::env::current_exe()
         .ok()
         .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))

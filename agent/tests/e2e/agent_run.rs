@@ -2,7 +2,7 @@
 //! while a workload runs, and a real nginx is judged by the advisor with `sendfile off`
 //! and `sendfile on`. Everything listens on 127.0.0.1 and is stopped at the end.
 
-mod common;
+use crate::common;
 
 use std::{
     net::TcpStream,

@@ -7,7 +7,7 @@
 //! The connection limits are tested on the server alone, in this process (no eBPF
 //! programs): `serve` starts it with a router of two routes.
 
-mod common;
+use crate::common;
 
 use std::{
     io::{Read as _, Write as _},

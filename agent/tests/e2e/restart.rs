@@ -7,7 +7,7 @@
 //! pins and only those. Each test mounts its own BPF file system, so nothing touches the
 //! host's /sys/fs/bpf.
 
-mod common;
+use crate::common;
 
 use std::{
     os::unix::fs::{MetadataExt as _, PermissionsExt as _},

@@ -3,7 +3,7 @@
 //! cut to them, as a container runtime does), attaches what full root attaches, and says
 //! which capability is missing when one is taken away.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

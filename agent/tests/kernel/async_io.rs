@@ -4,7 +4,7 @@
 //! sendmmsg/recvmmsg made through libc from Python, with known answers. The per-call
 //! programs these rows come from need bpf_task_pt_regs (5.15+).
 
-mod common;
+use crate::common;
 
 use std::{path::Path, process::Command};
 

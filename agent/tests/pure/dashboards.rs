@@ -4,7 +4,7 @@
 //! one workload serves a file through user memory from a pod (a fake container that a
 //! fake Kubernetes API names) and another misses the page cache on the host.
 
-mod common;
+use crate::common;
 
 use std::{
     collections::{BTreeMap, BTreeSet},

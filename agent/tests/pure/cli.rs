@@ -1,7 +1,7 @@
 //! The binary's behaviour on bad input and in a broken environment: one clear sentence,
 //! a non-zero exit, no backtrace.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -1,7 +1,7 @@
 //! copies family on the running kernel: bytes measured where the CPU copies them, cross-
 //! checked against the syscalls family on the same workload.
 
-mod common;
+use crate::common;
 
 use common::*;
 

@@ -3,7 +3,7 @@
 //! tracefs and a port in use are in cli.rs; pins and bpffs in restart.rs; a remote agent
 //! that goes away or answers garbage in top.rs.)
 
-mod common;
+use crate::common;
 
 use std::{path::Path, process::Command};
 

@@ -1,7 +1,7 @@
 //! syscalls family on the running kernel: the real programs, workloads with known answers,
 //! exact numbers for the workload's pid.
 
-mod common;
+use crate::common;
 
 use std::{
     io::{BufRead as _, BufReader},

@@ -1,6 +1,6 @@
 //! sched family on the running kernel.
 
-mod common;
+use crate::common;
 
 use common::*;
 

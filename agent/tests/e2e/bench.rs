@@ -2,7 +2,7 @@
 //! each sender agree with what the method does (read()+write() of N bytes copies 2N
 //! through the CPU, sendfile none), the plot is drawn, and bad input is one clear error.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Output};
 

@@ -2,7 +2,7 @@
 //! (Debian) with `ioengine=io_uring`. Its own report of operations and bytes must equal
 //! copyscope's io_uring rows for the fio processes.
 
-mod common;
+use crate::common;
 
 use std::{path::Path, process::Command};
 

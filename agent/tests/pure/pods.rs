@@ -4,7 +4,7 @@
 //! workload's container id to its pod, follows the watch, relists when the watch expires,
 //! and falls back to bare container ids when the API refuses.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 

@@ -5,7 +5,7 @@
 //! stay within the bounds below (the README's "Bounds under load and churn"). Timing is
 //! reported, never asserted.
 
-mod common;
+use crate::common;
 
 use std::{
     collections::BTreeMap,

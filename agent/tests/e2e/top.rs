@@ -1,7 +1,7 @@
 //! `copyscope top` end to end: the real binary in a real terminal (tmux), driven with
 //! send-keys and read with capture-pane, against a workload with a known hot process.
 
-mod common;
+use crate::common;
 
 use std::{
     io::Read as _,

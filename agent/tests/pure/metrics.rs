@@ -1,42 +1,30 @@
 //! The Prometheus exposition from fixed windows: compared with golden files and linted
 //! by promtool (Debian package `prometheus`, installed by `cargo xtask setup`).
-//! `COPYSCOPE_BLESS=1 cargo test --test metrics` rewrites the golden files.
+//! `COPYSCOPE_BLESS=1 cargo test --test pure metrics::` rewrites the golden files.
 
 use std::{collections::BTreeMap, path::PathBuf, process::Command};
 
 use copyscope::{
     advisor::{Calibration, Thresholds},
     metrics::{Exporter, Options},
-    model::{PodRef, ProbeRow, ProcessRow, SchedRow, Snapshot, SyscallRow},
+    model::{PodRef, ProbeRow, ProcessRow, SchedRow, Snapshot},
+    testing::RowBuilder,
 };
 
 const M: u64 = 1 << 20;
 const CID: &str = "3f5ad7e2c1b0a99887766554433221100ffeeddccbbaa0099887766554433221";
 
 fn process(pid: u32, comm: &str, rows: &[(&str, &str, u64, u64)]) -> ProcessRow {
-    let mut p = ProcessRow::empty(pid, comm.into(), false);
+    let mut b = RowBuilder::new(pid, comm).seconds_per_call(1e-6);
+    for (s, k, calls, bytes) in rows {
+        b = b.syscall(s, k, *calls, *bytes);
+    }
+    let mut p = b.build();
     p.context_switches = SchedRow {
         voluntary: 10,
         involuntary: 2,
         in_io: 7,
     };
-    for (s, k, calls, bytes) in rows {
-        p.syscalls.push(SyscallRow {
-            syscall: s.to_string().into(),
-            fd_kind: k.to_string().into(),
-            calls: *calls,
-            bytes: *bytes,
-            errors: 0,
-            seconds: *calls as f64 * 1e-6,
-        });
-        p.calls += calls;
-        p.mode_switches += 2 * calls;
-        match *s {
-            "read" | "pread64" | "recvfrom" => p.cpu_copy_bytes.to_user += bytes,
-            "write" | "sendto" => p.cpu_copy_bytes.from_user += bytes,
-            _ => p.zero_copy_bytes += bytes,
-        }
-    }
     p
 }
 

@@ -1,7 +1,7 @@
 //! pagecache family on the running kernel: cold and warm reads of a file with a known
 //! number of pages, mmap faults, dirtied pages.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 
