@@ -29,6 +29,9 @@ use common::{
 use serde_json::{Value, json};
 
 const NODE: &str = "test-node";
+/// The `cluster` label a multi-cluster query layer would add (the dashboards' cluster
+/// variable lists it; its All value also matches series without one).
+const CLUSTER: &str = "test-cluster";
 /// The serving workload's pod (tests/fixtures/kube/pods-list.json).
 const NAMESPACE: &str = "shop";
 
@@ -294,9 +297,15 @@ fn every_alert_has_a_runbook_in_the_readme() {
             .strip_prefix(&format!("{repo}/blob/main/README.md#"))
             .unwrap_or_else(|| panic!("{alert}: {url} is not a README anchor"));
         assert_eq!(a, alert.to_lowercase(), "{alert}: its own section");
-        assert!(headings.contains(a), "{alert}: README has no heading for #{a}");
+        assert!(
+            headings.contains(a),
+            "{alert}: README has no heading for #{a}"
+        );
     }
-    assert_eq!(anchor(" Situations and what you see"), "situations-and-what-you-see");
+    assert_eq!(
+        anchor(" Situations and what you see"),
+        "situations-and-what-you-see"
+    );
 }
 
 #[test]
@@ -310,7 +319,10 @@ fn rate_windows_hold_four_scrapes_of_the_shipped_interval() {
         assert_eq!(v.len(), 1, "one {key} in {text}");
         v[0]
     };
-    let scrape = interval(&read("deploy/prometheus/scrape-config.yml"), "scrape_interval:");
+    let scrape = interval(
+        &read("deploy/prometheus/scrape-config.yml"),
+        "scrape_interval:",
+    );
     let values = read("deploy/helm/copyscope/values.yaml");
     let monitor = values
         .split("\nserviceMonitor:\n")
@@ -346,7 +358,11 @@ fn page_counts_become_bytes_with_each_agents_page_size() {
             .join("\n"),
     )];
     for (name, d) in dashboards() {
-        texts.extend(exprs(&d).into_iter().map(|(t, e)| (format!("{name}: {t}"), e)));
+        texts.extend(
+            exprs(&d)
+                .into_iter()
+                .map(|(t, e)| (format!("{name}: {t}"), e)),
+        );
     }
     let mut joined = 0;
     for (what, text) in &texts {
@@ -360,17 +376,26 @@ fn page_counts_become_bytes_with_each_agents_page_size() {
             joined += 1;
         }
     }
-    assert!(joined >= 2, "the dashboards and the alert convert pages to bytes");
+    assert!(
+        joined >= 2,
+        "the dashboards and the alert convert pages to bytes"
+    );
     for (what, text) in &texts {
         for (metric, fallback) in FALLBACKS {
             if text.contains(metric) {
-                assert!(text.contains(fallback), "{what}: {metric} without {fallback}: {text}");
+                assert!(
+                    text.contains(fallback),
+                    "{what}: {metric} without {fallback}: {text}"
+                );
             }
         }
         // copyscope_probe_attached is {family, hook}: the method is copyscope_probe_method_info's.
         for part in text.split("copyscope_probe_attached").skip(1) {
             let selector = part.split(['}', ')']).next().unwrap_or("");
-            assert!(!selector.contains("method"), "{what}: probe_attached's method: {text}");
+            assert!(
+                !selector.contains("method"),
+                "{what}: probe_attached's method: {text}"
+            );
         }
         if text.contains("by (") && text.contains("copyscope_probe_attached") {
             assert!(!text.contains("method)"), "{what}: {text}");
@@ -469,7 +494,14 @@ fn dashboards_have_stable_uids_variables_units_and_links() {
             ],
             "{name}"
         );
-        for var in ["cluster", "node", "namespace", "pod", "container", "workload"] {
+        for var in [
+            "cluster",
+            "node",
+            "namespace",
+            "pod",
+            "container",
+            "workload",
+        ] {
             let v = by_name
                 .get(var)
                 .unwrap_or_else(|| panic!("{name}: no {var} variable"));
@@ -780,7 +812,7 @@ fn every_dashboard_query_and_rule_works_on_a_real_agent() {
     let prom = Prometheus::start(
         &d,
         &format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: copyscope\n    static_configs:\n      - targets: ['{}']\n        labels:\n          node: {NODE}\n",
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: copyscope\n    static_configs:\n      - targets: ['{}']\n        labels:\n          node: {NODE}\n          cluster: {CLUSTER}\n",
             rules.display(),
             agent.addr
         ),
@@ -791,7 +823,7 @@ fn every_dashboard_query_and_rule_works_on_a_real_agent() {
     let served = d.join("served.bin");
     write_file(&served, 4 << 20);
     let container = FakeContainer::new("6b1d2f4e-8c3a-4e7b-9f21-0a5c7d3e9b11", &server_id);
-    let _serve = Guard(
+    let mut serve = Guard(
         container
             .command(&[
                 WORKLOAD,
@@ -842,6 +874,7 @@ fn every_dashboard_query_and_rule_works_on_a_real_agent() {
     // the serving workload chosen, then with its namespace chosen too, must give at least
     // one series (or label value), none of them NaN.
     let mut chosen = all_values();
+    chosen.insert("cluster", CLUSTER);
     chosen.insert("node", NODE);
     chosen.insert("workload", "copyscope-workl");
     let mut in_namespace = chosen.clone();
@@ -882,9 +915,17 @@ fn every_dashboard_query_and_rule_works_on_a_real_agent() {
         .collect();
     assert!(
         empty.is_empty(),
-        "{} of {total} dashboard queries gave no series in 180 s:\n{}",
+        "{} of {total} dashboard queries gave no series in 180 s:\n{}\n\nworkloads with their own series \
+         (copyscope_workloads {:?} of copyscope_max_workloads {:?}: a host already running that many \
+         processes leaves the test's workloads under comm=\"other\"): {:?}\nthe serving workload: {:?}",
         empty.len(),
-        empty.join("\n")
+        empty.join("\n"),
+        prom.query("copyscope_workloads")
+            .map(|r| r.first().map(|s| s["value"][1].clone())),
+        prom.query("copyscope_max_workloads")
+            .map(|r| r.first().map(|s| s["value"][1].clone())),
+        prom.api("/api/v1/label/comm/values"),
+        serve.0.try_wait(),
     );
     eprintln!("{total} dashboard queries answered, none empty");
 

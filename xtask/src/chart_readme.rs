@@ -32,7 +32,9 @@ pub fn write() -> Result<()> {
 pub fn check() -> Result<()> {
     let want = render()?;
     if fs::read_to_string(root().join(README)).ok().as_deref() != Some(want.as_str()) {
-        bail!("{README} is out of date with {VALUES} or {TEMPLATE}: run `cargo xtask chart-readme`");
+        bail!(
+            "{README} is out of date with {VALUES} or {TEMPLATE}: run `cargo xtask chart-readme`"
+        );
     }
     Ok(())
 }
@@ -40,8 +42,8 @@ pub fn check() -> Result<()> {
 fn render() -> Result<String> {
     let values =
         fs::read_to_string(root().join(VALUES)).with_context(|| format!("reading {VALUES}"))?;
-    let template = fs::read_to_string(root().join(TEMPLATE))
-        .with_context(|| format!("reading {TEMPLATE}"))?;
+    let template =
+        fs::read_to_string(root().join(TEMPLATE)).with_context(|| format!("reading {TEMPLATE}"))?;
     let rows = rows(&values).with_context(|| format!("in {VALUES}"))?;
     let table = table(&rows);
     if template.matches(MARKER).count() != 1 {
@@ -122,9 +124,7 @@ fn rows(values: &str) -> Result<Vec<Row>> {
         }
         // The block under the key: the lines indented deeper (and blank lines in it).
         let start = i;
-        while i < lines.len()
-            && (lines[i].trim().is_empty() || indent_of(lines[i]) > n)
-        {
+        while i < lines.len() && (lines[i].trim().is_empty() || indent_of(lines[i]) > n) {
             i += 1;
         }
         while i > start && lines[i - 1].trim().is_empty() {
@@ -156,7 +156,11 @@ fn rows(values: &str) -> Result<Vec<Row>> {
 
 /// A block of YAML (maps and lists of scalars, by indentation) in flow style, on one line.
 fn flow(block: &[&str]) -> Result<String> {
-    let lines: Vec<&str> = block.iter().copied().filter(|l| !l.trim().is_empty()).collect();
+    let lines: Vec<&str> = block
+        .iter()
+        .copied()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
     let (text, used) = flow_at(&lines, 0)?;
     if used != lines.len() {
         bail!("cannot read {:?}", lines[used]);
@@ -296,7 +300,9 @@ resources:
     fn a_value_without_a_comment_is_an_error() {
         let e = rows("# A.\na: 1\nb: 2\n").unwrap_err().to_string();
         assert!(e.contains("b has no comment"), "{e}");
-        let e = rows("# S.\ns:\n  # X.\n  x: 1\n\n  y: 2\n").unwrap_err().to_string();
+        let e = rows("# S.\ns:\n  # X.\n  x: 1\n\n  y: 2\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("s.y has no comment"), "{e}");
     }
 

@@ -560,7 +560,9 @@ fn check_notes(helm: &Path, v: &Variant, want: &str) -> Result<()> {
         }
     }
     if notes.contains("--password ") || notes.contains("--password=") {
-        bail!("the NOTES put a password on a command line: use --password-file or COPYSCOPE_PASSWORD");
+        bail!(
+            "the NOTES put a password on a command line: use --password-file or COPYSCOPE_PASSWORD"
+        );
     }
     Ok(())
 }
@@ -629,7 +631,11 @@ fn check_dashboards_copy() -> Result<()> {
         for e in fs::read_dir(root().join(dir)).with_context(|| format!("reading {dir}"))? {
             let path = e?.path();
             if path.extension().is_some_and(|x| x == "json") {
-                let name = path.file_name().expect("a file").to_string_lossy().into_owned();
+                let name = path
+                    .file_name()
+                    .expect("a file")
+                    .to_string_lossy()
+                    .into_owned();
                 out.push((name, fs::read(&path)?));
             }
         }
