@@ -60,6 +60,8 @@ const KUBE_VERSIONS: &[&str] = &["1.25.0", "1.36.0", "1.37.0"];
 const CHART: &str = "deploy/helm/copyscope";
 const RULES: &str = "deploy/prometheus/rules.yml";
 const CHART_RULES: &str = "deploy/helm/copyscope/files/rules.yml";
+const DASHBOARDS: &str = "dashboards";
+const CHART_DASHBOARDS: &str = "deploy/helm/copyscope/files/dashboards";
 const SCRAPE_CONFIG: &str = "deploy/prometheus/scrape-config.yml";
 const MANIFESTS: &str = "deploy/kubernetes";
 /// The plain manifests' release name and namespace.
@@ -104,6 +106,23 @@ const BAD_VALUES: &[&str] = &[
     "security.runAsGroup=-1",
     "pin.path=relative/dir",
     "pin.enabled=sometimes",
+    "affinity.nodeSelector.pool=gpu",
+    "startupProbe.failureThreshold=0",
+    "startupProbe.initialDelay=5",
+    "extraVolumes[0].hostPath.path=/",
+    "extraVolumeMounts[0].name=x",
+    "networkPolicy.podSelector.app=prometheus",
+    "networkPolicy.extraFrom=everyone",
+    "serviceMonitor.namespace=Monitoring",
+    "serviceMonitor.relabelings[0].action=rewrite",
+    "serviceMonitor.metricRelabelings[0].source_labels[0]=__name__",
+    "dashboards.label=grafana dashboard",
+    "dashboards.enabled=yes",
+    "bpffs.image.tag=",
+    "bpffs.mount=sometimes",
+    "cleanup.onUninstall=yes",
+    "cleanup.timeout=soon",
+    "webConfig.basicAuth=yes",
 ];
 
 /// A set of chart values the checks render, lint and validate.
@@ -120,6 +139,11 @@ struct Variant {
     apparmor_unconfined: bool,
     /// Pinning under bpffs (the bpffs mount read-write).
     pin: bool,
+    /// The rest of what check.py expects of the objects: `daemonset` (merged into the
+    /// DaemonSet's expectations), `extras` (NetworkPolicy, dashboards' ConfigMaps,
+    /// uninstall hooks), `monitoring` (the ServiceMonitor), and `top`, the `copyscope top`
+    /// command the NOTES must print.
+    more: fn() -> Value,
 }
 
 const VARIANTS: &[Variant] = &[
@@ -140,6 +164,26 @@ const VARIANTS: &[Variant] = &[
         escalation: false,
         apparmor_unconfined: false,
         pin: true,
+        more: || {
+            json!({
+                "daemonset": {
+                    "mount_bpffs": true,
+                    "mount_image": "docker.io/library/busybox:1.37.0",
+                    "startup_probe": true,
+                    "tls": false,
+                    "client_certificates": false,
+                    "extra_volumes": [],
+                    "affinity": {},
+                },
+                "extras": {
+                    "network_policy": false,
+                    "dashboards": null,
+                    "cleanup": false,
+                },
+                "monitoring": null,
+                "top": "copyscope top --from http://127.0.0.1:9435",
+            })
+        },
     },
     Variant {
         name: "every option",
@@ -176,12 +220,43 @@ const VARIANTS: &[Variant] = &[
             "security.runAsGroup=65534",
             "pin.path=/sys/fs/bpf/copyscope-a",
             "pin.repin=false",
+            "webConfig.basicAuth=true",
+            "agent.port=9500",
+            "bpffs.image.repository=registry.example.org/busybox",
+            "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].key=pool",
+            "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator=NotIn",
+            "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].values[0]=gpu",
+            "extraVolumes[0].name=advice",
+            "extraVolumes[0].configMap.name=copyscope-advice",
+            "extraVolumeMounts[0].name=advice",
+            "extraVolumeMounts[0].mountPath=/etc/copyscope/advice",
+            "extraVolumeMounts[0].readOnly=true",
+            "startupProbe.periodSeconds=10",
+            "startupProbe.failureThreshold=30",
+            "networkPolicy.enabled=true",
+            "networkPolicy.podSelector.matchLabels.app=prometheus",
+            "networkPolicy.extraFrom[0].ipBlock.cidr=10.0.0.0/24",
+            "serviceMonitor.namespace=monitoring",
+            "serviceMonitor.relabelings[0].targetLabel=cluster",
+            "serviceMonitor.relabelings[0].replacement=eu-1",
+            "serviceMonitor.relabelings[0].action=replace",
+            "serviceMonitor.metricRelabelings[0].sourceLabels[0]=__name__",
+            "serviceMonitor.metricRelabelings[0].regex=copyscope_build_info",
+            "serviceMonitor.metricRelabelings[0].action=drop",
+            "dashboards.enabled=true",
+            "dashboards.namespace=grafana",
+            "dashboards.label=dashboards",
+            "dashboards.folder=Node internals",
+            "dashboards.folderAnnotation=grafana-folder",
+            "cleanup.onUninstall=true",
+            "cleanup.timeout=10m",
         ],
         set_string: &[
             "agent.extraEnv[0].value=4194304",
             "updateStrategy.maxUnavailable=10%",
             "agent.listenAddress=[::]",
             "image.tag=0.1.0-rc.1",
+            "dashboards.labelValue=copyscope",
         ],
         kinds: &[
             "ServiceAccount",
@@ -191,6 +266,11 @@ const VARIANTS: &[Variant] = &[
             "DaemonSet",
             "ServiceMonitor",
             "PrometheusRule",
+            "NetworkPolicy",
+            "ConfigMap",
+            "Role",
+            "RoleBinding",
+            "Job",
         ],
         caps: &[
             "BPF",
@@ -207,6 +287,46 @@ const VARIANTS: &[Variant] = &[
         escalation: true,
         apparmor_unconfined: true,
         pin: true,
+        more: || {
+            json!({
+                "daemonset": {
+                    "mount_bpffs": true,
+                    "mount_image": "registry.example.org/busybox:1.37.0",
+                    "startup_probe": true,
+                    "tls": true,
+                    "client_certificates": false,
+                    "extra_volumes": ["advice"],
+                    "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [{"matchExpressions": [
+                            {"key": "pool", "operator": "NotIn", "values": ["gpu"]}
+                        ]}]
+                    }}},
+                },
+                "extras": {
+                    "network_policy": true,
+                    "dashboards": {
+                        "label": "dashboards",
+                        "value": "copyscope",
+                        "folder_annotation": "grafana-folder",
+                        "folder": "Node internals",
+                    },
+                    "cleanup": true,
+                    "pin_path": "/sys/fs/bpf/copyscope-a",
+                },
+                "monitoring": {
+                    "namespace": "monitoring",
+                    "release_namespace": NAMESPACE,
+                    "interval": "30s",
+                    "relabelings": [
+                        {"targetLabel": "cluster", "replacement": "eu-1", "action": "replace"}
+                    ],
+                    "metric_relabelings": [
+                        {"sourceLabels": ["__name__"], "regex": "copyscope_build_info", "action": "drop"}
+                    ],
+                },
+                "top": "copyscope top --from https://127.0.0.1:9500 --cacert ca.crt --user USER --password-file password.txt",
+            })
+        },
     },
     Variant {
         name: "no pod names",
@@ -220,6 +340,8 @@ const VARIANTS: &[Variant] = &[
             "webConfig.clientCertificates=true",
             "security.runAsUser=65534",
             "pin.enabled=false",
+            "startupProbe.enabled=false",
+            "cleanup.onUninstall=true",
         ],
         set_string: &[],
         kinds: &["Service", "DaemonSet"],
@@ -236,6 +358,26 @@ const VARIANTS: &[Variant] = &[
         escalation: false,
         apparmor_unconfined: false,
         pin: false,
+        // Nothing pinned: no bpffs to mount, nothing to unpin.
+        more: || {
+            json!({
+                "daemonset": {
+                    "mount_bpffs": false,
+                    "startup_probe": false,
+                    "tls": true,
+                    "client_certificates": true,
+                    "extra_volumes": [],
+                    "affinity": {},
+                },
+                "extras": {
+                    "network_policy": false,
+                    "dashboards": null,
+                    "cleanup": false,
+                },
+                "monitoring": null,
+                "top": "copyscope top --from https://127.0.0.1:9435 --cacert ca.crt --cert client.crt --key client.key",
+            })
+        },
     },
 ];
 
@@ -264,6 +406,8 @@ pub fn check() -> Result<()> {
     fs::write(&check_py, CHECK_PY)?;
 
     check_rules_copy()?;
+    check_dashboards_copy()?;
+    crate::chart_readme::check()?;
     check_schema_rejects(&helm)?;
 
     // Render every variant for every Kubernetes version (the chart's output depends on it:
@@ -279,13 +423,18 @@ pub fn check() -> Result<()> {
             fs::write(&path, text + "\n")?;
             files.push(json!({ "path": path, "kube": [kube] }));
         }
+        let more = (v.more)();
         cases.push(json!({
             "name": v.name,
             "files": files,
             "kinds": v.kinds,
             "rules": root().join(CHART_RULES),
             "daemonset": case_expectations(v),
+            "extras": more["extras"],
+            "monitoring": more["monitoring"],
+            "dashboards": root().join(DASHBOARDS),
         }));
+        check_notes(&helm, v, more["top"].as_str().expect("a top command"))?;
     }
 
     // The plain manifests as they are, then whether they are up to date.
@@ -353,14 +502,69 @@ pub fn check() -> Result<()> {
 }
 
 fn case_expectations(v: &Variant) -> Value {
-    json!({
+    let mut e = json!({
         "caps": v.caps,
         "pod_labels": v.pod_labels,
         "seccomp": v.seccomp,
         "escalation": v.escalation,
         "apparmor_unconfined": v.apparmor_unconfined,
         "pin": v.pin,
-    })
+    });
+    if let (Some(e), Some(more)) = (e.as_object_mut(), (v.more)()["daemonset"].as_object()) {
+        e.extend(more.clone());
+    }
+    e
+}
+
+/// The `copyscope top` flags the NOTES may print: those of `copyscope top --help`
+/// (--from, and for a secured agent --cacert, --cert, --key, --user, --password-file;
+/// the password itself never goes on a command line, COPYSCOPE_PASSWORD carries it).
+const TOP_FLAGS: &[&str] = &[
+    "--from",
+    "--cacert",
+    "--cert",
+    "--key",
+    "--user",
+    "--password-file",
+];
+
+/// The NOTES `helm install` prints for a variant's values must show the `copyscope top`
+/// command that reaches such an agent: `want`, exactly.
+fn check_notes(helm: &Path, v: &Variant, want: &str) -> Result<()> {
+    let mut cmd = helm_cmd(helm, "install", v);
+    cmd.arg("--dry-run=client");
+    let text = output(&mut cmd)
+        .with_context(|| format!("rendering the NOTES with the {} values", v.name))?;
+    let notes = text
+        .split_once("\nNOTES:\n")
+        .map(|(_, n)| n)
+        .with_context(|| format!("no NOTES in {}", show(&cmd)))?;
+    let tops: Vec<&str> = notes
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("copyscope top"))
+        .collect();
+    if tops != [want] {
+        bail!(
+            "the NOTES for the {} values show {tops:?}, expected [{want:?}]",
+            v.name
+        );
+    }
+    let words: Vec<&str> = want.split_whitespace().collect();
+    for (i, w) in words.iter().enumerate().skip(2) {
+        if w.starts_with('-') && !TOP_FLAGS.contains(w) {
+            bail!("the NOTES' `copyscope top` has {w}, not a flag of copyscope top");
+        }
+        if w.starts_with('-') && words.get(i + 1).is_none_or(|a| a.starts_with('-')) {
+            bail!("the NOTES' `copyscope top` has {w} without its argument");
+        }
+    }
+    if notes.contains("--password ") || notes.contains("--password=") {
+        bail!(
+            "the NOTES put a password on a command line: use --password-file or COPYSCOPE_PASSWORD"
+        );
+    }
+    Ok(())
 }
 
 /// deploy/kubernetes/copyscope.yaml (the Namespace and the chart with its defaults) and
@@ -419,6 +623,38 @@ fn check_rules_copy() -> Result<()> {
     Ok(())
 }
 
+/// The chart's dashboard ConfigMaps are made from its copy of dashboards/*.json: the same
+/// files, byte for byte.
+fn check_dashboards_copy() -> Result<()> {
+    let list = |dir: &str| -> Result<Vec<(String, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(root().join(dir)).with_context(|| format!("reading {dir}"))? {
+            let path = e?.path();
+            if path.extension().is_some_and(|x| x == "json") {
+                let name = path
+                    .file_name()
+                    .expect("a file")
+                    .to_string_lossy()
+                    .into_owned();
+                out.push((name, fs::read(&path)?));
+            }
+        }
+        out.sort();
+        Ok(out)
+    };
+    let canonical = list(DASHBOARDS)?;
+    if canonical.is_empty() {
+        bail!("no dashboards in {DASHBOARDS}");
+    }
+    if list(CHART_DASHBOARDS).ok() != Some(canonical) {
+        bail!(
+            "{CHART_DASHBOARDS} differs from {DASHBOARDS}: replace its *.json with a copy of \
+             {DASHBOARDS}/*.json"
+        );
+    }
+    Ok(())
+}
+
 /// Each of BAD_VALUES must fail `helm template` on the values schema.
 fn check_schema_rejects(helm: &Path) -> Result<()> {
     for bad in BAD_VALUES {
@@ -459,7 +695,7 @@ fn helm_base(helm: &Path) -> Command {
 fn helm_cmd(helm: &Path, verb: &str, v: &Variant) -> Command {
     let mut cmd = helm_base(helm);
     cmd.arg(verb);
-    if verb == "template" {
+    if verb == "template" || verb == "install" {
         cmd.arg(NAMESPACE);
     }
     cmd.arg(root().join(CHART)).args(["--namespace", NAMESPACE]);

@@ -1,6 +1,7 @@
 //! copyscope's orchestration: set-up, build, run, test, benchmarks. No product logic here.
 
 mod bench;
+mod chart_readme;
 mod dashboards;
 mod deploy;
 mod fuzz;
@@ -57,6 +58,9 @@ enum Cmd {
         #[arg(long)]
         check: bool,
     },
+    /// Write the Helm chart's README (deploy/helm/copyscope/README.md) from its
+    /// README.tmpl.md and the comments of its values.yaml.
+    ChartReadme,
     /// Benchmarks (report ratios measured in one run; never timed tests).
     Bench {
         #[command(subcommand)]
@@ -111,6 +115,7 @@ fn main() {
                 }
             })
             .map(|_| 0),
+        Cmd::ChartReadme => chart_readme::write().map(|_| 0),
         Cmd::Bench { which } => setup::setup()
             .and_then(|_| build_release())
             .and_then(|dir| bench::run(which, &dir))

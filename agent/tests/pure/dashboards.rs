@@ -29,6 +29,9 @@ use common::{
 use serde_json::{Value, json};
 
 const NODE: &str = "test-node";
+/// The `cluster` label a multi-cluster query layer would add (the dashboards' cluster
+/// variable lists it; its All value also matches series without one).
+const CLUSTER: &str = "test-cluster";
 /// The serving workload's pod (tests/fixtures/kube/pods-list.json).
 const NAMESPACE: &str = "shop";
 
@@ -177,14 +180,275 @@ fn defined(rules: &str, key: &str) -> BTreeSet<String> {
 
 fn all_values() -> BTreeMap<&'static str, &'static str> {
     BTreeMap::from([
+        ("cluster", ".*"),
         ("node", ".*"),
         ("namespace", ".*"),
+        ("pod", ".*"),
+        ("container", ".*"),
         ("workload", ".*"),
         // Grafana's values for a 1 h range, 1 s scrapes and ~1 s per point.
         ("__range", "1h"),
         ("__rate_interval", "4s"),
         ("__interval", "1s"),
     ])
+}
+
+/// (function, window) of every range selector `[WINDOW]` in a query.
+fn windows(q: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = q;
+    while let Some(i) = rest.find('[') {
+        let before = &rest[..i];
+        let end = rest[i..].find(']').map(|e| i + e).expect("an unclosed [");
+        let window = rest[i + 1..end].to_string();
+        // The function is the last name before the `(` that encloses the selector.
+        let func = before
+            .rfind('(')
+            .map(|o| {
+                before[..o]
+                    .rsplit(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .next()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .unwrap_or_default();
+        out.push((func, window));
+        rest = &rest[end + 1..];
+    }
+    out
+}
+
+/// A Prometheus duration (`30s`, `2m`, `1h`) in seconds.
+fn seconds(d: &str) -> u64 {
+    let (n, unit) = d.split_at(d.len() - 1);
+    let n: u64 = n.parse().unwrap_or_else(|_| panic!("not a duration: {d}"));
+    n * match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => panic!("not a duration: {d}"),
+    }
+}
+
+/// The anchor GitHub gives a README heading.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-' || *c == '_')
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// (alert, its runbook_url) for every alert of rules.yml.
+fn runbooks(rules: &str) -> Vec<(String, Option<String>)> {
+    let mut out: Vec<(String, Option<String>)> = Vec::new();
+    for l in rules.lines().map(str::trim) {
+        if let Some(name) = l.strip_prefix("- alert: ") {
+            out.push((name.to_string(), None));
+        } else if l.starts_with("- record: ") {
+            continue;
+        } else if let (Some(url), Some(last)) = (l.strip_prefix("runbook_url: "), out.last_mut()) {
+            assert!(last.1.is_none(), "{}: two runbook_url", last.0);
+            last.1 = Some(url.to_string());
+        }
+    }
+    out
+}
+
+/// Metrics the dashboards and rules use that an agent may not export (an older agent
+/// during a rolling upgrade), each with the fallback every expression naming it must
+/// carry: the page size (4 KiB pages) and the probe methods (agents that put the method
+/// on copyscope_probe_attached itself).
+const FALLBACKS: &[(&str, &str)] = &[
+    (
+        "copyscope_page_size_bytes",
+        "or on (instance) (0 * copyscope_build_info",
+    ),
+    (
+        "copyscope_probe_method_info",
+        "or on (instance, family, hook)",
+    ),
+];
+
+#[test]
+fn every_alert_has_a_runbook_in_the_readme() {
+    let rules = read("deploy/prometheus/rules.yml");
+    let readme = read("README.md");
+    let headings: BTreeSet<String> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix('#'))
+        .map(|h| anchor(h.trim_start_matches('#')))
+        .collect();
+    let repo = "https://github.com/copyscope/copyscope";
+    assert!(
+        read("Cargo.toml").contains(&format!("repository = \"{repo}\"")),
+        "the repository URL changed: update the runbook URLs"
+    );
+    let all = runbooks(&rules);
+    assert_eq!(
+        all.iter().map(|(a, _)| a.clone()).collect::<BTreeSet<_>>(),
+        defined(&rules, "alert")
+    );
+    for (alert, url) in all {
+        let url = url.unwrap_or_else(|| panic!("{alert} has no runbook_url"));
+        let a = url
+            .strip_prefix(&format!("{repo}/blob/main/README.md#"))
+            .unwrap_or_else(|| panic!("{alert}: {url} is not a README anchor"));
+        assert_eq!(a, alert.to_lowercase(), "{alert}: its own section");
+        assert!(
+            headings.contains(a),
+            "{alert}: README has no heading for #{a}"
+        );
+    }
+    assert_eq!(
+        anchor(" Situations and what you see"),
+        "situations-and-what-you-see"
+    );
+}
+
+#[test]
+fn rate_windows_hold_four_scrapes_of_the_shipped_interval() {
+    let interval = |text: &str, key: &str| -> u64 {
+        let v: Vec<u64> = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix(key))
+            .map(|v| seconds(v.trim()))
+            .collect();
+        assert_eq!(v.len(), 1, "one {key} in {text}");
+        v[0]
+    };
+    let scrape = interval(
+        &read("deploy/prometheus/scrape-config.yml"),
+        "scrape_interval:",
+    );
+    let values = read("deploy/helm/copyscope/values.yaml");
+    let monitor = values
+        .split("\nserviceMonitor:\n")
+        .nth(1)
+        .expect("serviceMonitor in values.yaml");
+    let monitor = monitor.split("\n\n").next().unwrap();
+    assert_eq!(
+        interval(monitor, "interval:"),
+        scrape,
+        "the ServiceMonitor's default interval and scrape-config.yml's"
+    );
+    let rules = read("deploy/prometheus/rules.yml");
+    let found = windows(&rules);
+    assert!(!found.is_empty());
+    for (func, w) in found {
+        if matches!(func.as_str(), "rate" | "irate" | "increase") {
+            assert!(
+                seconds(&w) >= 4 * scrape,
+                "{func}(...[{w}]) holds fewer than four samples at the shipped {scrape} s scrape interval"
+            );
+        }
+    }
+}
+
+#[test]
+fn page_counts_become_bytes_with_each_agents_page_size() {
+    let mut texts: Vec<(String, String)> = vec![(
+        "rules.yml".into(),
+        read("deploy/prometheus/rules.yml")
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )];
+    for (name, d) in dashboards() {
+        texts.extend(
+            exprs(&d)
+                .into_iter()
+                .map(|(t, e)| (format!("{name}: {t}"), e)),
+        );
+    }
+    let mut joined = 0;
+    for (what, text) in &texts {
+        if text.contains("4096") || text.contains("copyscope_page_size_bytes") {
+            assert!(
+                text.contains("* on (instance) group_left ()")
+                    && text.contains("copyscope_page_size_bytes")
+                    && !text.contains("* 4096"),
+                "{what}: pages become bytes by the agent's own page size: {text}"
+            );
+            joined += 1;
+        }
+    }
+    assert!(
+        joined >= 2,
+        "the dashboards and the alert convert pages to bytes"
+    );
+    for (what, text) in &texts {
+        for (metric, fallback) in FALLBACKS {
+            if text.contains(metric) {
+                assert!(
+                    text.contains(fallback),
+                    "{what}: {metric} without {fallback}: {text}"
+                );
+            }
+        }
+        // copyscope_probe_attached is {family, hook}: the method is copyscope_probe_method_info's.
+        for part in text.split("copyscope_probe_attached").skip(1) {
+            let selector = part.split(['}', ')']).next().unwrap_or("");
+            assert!(
+                !selector.contains("method"),
+                "{what}: probe_attached's method: {text}"
+            );
+        }
+        if text.contains("by (") && text.contains("copyscope_probe_attached") {
+            assert!(!text.contains("method)"), "{what}: {text}");
+        }
+    }
+}
+
+#[test]
+fn the_overview_has_a_row_for_copyscopes_own_cost() {
+    let all = dashboards();
+    let overview = &all[0].1;
+    let top = overview["panels"].as_array().unwrap();
+    let row = top
+        .iter()
+        .position(|p| p["type"] == "row" && p["title"] == "copyscope overhead")
+        .expect("a copyscope overhead row");
+    let below: Vec<&Value> = top[row + 1..]
+        .iter()
+        .take_while(|p| p["type"] != "row")
+        .collect();
+    let text: String = below
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap())
+        .map(|t| t["expr"].as_str().unwrap().to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    for m in [
+        "copyscope_bpf_program_run_seconds_total",
+        "copyscope_bpf_program_runs_total",
+        "copyscope_bpf_program_missed_runs_total",
+        "copyscope_map_entries",
+        "copyscope_map_max_entries",
+        "copyscope_map_memory_bytes",
+        "copyscope_agent_resident_memory_bytes",
+    ] {
+        assert!(text.contains(m), "the overhead row does not show {m}");
+    }
+    let units: BTreeSet<&str> = below
+        .iter()
+        .map(|p| p["fieldConfig"]["defaults"]["unit"].as_str().unwrap())
+        .collect();
+    assert_eq!(units, BTreeSet::from(["s", "cps", "percentunit", "bytes"]));
+}
+
+#[test]
+fn the_charts_dashboards_are_copies_of_dashboards() {
+    for (name, _) in dashboards() {
+        assert!(
+            read(&format!("deploy/helm/copyscope/files/dashboards/{name}"))
+                == read(&format!("dashboards/{name}")),
+            "deploy/helm/copyscope/files/dashboards/{name} is not a copy of dashboards/{name}"
+        );
+    }
 }
 
 #[test]
@@ -216,7 +480,28 @@ fn dashboards_have_stable_uids_variables_units_and_links() {
             (&json!("datasource"), &json!("prometheus")),
             "{name}"
         );
-        for var in ["node", "namespace", "workload"] {
+        let order: Vec<&str> = vars.iter().map(|v| v["name"].as_str().unwrap()).collect();
+        assert_eq!(
+            order,
+            [
+                "datasource",
+                "cluster",
+                "node",
+                "namespace",
+                "pod",
+                "container",
+                "workload"
+            ],
+            "{name}"
+        );
+        for var in [
+            "cluster",
+            "node",
+            "namespace",
+            "pod",
+            "container",
+            "workload",
+        ] {
             let v = by_name
                 .get(var)
                 .unwrap_or_else(|| panic!("{name}: no {var} variable"));
@@ -259,12 +544,27 @@ fn dashboards_have_stable_uids_variables_units_and_links() {
             for t in targets {
                 assert_eq!(t["datasource"], ds, "{name}: {title}: target datasource");
                 let e = t["expr"].as_str().unwrap();
-                assert!(e.contains("node=~\"$node\""), "{name}: {title}: {e}");
-                // Workload figures follow all three variables.
+                for m in ["cluster=~\"$cluster\"", "node=~\"$node\""] {
+                    assert!(e.contains(m), "{name}: {title}: no {m} in {e}");
+                }
+                // Workload figures follow every variable.
                 if !rule_names(e).is_empty() {
-                    for m in ["namespace=~\"$namespace\"", "comm=~\"$workload\""] {
+                    for m in [
+                        "namespace=~\"$namespace\"",
+                        "pod=~\"$pod\"",
+                        "container=~\"$container\"",
+                        "comm=~\"$workload\"",
+                    ] {
                         assert!(e.contains(m), "{name}: {title}: no {m} in {e}");
                     }
+                }
+                // Rates over raw counters take Grafana's window, which a scrape
+                // interval always fills; fixed windows belong to the recording rules.
+                for (_, window) in windows(e) {
+                    assert!(
+                        matches!(window.as_str(), "$__rate_interval" | "$__range"),
+                        "{name}: {title}: a fixed window [{window}] in {e}"
+                    );
                 }
             }
         }
@@ -327,9 +627,12 @@ fn dashboards_and_rules_name_only_metrics_and_rules_that_exist() {
         used_metrics.extend(metrics);
         used_rules.extend(rules);
     }
+    // A metric of FALLBACKS may be newer than this agent: every use of it carries its
+    // fallback (page_counts_become_bytes_with_each_agents_page_size checks that).
     let unknown: Vec<_> = used_metrics
         .iter()
         .filter(|m| !exported.contains(m.as_str()))
+        .filter(|m| !FALLBACKS.iter().any(|(f, _)| f == m))
         .collect();
     assert!(unknown.is_empty(), "not copyscope metrics: {unknown:?}");
     let undefined: Vec<_> = used_rules.difference(&recorded).collect();
@@ -491,12 +794,25 @@ fn every_dashboard_query_and_rule_works_on_a_real_agent() {
     let api = FakeApi::start(&d, vec![Reply::Json(200, list)], vec![]);
     let token = d.join("token");
     std::fs::write(&token, "dashboards-test").unwrap();
-    let agent = api.start_agent(NODE, &token);
+    // With the kernel's BPF statistics, for the overhead row's run times.
+    let agent = common::agent::start_agent(&[
+        "--interval",
+        "1",
+        "--bpf-stats",
+        "--kube-node",
+        NODE,
+        "--kube-api",
+        &api.url,
+        "--kube-token-file",
+        token.to_str().unwrap(),
+        "--kube-ca-file",
+        api.ca_file.to_str().unwrap(),
+    ]);
     let rules = repo().join("deploy/prometheus/rules.yml");
     let prom = Prometheus::start(
         &d,
         &format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: copyscope\n    static_configs:\n      - targets: ['{}']\n        labels:\n          node: {NODE}\n",
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: copyscope\n    static_configs:\n      - targets: ['{}']\n        labels:\n          node: {NODE}\n          cluster: {CLUSTER}\n",
             rules.display(),
             agent.addr
         ),
@@ -507,7 +823,7 @@ fn every_dashboard_query_and_rule_works_on_a_real_agent() {
     let served = d.join("served.bin");
     write_file(&served, 4 << 20);
     let container = FakeContainer::new("6b1d2f4e-8c3a-4e7b-9f21-0a5c7d3e9b11", &server_id);
-    let _serve = Guard(
+    let mut serve = Guard(
         container
             .command(&[
                 WORKLOAD,
@@ -558,10 +874,13 @@ fn every_dashboard_query_and_rule_works_on_a_real_agent() {
     // the serving workload chosen, then with its namespace chosen too, must give at least
     // one series (or label value), none of them NaN.
     let mut chosen = all_values();
+    chosen.insert("cluster", CLUSTER);
     chosen.insert("node", NODE);
     chosen.insert("workload", "copyscope-workl");
     let mut in_namespace = chosen.clone();
     in_namespace.insert("namespace", NAMESPACE);
+    in_namespace.insert("pod", "web-0");
+    in_namespace.insert("container", "server");
     let (namespace_vars, mut pending): (Vec<Check>, Vec<Check>) = checks(&all_values(), "All")
         .into_iter()
         .chain(checks(&chosen, NODE))
@@ -596,9 +915,17 @@ fn every_dashboard_query_and_rule_works_on_a_real_agent() {
         .collect();
     assert!(
         empty.is_empty(),
-        "{} of {total} dashboard queries gave no series in 180 s:\n{}",
+        "{} of {total} dashboard queries gave no series in 180 s:\n{}\n\nworkloads with their own series \
+         (copyscope_workloads {:?} of copyscope_max_workloads {:?}: a host already running that many \
+         processes leaves the test's workloads under comm=\"other\"): {:?}\nthe serving workload: {:?}",
         empty.len(),
-        empty.join("\n")
+        empty.join("\n"),
+        prom.query("copyscope_workloads")
+            .map(|r| r.first().map(|s| s["value"][1].clone())),
+        prom.query("copyscope_max_workloads")
+            .map(|r| r.first().map(|s| s["value"][1].clone())),
+        prom.api("/api/v1/label/comm/values"),
+        serve.0.try_wait(),
     );
     eprintln!("{total} dashboard queries answered, none empty");
 
@@ -636,7 +963,8 @@ fn every_dashboard_query_and_rule_works_on_a_real_agent() {
         );
     }
 
-    // Every metric the dashboards and the rules name is in the agent's exposition.
+    // Every metric the dashboards and the rules name is in the agent's exposition (those
+    // of FALLBACKS if this agent has them at all).
     let mut names = metric_names(&read("deploy/prometheus/rules.yml"));
     for (_, dash) in dashboards() {
         for (_, e) in exprs(&dash) {
@@ -646,6 +974,8 @@ fn every_dashboard_query_and_rule_works_on_a_real_agent() {
             names.extend(variable_query(v).map(metric_names).unwrap_or_default());
         }
     }
+    let exported = copyscope::metrics::names();
+    names.retain(|n| exported.contains(n.as_str()));
     let exposed: BTreeSet<String> = wait_for(
         Duration::from_secs(30),
         "every metric the dashboards and rules name in /metrics",
@@ -697,6 +1027,7 @@ fn every_dashboard_query_and_rule_works_on_a_real_agent() {
             assert!(r["labels"]["severity"].is_string(), "{r}");
             assert!(r["annotations"]["summary"].is_string(), "{r}");
             assert!(r["annotations"]["description"].is_string(), "{r}");
+            assert!(r["annotations"]["runbook_url"].is_string(), "{r}");
             assert!(r["duration"].as_f64().unwrap() > 0.0, "{r}");
         }
     }

@@ -161,7 +161,20 @@ fn pods_from_the_kubernetes_api_name_the_workloads_containers() {
             Some(format!("spec.nodeName%3D{NODE}").as_str()),
             "only this node's pods: {s:?}"
         );
+        // A list or a watch of the pod collection, never a get of one pod by name: the
+        // two verbs the chart's ClusterRole grants are all the agent needs.
+        assert!(s.target.starts_with("/api/v1/pods?"), "{s:?}");
     }
+    let role = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/helm/copyscope/templates/clusterrole.yaml"),
+    )
+    .unwrap();
+    let verbs: Vec<&str> = role
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("verbs: "))
+        .collect();
+    assert_eq!(verbs, [r#"["list", "watch"]"#], "the chart's ClusterRole");
 }
 
 #[test]

@@ -118,7 +118,7 @@ def check_daemonset(docs, expect, kube):
         if not cond:
             errors.append("DaemonSet: " + what)
 
-    [ds] = [d for d in docs if d["kind"] == "DaemonSet"]
+    [ds] = [d for d in docs if d["kind"] == "DaemonSet" and not is_hook(d)]
     pod = ds["spec"]["template"]["spec"]
     annotations = ds["spec"]["template"]["metadata"].get("annotations") or {}
     [c] = [c for c in pod["containers"] if c["name"] == "copyscope"]
@@ -178,21 +178,146 @@ def check_daemonset(docs, expect, kube):
         want(pod.get("automountServiceAccountToken") is True, "the token must be mounted")
         [role] = [d for d in docs if d["kind"] == "ClusterRole"]
         want(
-            role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}],
-            "the ClusterRole must allow get, list and watch on pods, nothing else",
+            role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}],
+            "the ClusterRole must allow list and watch on pods (the agent's only requests), nothing else",
         )
     else:
         want(node is None, "no COPYSCOPE_KUBE_NODE without kubernetes.podLabels")
         want(pod.get("automountServiceAccountToken") is False, "no token without kubernetes.podLabels")
     ports = c.get("ports", [])
     want([p.get("name") for p in ports] == ["metrics"], "one container port, named metrics")
+
+    # bpffs: mounted by an init container where the node has none, while pinning.
+    bpf_mounts = [m for m in c.get("volumeMounts", []) if m["mountPath"] == "/sys/fs/bpf"]
+    want(
+        [m.get("mountPropagation") for m in bpf_mounts] == ["HostToContainer"],
+        "the agent must see a bpffs mounted on the node after it started (HostToContainer)",
+    )
+    inits = pod.get("initContainers", [])
+    if expect["pin"] and expect["mount_bpffs"]:
+        want([i["name"] for i in inits] == ["mount-bpffs"], "one init container, mount-bpffs: %s" % [i["name"] for i in inits])
+        for i in inits:
+            want(i["securityContext"].get("privileged") is True, "mount-bpffs: Bidirectional propagation needs privileged")
+            want(
+                [(m["mountPath"], m.get("mountPropagation")) for m in i.get("volumeMounts", [])]
+                == [("/sys/fs/bpf", "Bidirectional")],
+                "mount-bpffs mounts /sys/fs/bpf alone, Bidirectional",
+            )
+            script = " ".join(i.get("command", []))
+            want("mount -t bpf bpf /sys/fs/bpf" in script and "/proc/self/mounts" in script, "mount-bpffs: %s" % script)
+            want(i["image"] == expect["mount_image"], "mount-bpffs image %s, expected %s" % (i["image"], expect["mount_image"]))
+    else:
+        want(not inits, "no init container without pin.enabled and bpffs.mount: %s" % [i["name"] for i in inits])
+
+    for probe in ["startupProbe", "livenessProbe", "readinessProbe"]:
+        p = c.get(probe)
+        if probe == "startupProbe" and not expect["startup_probe"]:
+            want(p is None, "no startupProbe")
+            continue
+        want(p is not None, "no %s" % probe)
+        if p and expect["client_certificates"]:
+            want(p.get("tcpSocket") == {"port": "metrics"}, "%s: the port only, with client certificates" % probe)
+        elif p:
+            path = {"readinessProbe": "/readyz"}.get(probe, "/healthz")
+            want(p.get("httpGet", {}).get("path") == path, "%s: %s" % (probe, path))
+            want(
+                p["httpGet"].get("scheme", "HTTP") == ("HTTPS" if expect["tls"] else "HTTP"),
+                "%s: scheme" % probe,
+            )
+    for extra in expect["extra_volumes"]:
+        want(extra in [v["name"] for v in pod.get("volumes", [])], "no extra volume %s" % extra)
+        want(extra in [m["name"] for m in c.get("volumeMounts", [])], "extra volume %s not mounted" % extra)
+    want(pod.get("affinity", {}) == expect["affinity"], "affinity %s, expected %s" % (pod.get("affinity"), expect["affinity"]))
     return errors
 
 
-def check_monitoring(docs, rules_path):
+def is_hook(doc):
+    return "helm.sh/hook" in (doc.get("metadata", {}).get("annotations") or {})
+
+
+def check_extras(docs, expect, dashboards_dir):
+    """The NetworkPolicy, the dashboards' ConfigMaps and the uninstall hooks, as the
+    values of this case ask."""
+    errors = []
+
+    def want(cond, what):
+        if not cond:
+            errors.append(what)
+
+    [ds] = [d for d in docs if d["kind"] == "DaemonSet" and not is_hook(d)]
+    selector = ds["spec"]["selector"]["matchLabels"]
+
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    want(len(policies) == (1 if expect["network_policy"] else 0), "NetworkPolicy: %d rendered" % len(policies))
+    for np in policies:
+        spec = np["spec"]
+        want(spec["podSelector"] == {"matchLabels": selector}, "NetworkPolicy: must select the agent pods")
+        want(spec["policyTypes"] == ["Ingress"], "NetworkPolicy: ingress only")
+        [rule] = spec["ingress"]
+        want(rule["ports"] == [{"port": "metrics", "protocol": "TCP"}], "NetworkPolicy: the metrics port alone")
+        want(rule["from"] and "namespaceSelector" in rule["from"][0], "NetworkPolicy: from the selected namespaces")
+
+    maps = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ConfigMap"}
+    files = sorted(f for f in os.listdir(dashboards_dir) if f.endswith(".json"))
+    if expect["dashboards"]:
+        found = {}
+        for cm in maps.values():
+            labels = cm["metadata"].get("labels", {})
+            want(labels.get(expect["dashboards"]["label"]) == expect["dashboards"]["value"],
+                 "ConfigMap/%s: no sidecar label %s" % (cm["metadata"]["name"], expect["dashboards"]["label"]))
+            folder = (cm["metadata"].get("annotations") or {}).get(expect["dashboards"]["folder_annotation"])
+            want(folder == expect["dashboards"]["folder"], "ConfigMap/%s: folder %r" % (cm["metadata"]["name"], folder))
+            for key, text in cm["data"].items():
+                found[key] = text
+        want(sorted(found) == files, "dashboards ConfigMaps hold %s, expected %s" % (sorted(found), files))
+        for f in files:
+            with open(os.path.join(dashboards_dir, f)) as fh:
+                want(found.get(f, "").rstrip("\n") == fh.read().rstrip("\n"), "ConfigMap key %s differs from dashboards/%s" % (f, f))
+    else:
+        want(not maps, "ConfigMaps without dashboards.enabled: %s" % sorted(maps))
+
+    hooks = [d for d in docs if is_hook(d)]
+    if expect["cleanup"]:
+        kinds = sorted(d["kind"] for d in hooks)
+        want(kinds == ["DaemonSet", "Job", "Role", "RoleBinding", "ServiceAccount"], "uninstall hooks: %s" % kinds)
+        for h in hooks:
+            a = h["metadata"]["annotations"]
+            want(a["helm.sh/hook"] == "pre-delete", "%s: hook %s" % (name_of(h), a["helm.sh/hook"]))
+            want("hook-succeeded" in a.get("helm.sh/hook-delete-policy", ""), "%s: not deleted once done" % name_of(h))
+        [unpin] = [d for d in hooks if d["kind"] == "DaemonSet"]
+        [job] = [d for d in hooks if d["kind"] == "Job"]
+        weight = lambda d: int(d["metadata"]["annotations"].get("helm.sh/hook-weight", "0"))
+        want(weight(unpin) < weight(job), "the Job must start after the unpin DaemonSet")
+        upod = unpin["spec"]["template"]
+        labels = upod["metadata"]["labels"]
+        want(
+            not all(labels.get(k) == v for k, v in selector.items()),
+            "the unpin pods must not match the agent DaemonSet's selector (or the Service)",
+        )
+        [init] = upod["spec"]["initContainers"]
+        env = {e["name"]: e.get("value") for e in init.get("env", [])}
+        want(init["args"] == ["unpin"] and env.get("COPYSCOPE_PIN_PATH") == expect["pin_path"],
+             "unpin: args %s, pin path %s, expected %s" % (init["args"], env.get("COPYSCOPE_PIN_PATH"), expect["pin_path"]))
+        want(init["image"] == ds["spec"]["template"]["spec"]["containers"][0]["image"], "unpin: the agent's image")
+        want(init["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["BPF"]}, "unpin: BPF alone")
+        for key in ["nodeSelector", "tolerations", "affinity"]:
+            want(upod["spec"].get(key) == ds["spec"]["template"]["spec"].get(key), "unpin: %s differs from the agents'" % key)
+        cmd = job["spec"]["template"]["spec"]["containers"][0]["command"]
+        want(cmd[:3] == ["kubectl", "rollout", "status"] and cmd[-1] == "daemonset/" + unpin["metadata"]["name"],
+             "the Job must wait for the unpin DaemonSet: %s" % cmd)
+    else:
+        want(not hooks, "hooks without cleanup.onUninstall: %s" % [name_of(d) for d in hooks])
+    return errors
+
+
+def check_monitoring(docs, rules_path, expect):
     errors = []
     for d in docs:
         if d["kind"] == "ServiceMonitor":
+            if expect and d["metadata"]["namespace"] != expect["namespace"]:
+                errors.append("ServiceMonitor: namespace %s, expected %s" % (d["metadata"]["namespace"], expect["namespace"]))
+            if expect and d["spec"]["namespaceSelector"] != {"matchNames": [expect["release_namespace"]]}:
+                errors.append("ServiceMonitor: must select the Service in the release's namespace")
             for ep in d["spec"]["endpoints"]:
                 if ep.get("honorLabels"):
                     errors.append("ServiceMonitor: honorLabels must stay off")
@@ -203,6 +328,13 @@ def check_monitoring(docs, rules_path):
                     errors.append("ServiceMonitor: the alert rules need job=\"copyscope\" whatever the release name")
                 if {"action": "labeldrop", "regex": "namespace|pod|container|service|endpoint"} not in rl:
                     errors.append("ServiceMonitor: the namespace, pod, container, service and endpoint target labels must be dropped")
+                if expect:
+                    if rl[3:] != expect["relabelings"]:
+                        errors.append("ServiceMonitor: relabelings %s after the chart's, expected %s" % (rl[3:], expect["relabelings"]))
+                    if ep.get("metricRelabelings", []) != expect["metric_relabelings"]:
+                        errors.append("ServiceMonitor: metricRelabelings %s" % ep.get("metricRelabelings"))
+                    if ep.get("interval") != expect["interval"]:
+                        errors.append("ServiceMonitor: interval %s, expected %s" % (ep.get("interval"), expect["interval"]))
         if d["kind"] == "PrometheusRule":
             with open(rules_path) as f:
                 groups = yaml.safe_load(f)["groups"]
@@ -227,8 +359,10 @@ def check_case(case, work):
             errors += ["%s: %s" % (f["path"], e) for e in validate_cr(d)]
         if case.get("daemonset") and any(d["kind"] == "DaemonSet" for d in docs):
             errors += ["%s: %s" % (f["path"], e) for e in check_daemonset(docs, case["daemonset"], f["kube"][0])]
+            if case.get("extras"):
+                errors += ["%s: %s" % (f["path"], e) for e in check_extras(docs, case["extras"], case["dashboards"])]
         if crs:
-            errors += ["%s: %s" % (f["path"], e) for e in check_monitoring(crs, case.get("rules"))]
+            errors += ["%s: %s" % (f["path"], e) for e in check_monitoring(crs, case.get("rules"), case.get("monitoring"))]
     if sorted(set(kinds)) != sorted(case["kinds"]):
         errors.append("kinds %s, expected %s" % (sorted(set(kinds)), sorted(case["kinds"])))
     return errors
