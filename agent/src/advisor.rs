@@ -145,6 +145,14 @@ fn human(bytes_per_second: f64) -> String {
     }
 }
 
+fn human_bytes(bytes: f64) -> String {
+    if bytes >= MIB {
+        format!("{:.1} MiB", bytes / MIB)
+    } else {
+        format!("{:.1} KiB", bytes / 1024.0)
+    }
+}
+
 fn human_size(bytes: u64) -> String {
     let b = bytes as f64;
     if b >= 1024.0 * MIB {
@@ -184,7 +192,140 @@ pub fn directio_threshold(open_file_sizes: &[u64]) -> u64 {
         .map_or(FLOOR, |s| 1u64 << (63 - s.leading_zeros()))
 }
 
+/// One pattern of the advisor: the README's table ("The zero-copy advisor"), row by row.
+pub struct Rule {
+    /// What the workload was seen doing (`pattern` in the JSON and the metrics).
+    pub pattern: &'static str,
+    /// Stable id of what the finding recommends: the `recommendation` label of
+    /// `copyscope_advice_info` (the sentence, with its figures, is in the JSON only).
+    pub id: &'static str,
+    /// The workload already does what the advisor would recommend: the finding saves
+    /// nothing and is never below the minimum saving.
+    pub already: bool,
+    check: fn(&mut Scan) -> Option<Advice>,
+}
+
+/// The rules, in the order they claim bytes (see [`advise`]).
+pub static RULES: [Rule; 9] = [
+    Rule {
+        pattern: "sendfile",
+        id: "sendfile",
+        already: false,
+        check: sendfile,
+    },
+    Rule {
+        pattern: "splice_socket_to_socket",
+        id: "splice",
+        already: false,
+        check: splice_socket_to_socket,
+    },
+    Rule {
+        pattern: "splice_socket_to_file",
+        id: "splice",
+        already: false,
+        check: splice_socket_to_file,
+    },
+    Rule {
+        pattern: "copy_file_range",
+        id: "copy_file_range",
+        already: false,
+        check: copy_file_range,
+    },
+    Rule {
+        pattern: "mmap_sendfile",
+        id: "sendfile",
+        already: false,
+        check: mmap_sendfile,
+    },
+    Rule {
+        pattern: "msg_zerocopy",
+        id: "msg_zerocopy",
+        already: false,
+        check: msg_zerocopy,
+    },
+    Rule {
+        pattern: "direct_io",
+        id: "o_direct_async",
+        already: false,
+        check: direct_io,
+    },
+    Rule {
+        pattern: "zero_copy",
+        id: "none",
+        already: true,
+        check: zero_copy,
+    },
+    Rule {
+        pattern: "direct_io_async",
+        id: "none",
+        already: true,
+        check: direct_io_async,
+    },
+];
+
+/// The recommendation id of a finding's pattern (the pattern itself for one no rule has).
+pub fn recommendation_id(pattern: &str) -> &str {
+    RULES
+        .iter()
+        .find(|r| r.pattern == pattern)
+        .map_or(pattern, |r| r.id)
+}
+
+/// What a rule found: the finding without its pattern.
+struct Advice {
+    recommendation: String,
+    evidence: Evidence,
+    saved: f64,
+}
+
+/// One workload's window as the rules see it, with the buffered bytes no rule has
+/// claimed yet.
+struct Scan<'a> {
+    p: &'a ProcessRow,
+    f: Flows,
+    window: f64,
+    open_file_sizes: &'a [u64],
+    cal: &'a Calibration,
+    th: &'a Thresholds,
+    /// Written out only into a finding's summary: most windows have none.
+    span: Span,
+    socket_write: f64,
+    file_write: f64,
+    file_read: f64,
+    socket_read: f64,
+}
+
+impl Scan<'_> {
+    fn copy_s(&self, bytes: f64) -> f64 {
+        bytes / self.cal.memcpy_bytes_per_second
+    }
+
+    fn calls_s(&self, calls: f64) -> f64 {
+        calls * self.cal.syscall_seconds
+    }
+
+    fn ev(&self, summary: String, figures: &[(&str, f64)]) -> Evidence {
+        Evidence {
+            window_seconds: self.window,
+            summary,
+            figures: figures.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        }
+    }
+
+    fn rate(&self, bytes: f64) -> f64 {
+        rate(bytes, self.window)
+    }
+
+    fn matched(&self, src: f64, sink: f64) -> Option<f64> {
+        Pair { src, sink }.matched(self.th, self.window)
+    }
+}
+
 /// Every finding for one workload's window, biggest saving first.
+///
+/// The rules run in [`RULES`]' order, except that sendfile runs after the two splice
+/// rules when the workload reads more from sockets than from files: socket writes and
+/// file writes each feed at most one pattern, and the larger source claims them first.
 pub fn advise(
     p: &ProcessRow,
     window: f64,
@@ -197,265 +338,345 @@ pub fn advise(
         return out;
     }
     let f = Flows::of(p);
-    let copy_s = |bytes: f64| bytes / cal.memcpy_bytes_per_second;
-    let calls_s = |calls: f64| calls * cal.syscall_seconds;
-    let ev = |summary: String, figures: &[(&str, f64)]| Evidence {
-        window_seconds: window,
-        summary,
-        figures: figures.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+    let mut scan = Scan {
+        p,
+        f,
+        window,
+        open_file_sizes,
+        cal,
+        th,
+        span: Span(window),
+        socket_write: f.socket_write as f64,
+        file_write: f.file_write as f64,
+        file_read: f.file_read as f64,
+        socket_read: f.socket_read as f64,
     };
-    // Written out only into a finding's summary: most windows have none.
-    let span = Span(window);
-
-    // Socket writes and file writes each feed at most one pattern: the larger source
-    // (file reads or socket reads) claims them first.
-    let mut socket_write = f.socket_write as f64;
-    let mut file_write = f.file_write as f64;
-    let mut file_read = f.file_read as f64;
-    let mut socket_read = f.socket_read as f64;
-
-    // file -> socket through read() + write()/send(): sendfile.
-    let file_first = file_read >= socket_read;
-    let try_sendfile = |file_read: &mut f64, socket_write: &mut f64, out: &mut Vec<Finding>| {
-        if let Some(b) = (Pair {
-            src: *file_read,
-            sink: *socket_write,
-        })
-        .matched(th, window)
-        {
-            // Each read() goes; each write() becomes a sendfile(): two copies and the
-            // reads' mode switches avoided.
-            let reads = f.file_read_calls as f64 * (b / f.file_read as f64);
-            let saved = (copy_s(2.0 * b) + calls_s(reads)) / window;
+    let mut order: [&Rule; RULES.len()] = std::array::from_fn(|i| &RULES[i]);
+    if scan.file_read < scan.socket_read {
+        // sendfile, splice, splice -> splice, splice, sendfile.
+        order[..3].rotate_left(1);
+    }
+    for rule in order {
+        if let Some(a) = (rule.check)(&mut scan) {
             out.push(Finding {
-                pattern: "sendfile".into(),
-                recommendation: "serve files to sockets with sendfile() (nginx `sendfile on;`, Java FileChannel.transferTo, Go io.Copy from *os.File to *net.TCPConn) instead of read() + write()".into(),
-                evidence: ev(
-                    format!(
-                        "reads {} from files and writes {} to sockets through user memory ({:.0}% alike) over {span}; {:.0} read() calls/s",
-                        human(rate(f.file_read as f64, window)),
-                        human(rate(f.socket_write as f64, window)),
-                        100.0 * b / f.file_read.max(f.socket_write) as f64,
-                        reads / window,
-                    ),
-                    &[
-                        ("file_read_bytes_per_second", rate(f.file_read as f64, window)),
-                        ("socket_write_bytes_per_second", rate(f.socket_write as f64, window)),
-                        ("copied_bytes_avoidable_per_second", rate(2.0 * b, window)),
-                        ("syscalls_avoidable_per_second", reads / window),
-                    ],
-                ),
-                estimated_cpu_seconds_saved_per_second: saved,
-                below_threshold: false,
+                pattern: rule.pattern.into(),
+                recommendation: a.recommendation,
+                evidence: a.evidence,
+                estimated_cpu_seconds_saved_per_second: a.saved,
+                below_threshold: !rule.already && a.saved < th.min_cpu_saved,
             });
-            *file_read -= b;
-            *socket_write -= b;
         }
-    };
-    if file_first {
-        try_sendfile(&mut file_read, &mut socket_write, &mut out);
-    }
-
-    // socket -> socket and socket -> file relays through recv() + write()/send(): splice.
-    for to_socket in [true, false] {
-        let sink = if to_socket {
-            &mut socket_write
-        } else {
-            &mut file_write
-        };
-        if let Some(b) = (Pair {
-            src: socket_read,
-            sink: *sink,
-        })
-        .matched(th, window)
-        {
-            // splice() needs a call per hop too: copies avoided, not mode switches.
-            let saved = copy_s(2.0 * b) / window;
-            let (pattern, what, rec) = if to_socket {
-                (
-                    "splice_socket_to_socket",
-                    "sockets",
-                    "relay socket to socket with splice() through a pipe (HAProxy `option splice-auto`, Linux `splice(2)`) instead of recv() + send()",
-                )
-            } else {
-                (
-                    "splice_socket_to_file",
-                    "files",
-                    "write received data to files with splice() through a pipe instead of recv() + write()",
-                )
-            };
-            out.push(Finding {
-                pattern: pattern.into(),
-                recommendation: rec.into(),
-                evidence: ev(
-                    format!(
-                        "receives {} from sockets and writes {} to {what} through user memory over {span}",
-                        human(rate(f.socket_read as f64, window)),
-                        human(rate(if to_socket { f.socket_write } else { f.file_write } as f64, window)),
-                    ),
-                    &[
-                        ("socket_read_bytes_per_second", rate(f.socket_read as f64, window)),
-                        (
-                            if to_socket {
-                                "socket_write_bytes_per_second"
-                            } else {
-                                "file_write_bytes_per_second"
-                            },
-                            rate(if to_socket { f.socket_write } else { f.file_write } as f64, window),
-                        ),
-                        ("copied_bytes_avoidable_per_second", rate(2.0 * b, window)),
-                    ],
-                ),
-                estimated_cpu_seconds_saved_per_second: saved,
-                below_threshold: false,
-            });
-            socket_read -= b;
-            *sink -= b;
-        }
-    }
-    if !file_first {
-        try_sendfile(&mut file_read, &mut socket_write, &mut out);
-    }
-
-    // file -> file through read() + write(): copy_file_range.
-    if let Some(b) = (Pair {
-        src: file_read,
-        sink: file_write,
-    })
-    .matched(th, window)
-    {
-        // One copy_file_range() replaces a read() + write() pair, and the filesystem may
-        // share extents (reflink) or copy in the kernel.
-        let reads = f.file_read_calls as f64 * (b / f.file_read as f64);
-        out.push(Finding {
-            pattern: "copy_file_range".into(),
-            recommendation: "copy files with copy_file_range() (or FICLONE on btrfs/XFS) instead of read() + write()".into(),
-            evidence: ev(
-                format!(
-                    "reads {} from files and writes {} to files through user memory over {span}",
-                    human(rate(f.file_read as f64, window)),
-                    human(rate(f.file_write as f64, window)),
-                ),
-                &[
-                    ("file_read_bytes_per_second", rate(f.file_read as f64, window)),
-                    ("file_write_bytes_per_second", rate(f.file_write as f64, window)),
-                    ("copied_bytes_avoidable_per_second", rate(2.0 * b, window)),
-                    ("syscalls_avoidable_per_second", reads / window),
-                ],
-            ),
-            estimated_cpu_seconds_saved_per_second: (copy_s(2.0 * b) + calls_s(reads)) / window,
-            below_threshold: false,
-        });
-        file_read -= b;
-        let _ = file_read;
-    }
-
-    // mmap() + write() to a socket: the write copies the mapped pages once; sendfile not.
-    let mapped = p.pagecache.mmap_faults as f64 * PAGE;
-    if mapped > 0.0
-        && socket_write > 0.0
-        && rate(socket_write, window) >= th.min_bytes_per_second
-        && rate(mapped, window) >= th.min_bytes_per_second * th.min_ratio
-    {
-        out.push(Finding {
-            pattern: "mmap_sendfile".into(),
-            recommendation: "send mapped files with sendfile() instead of mmap() + write(): the write still copies every page from user memory".into(),
-            evidence: ev(
-                format!(
-                    "faults in {} of mapped file pages and writes {} to sockets over {span}",
-                    human(rate(mapped, window)),
-                    human(rate(f.socket_write as f64, window)),
-                ),
-                &[
-                    ("mmap_fault_bytes_per_second", rate(mapped, window)),
-                    ("socket_write_bytes_per_second", rate(f.socket_write as f64, window)),
-                    ("copied_bytes_avoidable_per_second", rate(socket_write, window)),
-                ],
-            ),
-            estimated_cpu_seconds_saved_per_second: copy_s(socket_write) / window,
-            below_threshold: false,
-        });
-    }
-
-    // Large files streamed through the page cache with little reuse: O_DIRECT + AIO.
-    let pc = &p.pagecache;
-    let missed = pc.misses as f64 * PAGE;
-    if let Some(ratio) = pc.hit_ratio
-        && ratio <= th.directio_max_hit_ratio
-        && f.file_read > 0
-        && rate(missed, window) >= th.min_bytes_per_second
-    {
-        let size = directio_threshold(open_file_sizes);
-        // Direct I/O lands in the user buffer: the page-cache -> user copy of every
-        // missed page goes (and the cache is not churned).
-        let avoided = missed.min(f.file_read as f64);
-        out.push(Finding {
-            pattern: "direct_io".into(),
-            recommendation: format!(
-                "read files of {} and more with O_DIRECT and asynchronous I/O (nginx `directio {}; aio on;`): they stream through the page cache with little reuse",
-                human_size(size),
-                human_size(size)
-            ),
-            evidence: ev(
-                format!(
-                    "page-cache hit ratio {:.0}% while missing {} over {span}{}",
-                    100.0 * ratio,
-                    human(rate(missed, window)),
-                    if open_file_sizes.is_empty() {
-                        String::new()
-                    } else {
-                        format!(
-                            "; largest open file {}",
-                            human_size(*open_file_sizes.iter().max().unwrap())
-                        )
-                    }
-                ),
-                &[
-                    ("page_cache_hit_ratio", ratio),
-                    ("page_cache_miss_bytes_per_second", rate(missed, window)),
-                    ("file_read_bytes_per_second", rate(f.file_read as f64, window)),
-                    ("suggested_directio_bytes", size as f64),
-                ],
-            ),
-            estimated_cpu_seconds_saved_per_second: copy_s(avoided) / window,
-            below_threshold: false,
-        });
-    }
-
-    // Already zero-copy.
-    let zero = p.zero_copy_bytes as f64;
-    let copied = (p.cpu_copy_bytes.to_user + p.cpu_copy_bytes.from_user) as f64;
-    if zero > 0.0
-        && rate(zero, window) >= th.min_bytes_per_second
-        && zero / (zero + copied) >= th.zero_copy_share
-    {
-        out.push(Finding {
-            pattern: "zero_copy".into(),
-            recommendation: "already zero-copy: nothing to change".into(),
-            evidence: ev(
-                format!(
-                    "moves {} zero-copy ({:.0}% of the bytes it moves) over {span}",
-                    human(rate(zero, window)),
-                    100.0 * zero / (zero + copied)
-                ),
-                &[
-                    ("zero_copy_bytes_per_second", rate(zero, window)),
-                    ("zero_copy_share", zero / (zero + copied)),
-                ],
-            ),
-            estimated_cpu_seconds_saved_per_second: 0.0,
-            below_threshold: false,
-        });
-    }
-    for f in &mut out {
-        f.below_threshold =
-            f.pattern != "zero_copy" && f.estimated_cpu_seconds_saved_per_second < th.min_cpu_saved;
     }
     out.sort_by(|a, b| {
         b.estimated_cpu_seconds_saved_per_second
             .total_cmp(&a.estimated_cpu_seconds_saved_per_second)
     });
     out
+}
+
+/// file -> socket through read() + write()/send(): sendfile.
+fn sendfile(s: &mut Scan) -> Option<Advice> {
+    let b = s.matched(s.file_read, s.socket_write)?;
+    let f = s.f;
+    // Each read() goes; each write() becomes a sendfile(): two copies and the reads'
+    // mode switches avoided.
+    let reads = f.file_read_calls as f64 * (b / f.file_read as f64);
+    let saved = (s.copy_s(2.0 * b) + s.calls_s(reads)) / s.window;
+    s.file_read -= b;
+    s.socket_write -= b;
+    Some(Advice {
+        recommendation: "serve files to sockets with sendfile() (nginx `sendfile on;`, Java FileChannel.transferTo, Go io.Copy from *os.File to *net.TCPConn) instead of read() + write()".into(),
+        evidence: s.ev(
+            format!(
+                "reads {} from files and writes {} to sockets through user memory ({:.0}% alike) over {}; {:.0} read() calls/s",
+                human(s.rate(f.file_read as f64)),
+                human(s.rate(f.socket_write as f64)),
+                100.0 * b / f.file_read.max(f.socket_write) as f64,
+                s.span,
+                reads / s.window,
+            ),
+            &[
+                ("file_read_bytes_per_second", s.rate(f.file_read as f64)),
+                ("socket_write_bytes_per_second", s.rate(f.socket_write as f64)),
+                ("copied_bytes_avoidable_per_second", s.rate(2.0 * b)),
+                ("syscalls_avoidable_per_second", reads / s.window),
+            ],
+        ),
+        saved,
+    })
+}
+
+fn splice_socket_to_socket(s: &mut Scan) -> Option<Advice> {
+    splice(s, true)
+}
+
+fn splice_socket_to_file(s: &mut Scan) -> Option<Advice> {
+    splice(s, false)
+}
+
+/// socket -> socket and socket -> file relays through recv() + write()/send(): splice.
+fn splice(s: &mut Scan, to_socket: bool) -> Option<Advice> {
+    let sink = if to_socket {
+        s.socket_write
+    } else {
+        s.file_write
+    };
+    let b = s.matched(s.socket_read, sink)?;
+    let f = s.f;
+    // splice() needs a call per hop too: copies avoided, not mode switches.
+    let saved = s.copy_s(2.0 * b) / s.window;
+    let (what, rec) = if to_socket {
+        (
+            "sockets",
+            "relay socket to socket with splice() through a pipe (HAProxy `option splice-auto`, Linux `splice(2)`) instead of recv() + send()",
+        )
+    } else {
+        (
+            "files",
+            "write received data to files with splice() through a pipe instead of recv() + write()",
+        )
+    };
+    let written = if to_socket {
+        f.socket_write
+    } else {
+        f.file_write
+    } as f64;
+    s.socket_read -= b;
+    if to_socket {
+        s.socket_write -= b;
+    } else {
+        s.file_write -= b;
+    }
+    Some(Advice {
+        recommendation: rec.into(),
+        evidence: s.ev(
+            format!(
+                "receives {} from sockets and writes {} to {what} through user memory over {}",
+                human(s.rate(f.socket_read as f64)),
+                human(s.rate(written)),
+                s.span,
+            ),
+            &[
+                ("socket_read_bytes_per_second", s.rate(f.socket_read as f64)),
+                (
+                    if to_socket {
+                        "socket_write_bytes_per_second"
+                    } else {
+                        "file_write_bytes_per_second"
+                    },
+                    s.rate(written),
+                ),
+                ("copied_bytes_avoidable_per_second", s.rate(2.0 * b)),
+            ],
+        ),
+        saved,
+    })
+}
+
+/// file -> file through read() + write(): copy_file_range.
+fn copy_file_range(s: &mut Scan) -> Option<Advice> {
+    let b = s.matched(s.file_read, s.file_write)?;
+    let f = s.f;
+    // One copy_file_range() replaces a read() + write() pair, and the filesystem may
+    // share extents (reflink) or copy in the kernel.
+    let reads = f.file_read_calls as f64 * (b / f.file_read as f64);
+    s.file_read -= b;
+    Some(Advice {
+        recommendation: "copy files with copy_file_range() (or FICLONE on btrfs/XFS) instead of read() + write()".into(),
+        evidence: s.ev(
+            format!(
+                "reads {} from files and writes {} to files through user memory over {}",
+                human(s.rate(f.file_read as f64)),
+                human(s.rate(f.file_write as f64)),
+                s.span,
+            ),
+            &[
+                ("file_read_bytes_per_second", s.rate(f.file_read as f64)),
+                ("file_write_bytes_per_second", s.rate(f.file_write as f64)),
+                ("copied_bytes_avoidable_per_second", s.rate(2.0 * b)),
+                ("syscalls_avoidable_per_second", reads / s.window),
+            ],
+        ),
+        saved: (s.copy_s(2.0 * b) + s.calls_s(reads)) / s.window,
+    })
+}
+
+/// mmap() + write() to a socket: the write copies the mapped pages once; sendfile not.
+/// It claims the socket writes it covers.
+fn mmap_sendfile(s: &mut Scan) -> Option<Advice> {
+    let mapped = s.p.pagecache.mmap_faults as f64 * PAGE;
+    let socket_write = s.socket_write;
+    if !(mapped > 0.0
+        && socket_write > 0.0
+        && s.rate(socket_write) >= s.th.min_bytes_per_second
+        && s.rate(mapped) >= s.th.min_bytes_per_second * s.th.min_ratio)
+    {
+        return None;
+    }
+    s.socket_write = 0.0;
+    Some(Advice {
+        recommendation: "send mapped files with sendfile() instead of mmap() + write(): the write still copies every page from user memory".into(),
+        evidence: s.ev(
+            format!(
+                "faults in {} of mapped file pages and writes {} to sockets over {}",
+                human(s.rate(mapped)),
+                human(s.rate(s.f.socket_write as f64)),
+                s.span,
+            ),
+            &[
+                ("mmap_fault_bytes_per_second", s.rate(mapped)),
+                ("socket_write_bytes_per_second", s.rate(s.f.socket_write as f64)),
+                ("copied_bytes_avoidable_per_second", s.rate(socket_write)),
+            ],
+        ),
+        saved: s.copy_s(socket_write) / s.window,
+    })
+}
+
+/// The bytes per call above which a send is worth MSG_ZEROCOPY: the kernel's
+/// Documentation/networking/msg_zerocopy.rst puts the break-even around 10 KB (pinning
+/// pages and reading the completion cost more than a copy below it).
+pub const MSG_ZEROCOPY_MIN_SEND: f64 = 10.0 * 1024.0;
+
+/// Large sends from user memory to sockets that no rule above claimed (their data was
+/// not read from a file or a socket: computed, or from anonymous memory): MSG_ZEROCOPY
+/// or io_uring SEND_ZC. Sends already made zero-copy are not socket writes.
+fn msg_zerocopy(s: &mut Scan) -> Option<Advice> {
+    let f = s.f;
+    let per_call = f.socket_write as f64 / f.socket_write_calls.max(1) as f64;
+    let b = s.socket_write;
+    if !(b > 0.0 && per_call > MSG_ZEROCOPY_MIN_SEND && s.rate(b) >= s.th.min_bytes_per_second) {
+        return None;
+    }
+    s.socket_write = 0.0;
+    Some(Advice {
+        recommendation: "send large buffers to TCP and UDP sockets with MSG_ZEROCOPY (SO_ZEROCOPY, completions read from the error queue) or io_uring SEND_ZC instead of copying them into the socket".into(),
+        evidence: s.ev(
+            format!(
+                "writes {} to sockets from user memory, {} per call on average, over {}",
+                human(s.rate(b)),
+                human_bytes(per_call),
+                s.span,
+            ),
+            &[
+                ("socket_write_bytes_per_second", s.rate(f.socket_write as f64)),
+                ("socket_write_bytes_per_call", per_call),
+                ("copied_bytes_avoidable_per_second", s.rate(b)),
+            ],
+        ),
+        // The copy into the socket goes; the calls stay (and the completions add a few).
+        saved: s.copy_s(b) / s.window,
+    })
+}
+
+/// Large files streamed through the page cache with little reuse: O_DIRECT + AIO.
+fn direct_io(s: &mut Scan) -> Option<Advice> {
+    let pc = &s.p.pagecache;
+    let missed = pc.misses as f64 * PAGE;
+    let ratio = pc.hit_ratio?;
+    if !(ratio <= s.th.directio_max_hit_ratio
+        && s.f.file_read > 0
+        && s.rate(missed) >= s.th.min_bytes_per_second)
+    {
+        return None;
+    }
+    let size = directio_threshold(s.open_file_sizes);
+    // Direct I/O lands in the user buffer: the page-cache -> user copy of every missed
+    // page goes (and the cache is not churned).
+    let avoided = missed.min(s.f.file_read as f64);
+    Some(Advice {
+        recommendation: format!(
+            "read files of {} and more with O_DIRECT and asynchronous I/O (nginx `directio {}; aio on;`): they stream through the page cache with little reuse",
+            human_size(size),
+            human_size(size)
+        ),
+        evidence: s.ev(
+            format!(
+                "page-cache hit ratio {:.0}% while missing {} over {}{}",
+                100.0 * ratio,
+                human(s.rate(missed)),
+                s.span,
+                if s.open_file_sizes.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; largest open file {}",
+                        human_size(*s.open_file_sizes.iter().max().unwrap())
+                    )
+                }
+            ),
+            &[
+                ("page_cache_hit_ratio", ratio),
+                ("page_cache_miss_bytes_per_second", s.rate(missed)),
+                ("file_read_bytes_per_second", s.rate(s.f.file_read as f64)),
+                ("suggested_directio_bytes", size as f64),
+            ],
+        ),
+        saved: s.copy_s(avoided) / s.window,
+    })
+}
+
+/// Already zero-copy.
+fn zero_copy(s: &mut Scan) -> Option<Advice> {
+    let p = s.p;
+    let zero = p.zero_copy_bytes as f64;
+    let copied = (p.cpu_copy_bytes.to_user + p.cpu_copy_bytes.from_user) as f64;
+    if !(zero > 0.0
+        && s.rate(zero) >= s.th.min_bytes_per_second
+        && zero / (zero + copied) >= s.th.zero_copy_share)
+    {
+        return None;
+    }
+    Some(Advice {
+        recommendation: "already zero-copy: nothing to change".into(),
+        evidence: s.ev(
+            format!(
+                "moves {} zero-copy ({:.0}% of the bytes it moves) over {}",
+                human(s.rate(zero)),
+                100.0 * zero / (zero + copied),
+                s.span,
+            ),
+            &[
+                ("zero_copy_bytes_per_second", s.rate(zero)),
+                ("zero_copy_share", zero / (zero + copied)),
+            ],
+        ),
+        saved: 0.0,
+    })
+}
+
+/// The asynchronous reads: io_uring's and Linux AIO's.
+const ASYNC_READS: &[&str] = &["io_uring_read", "aio_read"];
+
+/// Already reading files with O_DIRECT and asynchronous I/O (io_uring or Linux AIO): what
+/// the `direct_io` rule recommends.
+fn direct_io_async(s: &mut Scan) -> Option<Advice> {
+    let direct: u64 =
+        s.p.syscalls
+            .iter()
+            .filter(|r| &*r.fd_kind == "file_direct" && ASYNC_READS.contains(&&*r.syscall))
+            .map(|r| r.bytes)
+            .sum();
+    let direct = direct as f64;
+    if !(direct > 0.0 && s.rate(direct) >= s.th.min_bytes_per_second) {
+        return None;
+    }
+    Some(Advice {
+        recommendation: "already O_DIRECT with asynchronous I/O: nothing to change".into(),
+        evidence: s.ev(
+            format!(
+                "reads {} from files with O_DIRECT through io_uring or AIO ({} direct I/O in all) over {}",
+                human(s.rate(direct)),
+                human(s.rate(s.p.direct_io_bytes as f64)),
+                s.span,
+            ),
+            &[
+                ("direct_async_read_bytes_per_second", s.rate(direct)),
+                ("direct_io_bytes_per_second", s.rate(s.p.direct_io_bytes as f64)),
+            ],
+        ),
+        saved: 0.0,
+    })
 }
 
 #[cfg(test)]
@@ -689,6 +910,136 @@ mod tests {
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].pattern, "zero_copy");
         assert!(!f[0].below_threshold);
+    }
+
+    #[test]
+    fn large_sends_from_user_memory_want_msg_zerocopy() {
+        // 200 MiB of computed data sent in 64 KiB sends: one copy each, into the socket.
+        let p = workload(&[
+            ("sendmsg", "socket", 1600, 100 * M),
+            ("write", "socket", 1600, 100 * M),
+        ]);
+        let f = advise(&p, W, &[], &CAL, &Thresholds::default());
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].pattern, "msg_zerocopy");
+        assert_eq!(recommendation_id(&f[0].pattern), "msg_zerocopy");
+        let want = 200.0 * M as f64 / 10e9 / W;
+        assert!((f[0].estimated_cpu_seconds_saved_per_second - want).abs() < 1e-12);
+        assert_eq!(
+            f[0].evidence.figures["socket_write_bytes_per_call"],
+            65536.0
+        );
+        assert!(f[0].evidence.summary.contains("64.0 KiB per call"), "{f:?}");
+        // Small sends (a copy is cheaper than pinning and a completion): not flagged.
+        let small = workload(&[("sendto", "socket", 100_000, 400 * M)]);
+        assert!(patterns(&small).is_empty(), "{:?}", patterns(&small));
+    }
+
+    #[test]
+    fn msg_zerocopy_gives_way_to_sendfile_and_splice_and_skips_zero_copy_sends() {
+        // Data read from files and sent: sendfile saves both copies, it alone is advised.
+        let p = workload(&[
+            ("read", "file", 1600, 100 * M),
+            ("sendto", "socket", 1600, 100 * M),
+        ]);
+        assert_eq!(patterns(&p), ["sendfile"]);
+        // A relay: splice.
+        let p = workload(&[
+            ("recvfrom", "socket", 1600, 100 * M),
+            ("sendto", "socket", 1600, 100 * M),
+        ]);
+        assert_eq!(patterns(&p), ["splice_socket_to_socket"]);
+        // Mapped files: sendfile.
+        let mut p = workload(&[("write", "socket", 400, 40 * M)]);
+        p.pagecache.mmap_faults = 40 * M / 4096;
+        assert_eq!(patterns(&p), ["mmap_sendfile"]);
+        // Twice the file data sent: sendfile for the matched half, MSG_ZEROCOPY for the rest.
+        let p = workload(&[
+            ("read", "file", 800, 50 * M),
+            ("sendto", "socket", 1600, 100 * M),
+        ]);
+        let f = advise(&p, W, &[], &CAL, &Thresholds::default());
+        assert_eq!(f.len(), 2, "{f:?}");
+        assert_eq!(f[1].pattern, "msg_zerocopy");
+        assert_eq!(
+            f[1].evidence.figures["copied_bytes_avoidable_per_second"],
+            5.0 * M as f64
+        );
+        // Sends made with MSG_ZEROCOPY already are zero-copy, not socket writes.
+        let p = workload(&[
+            ("sendmsg_zerocopy", "socket", 1600, 100 * M),
+            ("sendto_zerocopy", "socket", 1600, 100 * M),
+        ]);
+        assert_eq!(patterns(&p), ["zero_copy"]);
+    }
+
+    #[test]
+    fn o_direct_reads_through_io_uring_or_aio_follow_the_advice_already() {
+        for op in ["io_uring_read", "aio_read"] {
+            let mut p = ProcessRow::empty(1, "db".into(), false);
+            p.syscalls.push(SyscallRow {
+                syscall: op.to_string().into(),
+                fd_kind: "file_direct".to_string().into(),
+                calls: 3200,
+                bytes: 400 * M,
+                errors: 0,
+                seconds: 0.0,
+            });
+            p.direct_io_bytes = 400 * M;
+            let th = Thresholds {
+                min_cpu_saved: 10.0,
+                ..Thresholds::default()
+            };
+            let f = advise(&p, W, &[], &CAL, &th);
+            assert_eq!(f.len(), 1, "{f:?}");
+            assert_eq!(f[0].pattern, "direct_io_async");
+            assert_eq!(recommendation_id(&f[0].pattern), "none");
+            assert_eq!(f[0].estimated_cpu_seconds_saved_per_second, 0.0);
+            assert!(!f[0].below_threshold);
+            assert_eq!(
+                f[0].evidence.figures["direct_io_bytes_per_second"],
+                40.0 * M as f64
+            );
+            assert!(f[0].evidence.summary.contains("40.0 MiB/s"), "{f:?}");
+        }
+        // Buffered io_uring reads are not direct I/O.
+        let mut p = ProcessRow::empty(1, "db".into(), false);
+        p.syscalls.push(SyscallRow {
+            syscall: "io_uring_read".to_string().into(),
+            fd_kind: "file".to_string().into(),
+            calls: 3200,
+            bytes: 400 * M,
+            errors: 0,
+            seconds: 0.0,
+        });
+        assert!(patterns(&p).is_empty(), "{:?}", patterns(&p));
+    }
+
+    #[test]
+    fn the_rules_mirror_the_readme_table_with_stable_ids() {
+        let readme = include_str!("../../README.md");
+        let table = &readme[readme.find("## The zero-copy advisor").unwrap()..];
+        let table = &table[..table.find("\n\n\"Similar").unwrap()];
+        let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("| `")).collect();
+        assert_eq!(rows.len(), RULES.len(), "{rows:?}");
+        for (rule, row) in RULES.iter().zip(&rows) {
+            assert!(
+                row.starts_with(&format!("| `{}` | `{}` |", rule.pattern, rule.id)),
+                "{row}"
+            );
+        }
+        let patterns: std::collections::BTreeSet<_> = RULES.iter().map(|r| r.pattern).collect();
+        assert_eq!(patterns.len(), RULES.len(), "one rule per pattern");
+        // The rotation in `advise` moves these three.
+        assert_eq!(
+            RULES[..3].iter().map(|r| r.pattern).collect::<Vec<_>>(),
+            [
+                "sendfile",
+                "splice_socket_to_socket",
+                "splice_socket_to_file"
+            ]
+        );
+        assert_eq!(recommendation_id("no_such_pattern"), "no_such_pattern");
     }
 
     #[test]

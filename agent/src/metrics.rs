@@ -415,7 +415,12 @@ impl Exporter {
                 l.push(("pid", pid));
             }
             l.push(("pattern", &a.finding.pattern));
-            l.push(("recommendation", &a.finding.recommendation));
+            // The rule's stable id, not the sentence: its figures would make a new
+            // series every window.
+            l.push((
+                "recommendation",
+                crate::advisor::recommendation_id(&a.finding.pattern),
+            ));
             f.gauge(ADVICE_INFO, &l, 1.0);
             l.truncate(l.len() - 1);
             f.gauge(

@@ -33,6 +33,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("nginx", "nginx"),
     // The io_uring and Linux AIO counts are checked against fio's own report.
     ("fio", "fio"),
+    // The MSG_ZEROCOPY counts are checked against strace's decoding of the same calls.
+    ("strace", "strace"),
     ("curl", "curl"),
     // `copyscope top` end to end: the real binary in a real terminal.
     ("tmux", "tmux"),

@@ -41,6 +41,10 @@
 //!   copyscope-workload mmsg COUNT N SIZE            COUNT sendmmsg of N messages of SIZE over
 //!                                                   loopback UDP, each followed by a recvmmsg
 //!                                                   of the N
+//!   copyscope-workload zerocopy COUNT SIZE          COUNT send(SIZE) and COUNT sendmsg(SIZE) with
+//!                                                   MSG_ZEROCOPY over loopback TCP (SO_ZEROCOPY
+//!                                                   set), a thread recv()s; the completions
+//!                                                   read with recvmsg(MSG_ERRQUEUE)
 //!   copyscope-workload aio FILE COUNT SIZE BATCH    COUNT Linux AIO reads (IOCB_CMD_PREAD) of
 //!                                                   SIZE from FILE, BATCH iocbs per io_submit,
 //!                                                   reaped with io_getevents
@@ -731,6 +735,135 @@ fn mmsg(args: &[String]) -> String {
     )
 }
 
+/// MSG_ZEROCOPY completions read from a socket's error queue so far.
+#[derive(Default)]
+struct Completions {
+    notifications: u64,
+    /// Sends reported complete (each notification covers a range of them).
+    completed: u64,
+    /// Of those, the ones the kernel copied after all (SO_EE_CODE_ZEROCOPY_COPIED).
+    copied: u64,
+}
+
+impl Completions {
+    /// Read the error queue of `fd` while it holds anything, waiting up to `wait_ms` for
+    /// the first entry. Poll first, so that no read finds it empty.
+    fn drain(&mut self, fd: RawFd, wait_ms: i32) {
+        const SO_EE_ORIGIN_ZEROCOPY: u8 = 5;
+        const SO_EE_CODE_ZEROCOPY_COPIED: u8 = 1;
+        let mut wait = wait_ms;
+        loop {
+            let mut p = libc::pollfd {
+                fd,
+                events: 0,
+                revents: 0,
+            };
+            // SAFETY: one pollfd. An error-queue entry shows as POLLERR.
+            if check(unsafe { libc::poll(&mut p, 1, wait) } as isize, "poll") == 0
+                || p.revents & libc::POLLERR == 0
+            {
+                return;
+            }
+            wait = 0;
+            let mut control = [0u64; 16];
+            // SAFETY: a plain C struct, all zeroes is valid.
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = std::mem::size_of_val(&control);
+            // SAFETY: msg points at our control buffer.
+            let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_ERRQUEUE) };
+            if check(n, "recvmsg(MSG_ERRQUEUE)") != 0 {
+                die("an error-queue message with data");
+            }
+            // SAFETY: the kernel filled msg's control messages.
+            let c = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+            if c.is_null() {
+                die("an error-queue message without a control message");
+            }
+            // SAFETY: an IP_RECVERR control message holds a sock_extended_err.
+            let e = unsafe {
+                std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::sock_extended_err>())
+            };
+            if e.ee_origin != SO_EE_ORIGIN_ZEROCOPY {
+                die(&format!("an error-queue message of origin {}", e.ee_origin));
+            }
+            let sends = u64::from(e.ee_data.wrapping_sub(e.ee_info)) + 1;
+            self.notifications += 1;
+            self.completed += sends;
+            if e.ee_code & SO_EE_CODE_ZEROCOPY_COPIED != 0 {
+                self.copied += sends;
+            }
+        }
+    }
+}
+
+/// `zerocopy COUNT SIZE`: COUNT send(SIZE) (the sendto system call) and COUNT
+/// sendmsg(SIZE), all with MSG_ZEROCOPY, over a loopback TCP connection with SO_ZEROCOPY
+/// set; the error queue is read after each send and at the end until every send is
+/// reported complete.
+fn zerocopy(args: &[String]) -> String {
+    let a = |i: usize| args.get(i);
+    let (count, size) = (num(a(1), "COUNT"), num(a(2), "SIZE") as usize);
+    let (tx, rx) = tcp_pair();
+    let fd = tx.as_raw_fd();
+    let one: libc::c_int = 1;
+    // SAFETY: an int option.
+    check(
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_ZEROCOPY,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of_val(&one) as libc::socklen_t,
+            )
+        } as isize,
+        "setsockopt(SO_ZEROCOPY)",
+    );
+    let mut buf = vec![5u8; size];
+    let mut done = Completions::default();
+    for i in 0..2 * count {
+        let n = if i % 2 == 0 {
+            // SAFETY: send from our buffer, which stays alive (and unchanged) until the
+            // end. A blocking send sends it all or fails.
+            unsafe { libc::send(fd, buf.as_ptr().cast(), size, libc::MSG_ZEROCOPY) }
+        } else {
+            let mut iov = libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: size,
+            };
+            // SAFETY: a plain C struct, all zeroes is valid.
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            // SAFETY: msg points at one live buffer.
+            unsafe { libc::sendmsg(fd, &msg, libc::MSG_ZEROCOPY) }
+        };
+        if check(n, "send(MSG_ZEROCOPY)") != size {
+            die("short send");
+        }
+        done.drain(fd, 0);
+    }
+    while done.completed < 2 * count {
+        let before = done.completed;
+        done.drain(fd, 5000);
+        if done.completed == before {
+            die("no MSG_ZEROCOPY completion within 5 s");
+        }
+    }
+    drop(tx);
+    let got = rx.join().unwrap();
+    format!(
+        r#"{{"pid":{},"calls":{},"bytes":{},"received":{got},"notifications":{},"completed":{},"copied":{}}}"#,
+        std::process::id(),
+        2 * count,
+        2 * count * size as u64,
+        done.notifications,
+        done.completed,
+        done.copied
+    )
+}
+
 /// include/uapi/linux/aio_abi.h, little-endian.
 #[repr(C)]
 #[derive(Default, Clone, Copy)]
@@ -1168,6 +1301,7 @@ fn main() {
         "badfd" => badfd(&args),
         "mmsg" => mmsg(&args),
         "aio" => aio(&args),
+        "zerocopy" => zerocopy(&args),
         "threads" => threads(&args),
         "serve" => serve(&args),
         "pwrite" => pwrite(&args),

@@ -204,7 +204,7 @@ const OFFSETS: &[Offset] = &[
 pub fn each_syscall(prefix: &str) -> Vec<String> {
     SYSCALLS
         .iter()
-        .filter(|s| s.is_syscall())
+        .filter(|s| s.has_number())
         .map(|s| format!("sys_{prefix}_{}", s.name))
         .collect()
 }

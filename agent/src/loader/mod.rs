@@ -211,7 +211,7 @@ fn fill_syscall_index(ebpf: &mut Ebpf) -> Result<()> {
         ebpf.map_mut(maps::SYSCALL_INDEX)
             .context("object has no SYSCALL_INDEX map")?,
     )?;
-    for (i, spec) in SYSCALLS.iter().enumerate().filter(|(_, s)| s.is_syscall()) {
+    for (i, spec) in SYSCALLS.iter().enumerate().filter(|(_, s)| s.has_number()) {
         let nr = if cfg!(target_arch = "aarch64") {
             spec.nr_aarch64
         } else {

@@ -864,3 +864,194 @@ fn aio_iocbs_past_the_64th_of_a_call_are_not_read() {
         snap["dropped"]
     );
 }
+
+/// Why this kernel cannot send with MSG_ZEROCOPY, if it cannot (SO_ZEROCOPY, 4.14+).
+fn zerocopy_missing() -> Option<String> {
+    let s = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let one: libc::c_int = 1;
+    // SAFETY: an int option on our own socket.
+    let r = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&s),
+            libc::SOL_SOCKET,
+            libc::SO_ZEROCOPY,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of_val(&one) as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        return None;
+    }
+    let e = std::io::Error::last_os_error();
+    assert_eq!(
+        e.raw_os_error(),
+        Some(libc::ENOPROTOOPT),
+        "SO_ZEROCOPY: {e}"
+    );
+    Some("this kernel has no SO_ZEROCOPY (MSG_ZEROCOPY, 4.14+)".into())
+}
+
+/// What strace decoded of one thread's sendto, sendmsg and recvmsg calls.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Straced {
+    /// (calls, bytes) of sendto and sendmsg with MSG_ZEROCOPY.
+    sendto: (u64, u64),
+    sendmsg: (u64, u64),
+    /// recvmsg calls, and those that read a MSG_ZEROCOPY completion.
+    recvmsg: u64,
+    notifications: u64,
+    /// Sends the completions reported, and those they reported copied.
+    completed: u64,
+    copied: u64,
+}
+
+/// One `strace -e trace=sendto,sendmsg,recvmsg` file, one thread's complete lines.
+fn parse_strace(text: &str) -> Straced {
+    let field = |line: &str, name: &str| -> u64 {
+        let at = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
+        line[at..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let mut s = Straced::default();
+    for line in text.lines() {
+        let ret: i64 = match line.rsplit_once(" = ") {
+            Some((_, r)) => r.split(' ').next().unwrap().parse().unwrap_or(-1),
+            None => continue,
+        };
+        let zc =
+            line.ends_with(&format!("MSG_ZEROCOPY) = {ret}")) || line.contains(", MSG_ZEROCOPY, ");
+        if line.starts_with("sendto(") && zc {
+            s.sendto.0 += 1;
+            s.sendto.1 += ret.max(0) as u64;
+        } else if line.starts_with("sendmsg(") && zc {
+            s.sendmsg.0 += 1;
+            s.sendmsg.1 += ret.max(0) as u64;
+        } else if line.starts_with("recvmsg(") {
+            s.recvmsg += 1;
+            let origin = line.contains("ee_origin=5,") || line.contains("SO_EE_ORIGIN_ZEROCOPY");
+            if ret == 0 && line.contains("msg_flags=MSG_ERRQUEUE") && origin {
+                let sends = field(line, "ee_data") - field(line, "ee_info") + 1;
+                s.notifications += 1;
+                s.completed += sends;
+                if line.contains("ee_code=1,") || line.contains("SO_EE_CODE_ZEROCOPY_COPIED") {
+                    s.copied += sends;
+                }
+            }
+        }
+    }
+    s
+}
+
+#[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
+fn msg_zerocopy_sends_are_zero_copy_and_their_completions_are_counted() {
+    require_kernel!();
+    if let Some(why) = zerocopy_missing() {
+        skip!(why);
+    }
+    if !common::agent::require_tool("strace", "strace") {
+        return;
+    }
+    const COUNT: u64 = 40;
+    const SIZE: u64 = 65536;
+    let d = scratch("zerocopy");
+    let out_file = d.join("result");
+    let trace = d.join("trace");
+    // strace in the same run: one file per thread (-ff), so that no line is split.
+    let out = Command::new(COPYSCOPE)
+        .args([
+            "snapshot", "--json", "--", "strace", "-ff", "-qq", "-s", "0", "-o",
+        ])
+        .arg(&trace)
+        .args(["-e", "trace=sendto,sendmsg,recvmsg", WORKLOAD, "zerocopy"])
+        .args([COUNT.to_string(), SIZE.to_string()])
+        .env("COPYSCOPE_WORKLOAD_OUT", &out_file)
+        .stdin(Stdio::null())
+        .output()
+        .expect("running copyscope snapshot -- strace");
+    assert_ok(
+        &out,
+        "copyscope snapshot -- strace copyscope-workload zerocopy",
+    );
+    let snap: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let res: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
+    assert_eq!(res["bytes"], 2 * COUNT * SIZE);
+    assert_eq!(res["received"], 2 * COUNT * SIZE);
+    assert_eq!(res["completed"], 2 * COUNT);
+    let pid = res["pid"].as_u64().unwrap();
+    let st = parse_strace(
+        &std::fs::read_to_string(format!("{}.{pid}", trace.display())).expect("strace's file"),
+    );
+    // strace saw what the workload says it did.
+    assert_eq!(st.sendto, (COUNT, COUNT * SIZE), "{st:?}");
+    assert_eq!(st.sendmsg, (COUNT, COUNT * SIZE), "{st:?}");
+    assert_eq!(st.notifications, res["notifications"].as_u64().unwrap());
+    assert_eq!(st.completed, 2 * COUNT);
+    assert_eq!(st.copied, res["copied"].as_u64().unwrap());
+
+    let p = process(&snap, pid);
+    let s = slack(&snap);
+    let want = |calls, bytes| Row {
+        calls,
+        bytes,
+        errors: 0,
+    };
+    assert_counted(
+        s,
+        row(p, "sendto_zerocopy", "socket"),
+        want(st.sendto.0, st.sendto.1),
+        SIZE,
+    );
+    assert_counted(
+        s,
+        row(p, "sendmsg_zerocopy", "socket"),
+        want(st.sendmsg.0, st.sendmsg.1),
+        SIZE,
+    );
+    // No send of the process is counted as an ordinary one.
+    assert_eq!(row(p, "sendto", "socket"), Row::default(), "{p}");
+    assert_eq!(row(p, "sendmsg", "socket"), Row::default(), "{p}");
+    assert_counted(s, row(p, "recvmsg", "socket"), want(st.recvmsg, 0), 0);
+    assert_counted(
+        s,
+        row(p, "zerocopy_notifications", "socket"),
+        want(st.notifications, 0),
+        0,
+    );
+    // On loopback the kernel copies the data when it reaches the receiving socket, and
+    // says so in every completion.
+    assert_eq!(st.copied, 2 * COUNT, "{st:?}");
+    assert_near(
+        s,
+        row(p, "zerocopy_copied", "socket").calls,
+        st.copied,
+        2 * COUNT,
+        "sends reported copied",
+    );
+    // The sends' bytes are zero-copy bytes, not CPU copies (at the syscalls nor at the
+    // socket, where the copies family measures).
+    assert_eq!(
+        num(p, &["zero_copy_bytes"]),
+        row(p, "sendto_zerocopy", "socket").bytes + row(p, "sendmsg_zerocopy", "socket").bytes
+    );
+    assert_eq!(
+        num(p, &["cpu_copy_at_source", "socket_from_user"]),
+        0,
+        "{p}"
+    );
+    // (The one copy from user memory: the result, written to its file.)
+    assert_eq!(
+        num(p, &["cpu_copy_bytes_syscalls", "from_user"]),
+        row(p, "write", "file").bytes,
+        "{p}"
+    );
+    // The zero-copy sends are system calls: two mode switches each; the notifications
+    // make none of their own.
+    assert_eq!(num(p, &["mode_switches"]), 2 * num(p, &["calls"]), "{p}");
+    assert!(num(p, &["calls"]) >= 2 * COUNT + st.recvmsg, "{p}");
+}

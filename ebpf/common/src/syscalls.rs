@@ -22,6 +22,10 @@ pub enum Via {
     /// their submission): no mode switch of their own (the `io_uring_enter` and
     /// `io_submit` calls that submit them are counted as syscalls).
     Operation,
+    /// A system call counted in a row of its own when its flags say so (a send with
+    /// MSG_ZEROCOPY): two mode switches a call, like [`Via::Syscall`], but no number and
+    /// no tracepoints of its own (its call's are used).
+    Flagged,
 }
 
 /// One counted syscall: its name, where its fds are among the arguments, and its flow.
@@ -40,8 +44,13 @@ pub struct Spec {
 }
 
 impl Spec {
-    /// Whether this row is a system call (with a number, and tracepoints of its own).
+    /// Whether this row counts system calls (two mode switches each).
     pub const fn is_syscall(&self) -> bool {
+        matches!(self.via, Via::Syscall | Via::Flagged)
+    }
+
+    /// Whether this row is a system call with a number, and tracepoints, of its own.
+    pub const fn has_number(&self) -> bool {
         matches!(self.via, Via::Syscall)
     }
 }
@@ -84,10 +93,18 @@ const fn op(name: &'static str, flow: Flow) -> Spec {
     }
 }
 
+/// A send call with MSG_ZEROCOPY, counted apart from its call (zero-copy).
+const fn flagged(name: &'static str) -> Spec {
+    Spec {
+        via: Via::Flagged,
+        ..op(name, Flow::ZeroCopy)
+    }
+}
+
 /// The table the kernel side indexes with [`crate::SyscallKey::syscall`]: the system calls
 /// copyscope counts, then the io_uring operation groups.
 /// Numbers: arch/x86/entry/syscalls/syscall_64.tbl, include/uapi/asm-generic/unistd.h.
-pub const SYSCALLS: [Spec; 35] = [
+pub const SYSCALLS: [Spec; 40] = [
     one("read", Flow::ToUser, 0, 63),
     one("write", Flow::FromUser, 1, 64),
     one("pread64", Flow::ToUser, 17, 67),
@@ -139,6 +156,18 @@ pub const SYSCALLS: [Spec; 35] = [
     one("recvmmsg", Flow::ToUser, 299, 243),
     op("sendmmsg_messages", Flow::Control),
     op("recvmmsg_messages", Flow::Control),
+    // sendto(fd, buf, len, flags, ...), sendmsg(fd, msg, flags), sendmmsg(fd, msgvec,
+    // vlen, flags) with MSG_ZEROCOPY in their flags (Documentation/networking/
+    // msg_zerocopy.rst): the same calls, counted in these rows instead, zero-copy.
+    flagged("sendto_zerocopy"),
+    flagged("sendmsg_zerocopy"),
+    flagged("sendmmsg_zerocopy"),
+    // recvmsg(fd, msg, MSG_ERRQUEUE) that read a MSG_ZEROCOPY completion (a `struct
+    // sock_extended_err` of origin SO_EE_ORIGIN_ZEROCOPY, result 0): the notifications,
+    // and the sends they report the kernel copied after all (SO_EE_CODE_ZEROCOPY_COPIED:
+    // loopback, or a device that cannot send from user pages). Operations of 0 bytes.
+    op("zerocopy_notifications", Flow::Control),
+    op("zerocopy_copied", Flow::Control),
 ];
 
 /// Rows the kernel side fills in itself.
@@ -174,6 +203,53 @@ pub const RECVMMSG_MESSAGES: u8 = match index_of("recvmmsg_messages") {
     Some(i) => i,
     None => panic!("no recvmmsg_messages row"),
 };
+
+pub const SENDTO: u8 = match index_of("sendto") {
+    Some(i) => i,
+    None => panic!("no sendto row"),
+};
+pub const SENDMSG: u8 = match index_of("sendmsg") {
+    Some(i) => i,
+    None => panic!("no sendmsg row"),
+};
+pub const RECVMSG: u8 = match index_of("recvmsg") {
+    Some(i) => i,
+    None => panic!("no recvmsg row"),
+};
+pub const SENDTO_ZEROCOPY: u8 = match index_of("sendto_zerocopy") {
+    Some(i) => i,
+    None => panic!("no sendto_zerocopy row"),
+};
+pub const SENDMSG_ZEROCOPY: u8 = match index_of("sendmsg_zerocopy") {
+    Some(i) => i,
+    None => panic!("no sendmsg_zerocopy row"),
+};
+pub const SENDMMSG_ZEROCOPY: u8 = match index_of("sendmmsg_zerocopy") {
+    Some(i) => i,
+    None => panic!("no sendmmsg_zerocopy row"),
+};
+pub const ZEROCOPY_NOTIFICATIONS: u8 = match index_of("zerocopy_notifications") {
+    Some(i) => i,
+    None => panic!("no zerocopy_notifications row"),
+};
+pub const ZEROCOPY_COPIED: u8 = match index_of("zerocopy_copied") {
+    Some(i) => i,
+    None => panic!("no zerocopy_copied row"),
+};
+
+/// include/linux/socket.h: send from user pages without a copy (with SO_ZEROCOPY set).
+pub const MSG_ZEROCOPY: u64 = 0x0400_0000;
+
+/// For a send call whose flags may hold MSG_ZEROCOPY: the argument index of its flags and
+/// the row such a send counts in.
+pub const fn zerocopy_row(idx: u8) -> Option<(u8, u8)> {
+    match idx {
+        SENDTO => Some((3, SENDTO_ZEROCOPY)),
+        SENDMSG => Some((2, SENDMSG_ZEROCOPY)),
+        SENDMMSG => Some((3, SENDMMSG_ZEROCOPY)),
+        _ => None,
+    }
+}
 
 /// The row of [`SYSCALLS`] an io_uring opcode counts in (include/uapi/linux/io_uring.h).
 pub const fn uring_row(opcode: u8) -> u8 {
@@ -237,8 +313,8 @@ pub const NOT_COUNTED: u16 = 0;
 
 /// What `SYSCALL_INDEX` holds for a counted syscall number: low byte 1 + the index into
 /// [`SYSCALLS`]; high byte the fd argument positions (bits 8-10: the input fd's argument
-/// index; bits 12-14: 1 + the output fd's argument index, 0 when there is none) and, in
-/// bit 15, [`NOT_BYTES`]. One map lookup gives the kernel side everything, with no table
+/// index; bits 12-14: 1 + the output fd's argument index, 0 when there is none), in bit
+/// 11 [`SEND_FLAGS`] and in bit 15 [`NOT_BYTES`]. One map lookup gives the kernel side everything, with no table
 /// indexed by a computed value.
 pub const fn index_entry(idx: u8) -> u16 {
     let s = &SYSCALLS[idx as usize];
@@ -252,8 +328,16 @@ pub const fn index_entry(idx: u8) -> u16 {
         (Flow::Control, _) | (_, 307) | (_, 299) => NOT_BYTES,
         _ => 0,
     };
-    (idx as u16 + 1) | ((fds as u16) << 8) | not_bytes
+    let send_flags = match zerocopy_row(idx) {
+        Some(_) => SEND_FLAGS,
+        None => 0,
+    };
+    (idx as u16 + 1) | ((fds as u16) << 8) | not_bytes | send_flags
 }
+
+/// Bit of an [`index_entry`]: a send whose flags may hold MSG_ZEROCOPY ([`zerocopy_row`]);
+/// only these calls have their flags read.
+pub const SEND_FLAGS: u16 = 1 << 11;
 
 /// Bit of an [`index_entry`]: the call's result is not a byte count (0 bytes are counted).
 pub const NOT_BYTES: u16 = 1 << 15;

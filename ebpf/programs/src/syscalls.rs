@@ -19,8 +19,9 @@ use aya_log_ebpf::debug;
 use copyscope_common::{
     Counter, FdKind, Inflight, SyscallKey, SyscallStats, limits,
     syscalls::{
-        AIO_READ, AIO_WRITE, IO_GETEVENTS, NOT_BYTES, NOT_COUNTED, RECVMMSG, RECVMMSG_MESSAGES,
-        SENDMMSG, SENDMMSG_MESSAGES, SYSCALLS,
+        AIO_READ, AIO_WRITE, IO_GETEVENTS, MSG_ZEROCOPY, NOT_BYTES, NOT_COUNTED, RECVMMSG,
+        RECVMMSG_MESSAGES, RECVMSG, SEND_FLAGS, SENDMMSG, SENDMMSG_MESSAGES, SYSCALLS,
+        ZEROCOPY_COPIED, ZEROCOPY_NOTIFICATIONS, zerocopy_row,
     },
     test_reject,
 };
@@ -153,14 +154,21 @@ pub fn syscalls_tp_ent(ctx: TracePointContext) -> i32 {
     }
 }
 
-/// Argument `i` (0-2: the fd positions) of a syscall enter record.
+/// Argument `i` (0-2: the fd positions; 3: a send's flags) of a syscall enter record.
+/// The kernel refuses to attach a program that loads from its record past the end of any
+/// record it is attached to (`read` has three arguments), so the fourth, read only for
+/// the calls that have one, is copied with bpf_probe_read_kernel instead of loaded.
 #[inline(always)]
 fn record_arg(ctx: &TracePointContext, i: u8) -> u64 {
     let base = global(&OFF_TP_ARGS);
     match i {
         0 => field(ctx, base),
         1 => field(ctx, base + 8),
-        _ => field(ctx, base + 16),
+        2 => field(ctx, base + 16),
+        _ => unsafe {
+            bpf_probe_read_kernel((ctx.as_ptr() as *const u8).add(base as usize + 24) as *const u64)
+        }
+        .unwrap_or(0),
     }
 }
 
@@ -300,7 +308,13 @@ fn mmsg_exit(ctx: &TracePointContext, call: u8, messages: u8) {
     let Some((regs, n, tgid)) = batch_exit(ctx) else {
         return;
     };
-    let key = call_key(regs, tgid, call);
+    let mut key = call_key(regs, tgid, call);
+    if let Some((flags, row)) = zerocopy_row(call)
+        && exit_arg(regs, flags) & MSG_ZEROCOPY != 0
+    {
+        // Counted in its zero-copy row by the shared programs.
+        key.syscall = row;
+    }
     add_bytes(key, mmsg_bytes(exit_arg(regs, 1), n));
     add_calls(
         SyscallKey {
@@ -469,7 +483,8 @@ fn reg_offset(i: u8) -> u64 {
     match i {
         0 => global(&OFF_REGS_ARG0),
         1 => global(&OFF_REGS_ARG1),
-        _ => global(&OFF_REGS_ARG2),
+        2 => global(&OFF_REGS_ARG2),
+        _ => global(&OFF_REGS_ARG3),
     }
 }
 
@@ -502,6 +517,7 @@ fn try_enter_with(
     if !watched(pid_tgid) {
         return Ok(());
     }
+    let idx = flagged_row(idx, fds, &arg);
     let (fd_in, fd_out) = fd_kinds(fds, arg, classify);
     let rec = Inflight {
         tid,
@@ -550,6 +566,19 @@ fn counted(nr: u64) -> Option<(u8, u8)> {
         return None;
     }
     Some((idx, (entry >> 8) as u8))
+}
+
+/// The row a call counts in: a send with MSG_ZEROCOPY in its flags counts in its
+/// zero-copy row. Only the send calls ([`SEND_FLAGS`]) have their flags read.
+#[inline(always)]
+fn flagged_row(idx: u8, fds: u8, arg: &impl Fn(u8) -> u64) -> u8 {
+    if fds & (SEND_FLAGS >> 8) as u8 == 0 {
+        return idx;
+    }
+    match zerocopy_row(idx) {
+        Some((flags, row)) if arg(flags) & MSG_ZEROCOPY != 0 => row,
+        _ => idx,
+    }
 }
 
 /// Whether this process is counted (always, unless only watched processes are).
@@ -620,7 +649,7 @@ fn try_exit<C: EbpfContext>(
     };
     let this = counted(nr);
     if let Some(r) = rec
-        && this.is_none_or(|(idx, _)| idx != r.syscall)
+        && this.is_none_or(|(idx, _)| idx != r.syscall && !is_flagged(idx, r.syscall))
     {
         // The record is an earlier call's, whose exit run was skipped.
         count_unfinished(&r, tgid);
@@ -629,14 +658,14 @@ fn try_exit<C: EbpfContext>(
     let Some((idx, fds)) = this else {
         return Ok(());
     };
-    let (fd_in, fd_out, nanos) = match rec {
+    let (row, fd_in, fd_out, nanos) = match rec {
         Some(r) => {
             let now = unsafe { bpf_ktime_get_ns() };
-            (r.fd_in, r.fd_out, now.saturating_sub(r.start_ns))
+            (r.syscall, r.fd_in, r.fd_out, now.saturating_sub(r.start_ns))
         }
         None => {
             // The enter run was skipped (or the call began before copyscope attached).
-            let Some(arg) = regs else {
+            let Some(arg) = &regs else {
                 count(Counter::TimeUnknown);
                 return Ok(());
             };
@@ -644,17 +673,26 @@ fn try_exit<C: EbpfContext>(
                 return Ok(());
             }
             count(Counter::TimeUnknown);
+            let row = flagged_row(idx, fds, arg);
             let (i, o) = fd_kinds(fds, arg, classify);
-            (i, o, 0)
+            (row, i, o, 0)
         }
     };
     let key = SyscallKey {
         tgid,
-        syscall: idx,
+        syscall: row,
         fd_in,
         fd_out,
         _pad: 0,
     };
+    // A recvmsg that returns 0 bytes (rare: end of stream, or a message of the error
+    // queue) may have read a MSG_ZEROCOPY completion.
+    if ret == 0
+        && idx == RECVMSG
+        && let Some(arg) = &regs
+    {
+        zerocopy_notification(arg(1), key);
+    }
     let (bytes, errors) = match ret {
         r if r < 0 => (0, 1),
         // The result is not a byte count (io_uring_enter: SQEs submitted).
@@ -668,6 +706,87 @@ fn try_exit<C: EbpfContext>(
         );
     }
     Ok(())
+}
+
+/// Whether `row` is the zero-copy row of the send call `idx`.
+#[inline(always)]
+fn is_flagged(idx: u8, row: u8) -> bool {
+    matches!(zerocopy_row(idx), Some((_, r)) if r == row)
+}
+
+/// include/uapi/linux/socket.h `struct user_msghdr`: msg_control, msg_controllen, msg_flags.
+const MSG_CONTROL: u64 = 32;
+const MSG_FLAGS: u64 = 48;
+/// include/linux/socket.h.
+const MSG_ERRQUEUE: u32 = 0x2000;
+
+/// The first control message of an error-queue read: `struct cmsghdr` (include/linux/
+/// socket.h), then `struct sock_extended_err` (include/uapi/linux/errqueue.h).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ErrCmsg {
+    len: u64,
+    level: i32,
+    kind: i32,
+    errno: u32,
+    origin: u8,
+    ee_type: u8,
+    code: u8,
+    pad: u8,
+    /// The first and last send the notification reports (a range of sends).
+    info: u32,
+    data: u32,
+}
+
+/// Count a MSG_ZEROCOPY completion a recvmsg (`msg`: its `struct user_msghdr`) read from
+/// the error queue: the notification, and the sends it reports copied by the kernel.
+/// Read from the message the call filled in: msg_flags holds MSG_ERRQUEUE, and the first
+/// control message is IP_RECVERR or IPV6_RECVERR of origin SO_EE_ORIGIN_ZEROCOPY.
+#[inline(always)]
+fn zerocopy_notification(msg: u64, key: SyscallKey) {
+    const SOL_IP: i32 = 0;
+    const IP_RECVERR: i32 = 11;
+    const SOL_IPV6: i32 = 41;
+    const IPV6_RECVERR: i32 = 25;
+    const SO_EE_ORIGIN_ZEROCOPY: u8 = 5;
+    const SO_EE_CODE_ZEROCOPY_COPIED: u8 = 1;
+    let Ok(flags) = (unsafe { bpf_probe_read_user((msg + MSG_FLAGS) as *const u32) }) else {
+        return;
+    };
+    if flags & MSG_ERRQUEUE == 0 {
+        return;
+    }
+    let Ok(control) = (unsafe { bpf_probe_read_user((msg + MSG_CONTROL) as *const u64) }) else {
+        return;
+    };
+    let Ok(c) = (unsafe { bpf_probe_read_user(control as *const ErrCmsg) }) else {
+        return;
+    };
+    if !matches!(
+        (c.level, c.kind),
+        (SOL_IP, IP_RECVERR) | (SOL_IPV6, IPV6_RECVERR)
+    ) || c.origin != SO_EE_ORIGIN_ZEROCOPY
+    {
+        return;
+    }
+    add_call(
+        SyscallKey {
+            syscall: ZEROCOPY_NOTIFICATIONS,
+            ..key
+        },
+        0,
+        0,
+        0,
+    );
+    if c.code & SO_EE_CODE_ZEROCOPY_COPIED != 0 {
+        add_calls(
+            SyscallKey {
+                syscall: ZEROCOPY_COPIED,
+                ..key
+            },
+            c.data.wrapping_sub(c.info) as u64 + 1,
+        );
+    }
 }
 
 /// Add one call to its row; false when the row could not be created (map full, counted).
