@@ -27,9 +27,13 @@ use crate::{
 #[derive(Debug, clap::Args)]
 pub struct TopArgs {
     /// Show a running agent (`copyscope run`) instead of attaching probes here, e.g.
-    /// http://127.0.0.1:9435 through `kubectl port-forward`. Needs no privileges.
+    /// http://127.0.0.1:9435 through `kubectl port-forward`, or https://HOST:PORT for one
+    /// with TLS (--web-config). Needs no privileges.
     #[arg(long, env = "COPYSCOPE_TOP_FROM", value_name = "URL")]
     pub from: Option<String>,
+
+    #[command(flatten)]
+    pub client: source::ClientArgs,
 
     /// Seconds between refreshes (+ and - change it while running).
     #[arg(long, short = 'i', default_value_t = 2.0, value_parser = parse_interval)]
@@ -60,8 +64,12 @@ pub fn run(args: &TopArgs) -> Result<i32> {
     // terminal switches to the full-screen view.
     let (mut source, origin): (Box<dyn Source>, Origin) = match &args.from {
         Some(url) => (
-            Box::new(Remote::new(url, Duration::from_secs(3))?),
+            Box::new(Remote::new(url, Duration::from_secs(3), &args.client)?),
             Origin::Remote(url.trim_end_matches('/').to_string()),
+        ),
+        None if args.client.touched() => anyhow::bail!(
+            "--cacert, --cert, --key, --user and --password-file are for an agent's \
+             address (--from URL)"
         ),
         None => (
             Box::new(Local::start(args.advice.thresholds()?)?),
