@@ -13,6 +13,7 @@ const STUB_ENV: &str = "COPYSCOPE_EBPF_STUB";
 fn main() -> anyhow::Result<()> {
     println!("cargo:rerun-if-env-changed={STUB_ENV}");
     println!("cargo:rerun-if-env-changed=PATH");
+    build_info();
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?);
     let object = out_dir.join("copyscope");
 
@@ -68,6 +69,56 @@ fn main() -> anyhow::Result<()> {
         }
         None => aya_build::build_ebpf([package], Toolchain::Nightly),
     }
+}
+
+/// `COPYSCOPE_REVISION` (the git commit, `unknown` outside a git tree; a value given in
+/// the environment wins, for builds from a source archive) and `COPYSCOPE_RUSTC_VERSION`,
+/// for `copyscope_build_info`.
+fn build_info() {
+    println!("cargo:rerun-if-env-changed=COPYSCOPE_REVISION");
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    let revision = match env::var("COPYSCOPE_REVISION") {
+        Ok(r) if !r.is_empty() => r,
+        _ => match git(&["rev-parse", "--short=12", "HEAD"]) {
+            Some(r) => {
+                // Built again when HEAD moves: HEAD itself, and the branch it names.
+                let mut watch = vec!["HEAD".to_string(), "packed-refs".to_string()];
+                watch.extend(git(&["symbolic-ref", "-q", "HEAD"]));
+                for f in watch {
+                    if let Some(path) = git(&["rev-parse", "--git-path", &f])
+                        .map(PathBuf::from)
+                        .filter(|p| p.exists())
+                    {
+                        println!("cargo:rerun-if-changed={}", path.display());
+                    }
+                }
+                r
+            }
+            None => "unknown".into(),
+        },
+    };
+    println!("cargo:rustc-env=COPYSCOPE_REVISION={revision}");
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let version = Command::new(rustc)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .nth(1)
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=COPYSCOPE_RUSTC_VERSION={version}");
 }
 
 /// `Ok(None)`: build with nightly; `Ok(Some(name))`: build with that stable toolchain.
