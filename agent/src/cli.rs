@@ -1,7 +1,9 @@
 //! Command line: the commands, each with its arguments (those of `bench`, `bench-send` and
 //! `top` live with the command).
 
-use clap::{Parser, Subcommand};
+use std::collections::BTreeSet;
+
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 use crate::args::{AdviceArgs, boolish, parse_duration, parse_interval};
 
@@ -48,6 +50,16 @@ pub enum Command {
         #[arg(long, env = "COPYSCOPE_PIN_PATH", value_name = "DIR", default_value = crate::pin::DEFAULT_PATH)]
         pin_path: std::path::PathBuf,
     },
+    /// Print a shell completion script: `copyscope completions bash >
+    /// /etc/bash_completion.d/copyscope` (zsh: a file `_copyscope` on $fpath; fish:
+    /// ~/.config/fish/completions/copyscope.fish).
+    Completions {
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+    /// Print the manual page (roff): `copyscope man > /usr/local/share/man/man1/copyscope.1`
+    /// or `copyscope man | man -l -`.
+    Man,
     /// One transfer of `copyscope bench`, in its own process so that its counts are its own.
     #[command(hide = true)]
     BenchSend(crate::bench::send::BenchSendArgs),
@@ -204,6 +216,13 @@ pub struct SnapshotArgs {
     #[arg(long, short = 'p')]
     pub pid: Option<u32>,
 
+    #[command(flatten)]
+    pub scope: ScopeArgs,
+
+    /// For --pod: pod names from the Kubernetes API (see `copyscope run`).
+    #[command(flatten)]
+    pub kube: KubeArgs,
+
     /// One JSON document on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -225,6 +244,151 @@ pub struct SnapshotArgs {
     /// Run this command and report it and its descendants when it exits.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+/// The shells `copyscope completions` writes a script for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// The completion script for `shell`, generated from these definitions.
+pub fn completions(shell: CompletionShell, out: &mut dyn std::io::Write) {
+    use clap_complete::Shell;
+    let shell = match shell {
+        CompletionShell::Bash => Shell::Bash,
+        CompletionShell::Zsh => Shell::Zsh,
+        CompletionShell::Fish => Shell::Fish,
+    };
+    clap_complete::generate(shell, &mut Cli::command(), "copyscope", out);
+}
+
+/// The manual page, copyscope(1), in roff: the commands and every option of each.
+pub fn man(out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let cmd = Cli::command();
+    let man = clap_mangen::Man::new(cmd.clone());
+    man.render_title(out)?;
+    man.render_name_section(out)?;
+    man.render_synopsis_section(out)?;
+    man.render_description_section(out)?;
+    man.render_options_section(out)?;
+    // One section per visible command, with its own options.
+    for sub in cmd.get_subcommands().filter(|c| !c.is_hide_set()) {
+        let name = sub.get_name();
+        writeln!(out, ".SH \"COPYSCOPE {}\"", name.to_uppercase())?;
+        let sub = sub.clone().bin_name(format!("copyscope {name}"));
+        let page = clap_mangen::Man::new(sub);
+        let mut buf = Vec::new();
+        page.render_synopsis_section(&mut buf)?;
+        page.render_description_section(&mut buf)?;
+        page.render_options_section(&mut buf)?;
+        // The command's sections are subsections of the page's section for it.
+        for line in String::from_utf8_lossy(&buf).lines() {
+            match line.strip_prefix(".SH ") {
+                Some(title) => writeln!(out, ".SS {title}")?,
+                None => writeln!(out, "{line}")?,
+            }
+        }
+    }
+    man.render_version_section(out)?;
+    Ok(())
+}
+
+/// `--container` and `--pod`: the processes of one container or one pod.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ScopeArgs {
+    /// Only the processes of this container: its id (from /proc/PID/cgroup), or the
+    /// start of it (the 12 characters `docker ps` and `crictl ps` show); a
+    /// `containerd://` or `docker://` prefix is allowed.
+    #[arg(long, value_name = "ID", value_parser = parse_container)]
+    pub container: Option<String>,
+
+    /// Only the processes of this pod: NAME, or NAMESPACE/NAME. Pod names come from the
+    /// Kubernetes API (--kube-node), or from an agent started with it.
+    #[arg(long, value_name = "NAME", value_parser = parse_pod)]
+    pub pod: Option<String>,
+}
+
+impl ScopeArgs {
+    pub fn is_set(&self) -> bool {
+        self.container.is_some() || self.pod.is_some()
+    }
+
+    /// What is shown, for a header: "container ID", "pod NAME", or both.
+    pub fn describe(&self) -> Option<String> {
+        let mut what = Vec::new();
+        if let Some(c) = &self.container {
+            what.push(format!("container {c}"));
+        }
+        if let Some(p) = &self.pod {
+            what.push(format!("pod {p}"));
+        }
+        (!what.is_empty()).then(|| what.join(", "))
+    }
+
+    /// Whether `p` is in the container and the pod asked for.
+    pub fn keeps(&self, p: &crate::model::ProcessRow) -> bool {
+        let container = self.container.as_ref().is_none_or(|want| {
+            p.container_id
+                .as_deref()
+                .is_some_and(|id| id.starts_with(want.as_str()))
+        });
+        let pod = self.pod.as_ref().is_none_or(|want| {
+            p.pod.as_ref().is_some_and(|r| match want.split_once('/') {
+                Some((ns, name)) => r.namespace == ns && r.pod == name,
+                None => r.pod == *want,
+            })
+        });
+        container && pod
+    }
+
+    /// Keep only the processes in scope, and the advice about them.
+    pub fn apply(&self, s: &mut crate::model::Snapshot) {
+        if !self.is_set() {
+            return;
+        }
+        s.processes.retain(|p| self.keeps(p));
+        let pids: BTreeSet<u32> = s.processes.iter().map(|p| p.pid).collect();
+        let containers: BTreeSet<&str> = s
+            .processes
+            .iter()
+            .filter_map(|p| p.container_id.as_deref())
+            .collect();
+        s.advice.retain(|a| match a.pid {
+            Some(pid) => pids.contains(&pid),
+            None => a
+                .container_id
+                .as_deref()
+                .is_some_and(|c| containers.contains(c)),
+        });
+    }
+}
+
+fn parse_container(s: &str) -> Result<String, String> {
+    let id = s
+        .trim()
+        .split_once("://")
+        .map_or(s.trim(), |(_, id)| id)
+        .to_ascii_lowercase();
+    if id.is_empty() || id.contains('/') || id.contains(char::is_whitespace) {
+        return Err(format!(
+            "{s:?} is not a container id: give the id or its start, e.g. 3f2a9c1e4b7d"
+        ));
+    }
+    Ok(id)
+}
+
+fn parse_pod(s: &str) -> Result<String, String> {
+    let ok = |part: &str| !part.is_empty() && !part.contains(char::is_whitespace);
+    match s.split_once('/') {
+        Some((ns, name)) if ok(ns) && ok(name) && !name.contains('/') => Ok(s.to_string()),
+        None if ok(s) => Ok(s.to_string()),
+        _ => Err(format!(
+            "{s:?} is not a pod: give NAME or NAMESPACE/NAME, e.g. default/nginx-0"
+        )),
+    }
 }
 
 /// A probe family that can be turned off.
@@ -327,6 +491,66 @@ mod tests {
         ] {
             let mut argv = vec!["copyscope", "run"];
             argv.extend(bad.iter());
+            assert!(Cli::try_parse_from(&argv).is_err(), "{bad:?}");
+        }
+    }
+
+    fn scope(args: &[&str]) -> ScopeArgs {
+        let mut argv = vec!["copyscope", "snapshot"];
+        argv.extend(args);
+        let Command::Snapshot(a) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!()
+        };
+        a.scope
+    }
+
+    #[test]
+    fn container_and_pod_keep_their_processes_and_the_advice_about_them() {
+        let pids = |args: &[&str]| {
+            let mut s = crate::tui::fixtures::snapshot();
+            scope(args).apply(&mut s);
+            let advised: Vec<u32> = s.advice.iter().filter_map(|a| a.pid).collect();
+            (
+                s.processes.iter().map(|p| p.pid).collect::<Vec<_>>(),
+                advised,
+            )
+        };
+        let all = crate::tui::fixtures::snapshot();
+        assert_eq!(pids(&[]).0.len(), all.processes.len());
+        // The nginx container, by the start of its id and by a runtime's URL.
+        let (nginx, advised) = pids(&["--container", "3f2a9c"]);
+        assert_eq!(nginx, vec![4211, 4212]);
+        assert!(advised.iter().all(|p| nginx.contains(p)), "{advised:?}");
+        assert!(!advised.is_empty(), "the fixture advises nginx");
+        assert_eq!(pids(&["--container", "containerd://3F2A9C1E4B7D"]).0, nginx);
+        assert_eq!(pids(&["--container", "ffff"]), (vec![], vec![]));
+        // The proxy's pod, by name and by namespace/name; another namespace is not it.
+        assert_eq!(pids(&["--pod", "edge-7d9f"]).0, vec![2301]);
+        assert_eq!(pids(&["--pod", "ingress/edge-7d9f"]).0, vec![2301]);
+        assert!(pids(&["--pod", "default/edge-7d9f"]).0.is_empty());
+        // Both: the processes in both.
+        assert_eq!(
+            pids(&["--pod", "edge-7d9f", "--container", "a81c"]).0,
+            vec![2301]
+        );
+        assert!(
+            pids(&["--pod", "edge-7d9f", "--container", "3f2a"])
+                .0
+                .is_empty()
+        );
+        assert_eq!(
+            scope(&["--pod", "ingress/edge-7d9f", "--container", "a81c"]).describe(),
+            Some("container a81c, pod ingress/edge-7d9f".into())
+        );
+        for bad in [
+            vec!["--container", ""],
+            vec!["--container", "a/b"],
+            vec!["--pod", ""],
+            vec!["--pod", "a/b/c"],
+            vec!["--pod", "/x"],
+        ] {
+            let mut argv = vec!["copyscope", "top"];
+            argv.extend(&bad);
             assert!(Cli::try_parse_from(&argv).is_err(), "{bad:?}");
         }
     }

@@ -42,5 +42,12 @@ pub fn run(cli: cli::Cli) -> Result<i32> {
         cli::Command::Bench(args) => bench::run(&args),
         cli::Command::BenchSend(args) => bench::send::run(&args),
         cli::Command::Calibrate => calibrate::print(),
+        cli::Command::Completions { shell } => {
+            cli::completions(shell, &mut std::io::stdout().lock());
+            Ok(0)
+        }
+        cli::Command::Man => cli::man(&mut std::io::stdout().lock())
+            .map(|()| 0)
+            .map_err(Into::into),
     }
 }

@@ -91,6 +91,115 @@ pub struct Exporter {
     pods: BTreeMap<String, PodRef>,
     /// Whether the API server answered; None without --kube-node.
     kube_up: Option<bool>,
+    /// The git commit and the rustc version copyscope was built from.
+    build: BuildInfo,
+    /// Where the `process_*` metrics of copyscope itself come from.
+    self_stats: SelfStats,
+    /// The kernel's page size.
+    page_size: u64,
+}
+
+/// What `copyscope_build_info` says besides the version and kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildInfo {
+    /// The git commit built (`unknown` outside a git tree).
+    pub revision: String,
+    /// The rustc version that compiled copyscope.
+    pub rustc: String,
+}
+
+impl BuildInfo {
+    /// This binary's, as agent/build.rs found them.
+    pub fn of_this_build() -> BuildInfo {
+        BuildInfo {
+            revision: env!("COPYSCOPE_REVISION").to_string(),
+            rustc: env!("COPYSCOPE_RUSTC_VERSION").to_string(),
+        }
+    }
+}
+
+/// The standard `process_*` figures of a process (what the Prometheus client libraries
+/// export for themselves).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ProcessStats {
+    pub cpu_seconds: f64,
+    pub resident_bytes: u64,
+    pub virtual_bytes: u64,
+    pub open_fds: u64,
+    pub max_fds: Option<u64>,
+    pub start_time_seconds: f64,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum SelfStats {
+    /// Read from /proc/self at each rendering.
+    Live,
+    /// Fixed figures (tests of the exposition).
+    Fixed(ProcessStats),
+}
+
+/// The kernel's page size, in bytes.
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf has no memory effects.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 { n as u64 } else { 4096 }
+}
+
+/// Ticks per second of the times in /proc/PID/stat.
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no memory effects.
+    let n = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if n > 0 { n as f64 } else { 100.0 }
+}
+
+impl ProcessStats {
+    /// This process's, from /proc/self and getrlimit; None when /proc cannot be read.
+    pub fn of_self() -> Option<ProcessStats> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let btime = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|s| parse_btime(&s))?;
+        let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes the struct it is given.
+        let max_fds = (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0
+            && limit.rlim_cur != libc::RLIM_INFINITY)
+            .then_some(limit.rlim_cur);
+        let mut p = parse_stat(&stat, clock_ticks(), page_size(), btime)?;
+        // The directory's own descriptor, open while it was read, is not counted.
+        p.open_fds = open_fds.saturating_sub(1);
+        p.max_fds = max_fds;
+        Some(p)
+    }
+}
+
+/// The figures of /proc/PID/stat: CPU time (utime + stime), virtual and resident size,
+/// start time (ticks after boot, plus the boot time `btime`).
+fn parse_stat(stat: &str, ticks: f64, page: u64, btime: u64) -> Option<ProcessStats> {
+    // The comm, in parentheses, may hold spaces and parentheses: fields follow the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts with field 3 (state): field n is f[n - 3].
+    let field = |n: usize| f.get(n - 3).and_then(|v| v.parse::<u64>().ok());
+    let cpu = (field(14)? + field(15)?) as f64 / ticks;
+    Some(ProcessStats {
+        cpu_seconds: cpu,
+        start_time_seconds: btime as f64 + field(22)? as f64 / ticks,
+        virtual_bytes: field(23)?,
+        resident_bytes: field(24)? * page,
+        open_fds: 0,
+        max_fds: None,
+    })
+}
+
+/// The boot time (Unix seconds) from /proc/stat.
+fn parse_btime(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("btime "))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 impl Exporter {
@@ -124,6 +233,24 @@ impl Exporter {
             early_harvests: 0,
             pods: BTreeMap::new(),
             kube_up: None,
+            build: BuildInfo::of_this_build(),
+            self_stats: SelfStats::Live,
+            page_size: page_size(),
+        }
+    }
+
+    /// The same exporter with fixed build information (for tests of the exposition).
+    pub fn with_build_info(self, build: BuildInfo) -> Exporter {
+        Exporter { build, ..self }
+    }
+
+    /// The same exporter with fixed `process_*` figures instead of /proc/self's, and a
+    /// fixed page size (for tests of the exposition).
+    pub fn with_process_stats(self, p: ProcessStats, page_size: u64) -> Exporter {
+        Exporter {
+            self_stats: SelfStats::Fixed(p),
+            page_size,
+            ..self
         }
     }
 
@@ -432,19 +559,39 @@ impl Exporter {
         // copyscope itself.
         f.gauge(
             BUILD_INFO,
-            &[("version", &self.version), ("kernel", &self.kernel)],
+            &[
+                ("version", &self.version),
+                ("revision", &self.build.revision),
+                ("rustc", &self.build.rustc),
+                ("kernel", &self.kernel),
+            ],
             1.0,
         );
+        f.gauge(PAGE_SIZE, &[], self.page_size as f64);
+        let stats = match self.self_stats {
+            SelfStats::Live => ProcessStats::of_self(),
+            SelfStats::Fixed(p) => Some(p),
+        };
+        if let Some(p) = stats {
+            f.counter(PROCESS_CPU, &[], p.cpu_seconds);
+            f.gauge(PROCESS_RESIDENT, &[], p.resident_bytes as f64);
+            f.gauge(PROCESS_VIRTUAL, &[], p.virtual_bytes as f64);
+            f.gauge(PROCESS_OPEN_FDS, &[], p.open_fds as f64);
+            if let Some(max) = p.max_fds {
+                f.gauge(PROCESS_MAX_FDS, &[], max as f64);
+            }
+            f.gauge(PROCESS_START, &[], p.start_time_seconds);
+        }
         for p in &self.probes {
-            f.gauge(
-                PROBE_ATTACHED,
-                &[
-                    ("family", &p.family),
-                    ("hook", &p.hook),
-                    ("method", p.method.as_deref().unwrap_or("none")),
-                ],
-                if p.attached { 1.0 } else { 0.0 },
-            );
+            let l = [("family", p.family.as_str()), ("hook", p.hook.as_str())];
+            f.gauge(PROBE_ATTACHED, &l, if p.attached { 1.0 } else { 0.0 });
+            if let (true, Some(method)) = (p.attached, &p.method) {
+                f.gauge(
+                    PROBE_METHOD,
+                    &[("family", &p.family), ("hook", &p.hook), ("method", method)],
+                    1.0,
+                );
+            }
         }
         for (figure, method) in &self.copy_methods {
             f.gauge(COPY_METHOD, &[("figure", figure), ("method", method)], 1.0);
@@ -586,11 +733,40 @@ const KUBE_UP: Spec = (
 );
 const BUILD_INFO: Spec = (
     "copyscope_build_info",
-    "copyscope's version and the kernel it runs on (value 1).",
+    "copyscope's version, the git commit and rustc it was built from, and the kernel it runs on (value 1).",
+);
+const PAGE_SIZE: Spec = (
+    "copyscope_page_size_bytes",
+    "The kernel's page size: the page-cache figures count pages of this size.",
 );
 const PROBE_ATTACHED: Spec = (
     "copyscope_probe_attached",
-    "1 if the probe is attached with this method, 0 if no method could attach.",
+    "1 if the probe is attached, 0 if no method could attach (the method: copyscope_probe_method_info).",
+);
+const PROBE_METHOD: Spec = (
+    "copyscope_probe_method_info",
+    "The method an attached probe uses (value 1).",
+);
+const PROCESS_CPU: Spec = (
+    "process_cpu_seconds_total",
+    "Total user and system CPU time spent in seconds.",
+);
+const PROCESS_RESIDENT: Spec = (
+    "process_resident_memory_bytes",
+    "Resident memory size in bytes.",
+);
+const PROCESS_VIRTUAL: Spec = (
+    "process_virtual_memory_bytes",
+    "Virtual memory size in bytes.",
+);
+const PROCESS_OPEN_FDS: Spec = ("process_open_fds", "Number of open file descriptors.");
+const PROCESS_MAX_FDS: Spec = (
+    "process_max_fds",
+    "Maximum number of open file descriptors.",
+);
+const PROCESS_START: Spec = (
+    "process_start_time_seconds",
+    "Start time of the process since unix epoch in seconds.",
 );
 const COPY_METHOD: Spec = (
     "copyscope_cpu_copy_method_info",
@@ -787,9 +963,17 @@ pub fn names() -> BTreeSet<&'static str> {
         ADVICE_INFO,
         ADVICE_SAVING,
         BUILD_INFO,
+        PAGE_SIZE,
         CONTAINER_INFO,
         KUBE_UP,
         PROBE_ATTACHED,
+        PROBE_METHOD,
+        PROCESS_CPU,
+        PROCESS_RESIDENT,
+        PROCESS_VIRTUAL,
+        PROCESS_OPEN_FDS,
+        PROCESS_MAX_FDS,
+        PROCESS_START,
         COPY_METHOD,
         KERNEL_DROPS,
         PROGRAM_MISSED,
@@ -822,6 +1006,64 @@ mod tests {
     };
 
     use super::*;
+
+    #[test]
+    fn process_figures_are_read_from_stat_whatever_the_comm() {
+        // A comm with spaces and parentheses; utime 250, stime 50 ticks; starttime 1000
+        // ticks after boot; vsize 100 MiB; rss 300 pages.
+        let stat = "4242 (a) (b c) S 1 4242 4242 0 -1 4194560 900 0 0 0 250 50 0 0 20 0 3 0 \
+1000 104857600 300 18446744073709551615 1 1 0 0 0 0 0 4096 0 0 0 0 17 1 0 0 0 0 0";
+        let p = parse_stat(stat, 100.0, 4096, 1_700_000_000).unwrap();
+        assert_eq!(p.cpu_seconds, 3.0);
+        assert_eq!(p.start_time_seconds, 1_700_000_010.0);
+        assert_eq!(p.virtual_bytes, 100 << 20);
+        assert_eq!(p.resident_bytes, 300 * 4096);
+        assert!(parse_stat("4242 (truncated", 100.0, 4096, 0).is_none());
+        assert_eq!(
+            parse_btime("cpu 1 2 3\nbtime 1700000000\nprocesses 9\n"),
+            Some(1_700_000_000)
+        );
+        assert_eq!(parse_btime("cpu 1 2 3\n"), None);
+    }
+
+    #[test]
+    fn this_process_figures_agree_with_proc_status_and_getconf() {
+        let p = ProcessStats::of_self().unwrap();
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let vm = |key: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+                .unwrap()
+                * 1024
+        };
+        // Read moments apart: the same within a few MiB.
+        let (rss, vsz) = (vm("VmRSS:"), vm("VmSize:"));
+        assert!(
+            p.resident_bytes.abs_diff(rss) < 8 << 20,
+            "{p:?} VmRSS {rss}"
+        );
+        assert!(
+            p.virtual_bytes.abs_diff(vsz) < 64 << 20,
+            "{p:?} VmSize {vsz}"
+        );
+        assert!(p.open_fds >= 3, "{p:?}");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        assert!(p.start_time_seconds <= now + 1.0 && p.start_time_seconds > now - 3600.0);
+        let getconf = std::process::Command::new("getconf")
+            .arg("PAGESIZE")
+            .output()
+            .unwrap();
+        let want: u64 = String::from_utf8_lossy(&getconf.stdout)
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(page_size(), want);
+    }
 
     #[test]
     fn exposition_is_byte_for_byte_what_the_prometheus_text_encoder_writes() {

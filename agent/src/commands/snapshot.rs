@@ -23,6 +23,15 @@ use crate::{
 pub fn run(args: &SnapshotArgs) -> Result<i32> {
     let watch = !args.command.is_empty();
     let thresholds = args.advice.thresholds()?;
+    // Pod names for --pod: the node's pods, listed while counting.
+    let pods = match args.kube.config()? {
+        Some(cfg) => Some(crate::pods::Pods::watch(cfg)?),
+        None if args.scope.pod.is_some() => anyhow::bail!(
+            "--pod needs the pods of this node from the Kubernetes API: give --kube-node \
+             NODE (and --kube-api URL outside a pod)"
+        ),
+        None => None,
+    };
     // Before the probes attach: the costs an application pays without copyscope.
     let calibration = calibrate::calibrate();
     let mut loaded = loader::load(&LoadOptions {
@@ -108,6 +117,16 @@ pub fn run(args: &SnapshotArgs) -> Result<i32> {
         &after,
         &mut crate::cgroups::Containers::new(),
     );
+    if let Some(pods) = &pods {
+        let known = pods.containers();
+        if args.scope.pod.is_some() && !pods.up() {
+            eprintln!("copyscope: the Kubernetes API did not answer: no pod is known");
+        }
+        for p in &mut snapshot.processes {
+            p.pod = p.container_id.as_ref().and_then(|c| known.get(c).cloned());
+        }
+    }
+    args.scope.apply(&mut snapshot);
     snapshot.bpf_stats = bpf_stats;
     snapshot.command = command;
     snapshot.calibration = Some(calibration);

@@ -161,6 +161,12 @@ fn status_line(app: &App, now: f64) -> TextLine<'static> {
             Origin::Remote(_) if error.contains("is not a copyscope snapshot") => {
                 "bad answer from the agent".to_string()
             }
+            Origin::Remote(_) if error.contains("(401 Unauthorized)") => {
+                "agent refused access".to_string()
+            }
+            Origin::Remote(_) if error.contains("TLS") || error.contains("certificate") => {
+                "TLS with the agent failed".to_string()
+            }
             Origin::Remote(_) => "agent unreachable".to_string(),
             Origin::Local => "collection failed".into(),
         };

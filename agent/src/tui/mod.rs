@@ -27,9 +27,13 @@ use crate::{
 #[derive(Debug, clap::Args)]
 pub struct TopArgs {
     /// Show a running agent (`copyscope run`) instead of attaching probes here, e.g.
-    /// http://127.0.0.1:9435 through `kubectl port-forward`. Needs no privileges.
+    /// http://127.0.0.1:9435 through `kubectl port-forward`, or https://HOST:PORT for one
+    /// with TLS (--web-config). Needs no privileges.
     #[arg(long, env = "COPYSCOPE_TOP_FROM", value_name = "URL")]
     pub from: Option<String>,
+
+    #[command(flatten)]
+    pub client: source::ClientArgs,
 
     /// Seconds between refreshes (+ and - change it while running).
     #[arg(long, short = 'i', default_value_t = 2.0, value_parser = parse_interval)]
@@ -45,6 +49,9 @@ pub struct TopArgs {
     pub filter: Option<String>,
 
     #[command(flatten)]
+    pub scope: crate::cli::ScopeArgs,
+
+    #[command(flatten)]
     pub advice: AdviceArgs,
 }
 
@@ -58,15 +65,33 @@ pub fn run(args: &TopArgs) -> Result<i32> {
     let interval = Duration::from_secs_f64(args.interval);
     // Everything that can fail for a reason the user must read happens before the
     // terminal switches to the full-screen view.
-    let (mut source, origin): (Box<dyn Source>, Origin) = match &args.from {
+    let (source, origin): (Box<dyn Source>, Origin) = match &args.from {
         Some(url) => (
-            Box::new(Remote::new(url, Duration::from_secs(3))?),
+            Box::new(Remote::new(url, Duration::from_secs(3), &args.client)?),
             Origin::Remote(url.trim_end_matches('/').to_string()),
+        ),
+        None if args.client.touched() => anyhow::bail!(
+            "--cacert, --cert, --key, --user and --password-file are for an agent's \
+             address (--from URL)"
         ),
         None => (
             Box::new(Local::start(args.advice.thresholds()?)?),
             Origin::Local,
         ),
+    };
+    if args.from.is_none() && args.scope.pod.is_some() {
+        anyhow::bail!(
+            "--pod needs pod names, which an agent started with --kube-node knows: use it \
+             with --from URL (locally: --container ID)"
+        );
+    }
+    let mut source: Box<dyn Source> = if args.scope.is_set() {
+        Box::new(Scoped {
+            inner: source,
+            scope: args.scope.clone(),
+        })
+    } else {
+        source
     };
     let mut app = App::new(origin, interval);
     if let Some(c) = &args.sort {
@@ -79,6 +104,21 @@ pub fn run(args: &TopArgs) -> Result<i32> {
     let result = event_loop(&mut terminal, &mut app, source.as_mut());
     ratatui::restore();
     result.map(|()| 0)
+}
+
+/// The windows of `inner` cut to the processes of a container or pod: the totals of the
+/// header are theirs.
+struct Scoped {
+    inner: Box<dyn Source>,
+    scope: crate::cli::ScopeArgs,
+}
+
+impl Source for Scoped {
+    fn fetch(&mut self) -> Result<crate::model::Snapshot> {
+        let mut s = self.inner.fetch()?;
+        self.scope.apply(&mut s);
+        Ok(s)
+    }
 }
 
 fn event_loop(

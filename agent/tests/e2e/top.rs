@@ -8,10 +8,15 @@ use std::{
     net::TcpListener,
     path::Path,
     process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     thread,
     time::{Duration, Instant},
 };
 
+use common::tls;
 use common::*;
 
 /// Why tmux tests cannot run, if they cannot.
@@ -314,4 +319,251 @@ fn top_that_cannot_attach_says_why_before_drawing_anything() {
     );
     // Nothing was drawn: no escape sequences for the alternate screen.
     assert!(!out.stdout.contains(&0x1b), "{:?}", out.stdout);
+}
+
+/// copyscope's own HTTP server (`copyscope::http::Server`, as `copyscope run` starts it)
+/// with a web configuration, in this process: `/api/v1/snapshot` answers the fixture
+/// window of agent/tests/fixtures/snapshot.json, ended now, with the nginx worker's calls
+/// going up by one per answer. No probes are loaded.
+struct FakeAgent {
+    addr: String,
+    /// Answers of /api/v1/snapshot with 200 (past basic auth).
+    served: Arc<AtomicU64>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl FakeAgent {
+    fn start(web_config: &Path) -> FakeAgent {
+        let web = copyscope::webconfig::load(web_config).unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let served = Arc::new(AtomicU64::new(0));
+        let fixture: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/snapshot.json"
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        let app = axum::Router::new().route(
+            "/api/v1/snapshot",
+            axum::routing::get({
+                let served = served.clone();
+                move || async move {
+                    let n = served.fetch_add(1, Ordering::SeqCst) + 1;
+                    let mut s = fixture.clone();
+                    s["end_unix_seconds"] = serde_json::json!(
+                        std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap()
+                            .as_secs_f64()
+                    );
+                    for p in s["processes"].as_array_mut().unwrap() {
+                        if p["pid"] == 4211 {
+                            let calls = p["calls"].as_u64().unwrap();
+                            p["calls"] = serde_json::json!(calls + n);
+                        }
+                    }
+                    axum::Json(s)
+                }
+            }),
+        );
+        let server = copyscope::http::Server::new(Some(web)).unwrap();
+        assert_eq!(server.scheme(), "https");
+        runtime.spawn(server.serve(listener, app, std::future::pending()));
+        FakeAgent {
+            addr,
+            served,
+            _runtime: runtime,
+        }
+    }
+}
+
+#[test]
+fn top_from_an_agent_with_tls_client_certificates_and_basic_auth_shows_its_rows() {
+    if let Some(why) = tmux_missing() {
+        skip!(format!("{why}"));
+    }
+    if !common::agent::require_tool("openssl", "openssl") {
+        return;
+    }
+    let d = scratch("top-tls");
+    let ca = tls::ca(&d, "copyscope top test CA");
+    tls::issue(
+        &d,
+        "server",
+        "server",
+        "serverAuth",
+        "subjectAltName=IP:127.0.0.1\n",
+    );
+    let (cert, key) = tls::issue(&d, "client", "client", "clientAuth", "");
+    let hash = bcrypt::hash("top secret", 4).unwrap();
+    let config = d.join("web-config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  \
+client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n\
+basic_auth_users:\n  prometheus: '{hash}'\n"
+        ),
+    )
+    .unwrap();
+    let password = d.join("password");
+    std::fs::write(&password, "top secret\n").unwrap();
+    let agent = FakeAgent::start(&config);
+    let url = format!("https://{}", agent.addr);
+    let tls_args = format!(
+        "--cacert {} --cert {} --key {}",
+        ca.display(),
+        cert.display(),
+        key.display()
+    );
+
+    // Every credential: the agent's rows, refreshed.
+    let t = Tmux::start(
+        "copyscope-top-tls",
+        &format!(
+            "{COPYSCOPE} top --from {url} --interval 1 {tls_args} --user prometheus \
+             --password-file {}",
+            password.display()
+        ),
+    );
+    let screen = t.wait_for("the agent's rows", 30, |s| {
+        server_line(s, 4211).is_some_and(|l| l.contains("nginx"))
+            && server_line(s, 1880).is_some_and(|l| l.contains("postgres"))
+    });
+    assert!(screen.contains(&format!("agent {url}")), "{screen}");
+    let before = agent.served.load(Ordering::SeqCst);
+    assert!(before >= 1);
+    // Refreshed every second: more windows are fetched and drawn.
+    t.wait_for("more windows", 15, |_| {
+        agent.served.load(Ordering::SeqCst) >= before + 2
+    });
+    let live = t.capture();
+    assert!(server_line(&live, 4211).is_some(), "{live}");
+    assert!(!live.contains("agent refused"), "{live}");
+    t.keys(&["q"]);
+    let end = t.wait_for("top to exit", 15, |s| s.contains("TOP-EXITED-"));
+    assert!(end.contains("TOP-EXITED-0"), "{end}");
+
+    // The password from the environment instead of a file.
+    let t = Tmux::start(
+        "copyscope-top-tls-env",
+        &format!(
+            "COPYSCOPE_PASSWORD='top secret' {COPYSCOPE} top --from {url} --interval 1 \
+             {tls_args} --user prometheus"
+        ),
+    );
+    t.wait_for("the agent's rows", 30, |s| server_line(s, 4211).is_some());
+    t.keys(&["q"]);
+    t.wait_for("top to exit", 15, |s| s.contains("TOP-EXITED-0"));
+
+    // No basic auth: the header says what to give, and no rows are invented.
+    let served = agent.served.load(Ordering::SeqCst);
+    let t = Tmux::start(
+        "copyscope-top-tls-nouser",
+        &format!("{COPYSCOPE} top --from {url} --interval 1 {tls_args}"),
+    );
+    let screen = t.wait_for("the 401 in the header", 30, |s| {
+        s.contains("agent refused access")
+    });
+    assert!(screen.contains("--user NAME"), "{screen}");
+    assert!(server_line(&screen, 4211).is_none(), "{screen}");
+    t.keys(&["q"]);
+    t.wait_for("top to exit", 15, |s| s.contains("TOP-EXITED-0"));
+
+    // A wrong password.
+    std::fs::write(&password, "wrong\n").unwrap();
+    let t = Tmux::start(
+        "copyscope-top-tls-wrong",
+        &format!(
+            "{COPYSCOPE} top --from {url} --interval 1 {tls_args} --user prometheus \
+             --password-file {}",
+            password.display()
+        ),
+    );
+    t.wait_for("the refused password in the header", 30, |s| {
+        s.contains("password of prometheus was refused")
+    });
+    t.keys(&["q"]);
+    t.wait_for("top to exit", 15, |s| s.contains("TOP-EXITED-0"));
+
+    // No client certificate: the TLS handshake fails, and says what is missing.
+    let t = Tmux::start(
+        "copyscope-top-tls-nocert",
+        &format!(
+            "COPYSCOPE_PASSWORD='top secret' {COPYSCOPE} top --from {url} --interval 1 \
+             --cacert {} --user prometheus",
+            ca.display()
+        ),
+    );
+    let screen = t.wait_for("the handshake failure in the header", 30, |s| {
+        s.contains("TLS with the agent failed")
+    });
+    assert!(screen.contains("client certificate"), "{screen}");
+    t.keys(&["q"]);
+    t.wait_for("top to exit", 15, |s| s.contains("TOP-EXITED-0"));
+
+    // No --cacert: the agent's certificate is not trusted.
+    let t = Tmux::start(
+        "copyscope-top-tls-noca",
+        &format!(
+            "COPYSCOPE_PASSWORD='top secret' {COPYSCOPE} top --from {url} --interval 1 \
+             --cert {} --key {} --user prometheus",
+            cert.display(),
+            key.display()
+        ),
+    );
+    let screen = t.wait_for("the untrusted certificate in the header", 30, |s| {
+        s.contains("certificate is not trusted")
+    });
+    assert!(screen.contains("--cacert"), "{screen}");
+    t.keys(&["q"]);
+    t.wait_for("top to exit", 15, |s| s.contains("TOP-EXITED-0"));
+    // None of the refused runs got a snapshot.
+    assert_eq!(agent.served.load(Ordering::SeqCst), served);
+}
+
+#[test]
+fn top_refuses_bad_client_options_before_drawing_anything() {
+    let d = scratch("top-client-options");
+    let url = "https://127.0.0.1:9";
+    for (args, env, want) in [
+        (vec!["--key", "client.key"], None, "--cert <FILE>"),
+        (
+            vec!["--cacert", "no-such-ca.crt"],
+            None,
+            "reading the CA file (--cacert)",
+        ),
+        (vec!["--user", "prometheus"], None, "COPYSCOPE_PASSWORD"),
+        (
+            vec!["--user", "prometheus", "--password-file", "no-such-file"],
+            Some("ignored"),
+            "reading the password file",
+        ),
+    ] {
+        let mut cmd = Command::new(COPYSCOPE);
+        cmd.current_dir(&d)
+            .args(["top", "--from", url])
+            .args(&args)
+            .env_remove("COPYSCOPE_PASSWORD")
+            .stdin(Stdio::null());
+        if let Some(p) = env {
+            cmd.env("COPYSCOPE_PASSWORD", p);
+        }
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{args:?}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        // Nothing was drawn.
+        assert!(!out.stdout.contains(&0x1b), "{args:?}: {:?}", out.stdout);
+    }
 }

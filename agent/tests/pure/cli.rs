@@ -171,3 +171,119 @@ fn calibrate_prints_plausible_costs_as_json() {
     assert!((1e8..1e12).contains(&bw), "memcpy bandwidth {bw} B/s");
     assert!((1e-9..1e-4).contains(&sys), "syscall cost {sys} s");
 }
+
+/// The commands a user can type (hidden ones aside), from the clap definitions.
+fn subcommands() -> Vec<String> {
+    use clap::CommandFactory as _;
+    copyscope::cli::Cli::command()
+        .get_subcommands()
+        .filter(|c| !c.is_hide_set())
+        .map(|c| c.get_name().to_string())
+        .collect()
+}
+
+#[test]
+fn completion_scripts_know_every_command_and_bash_parses_its_own() {
+    let commands = subcommands();
+    assert!(commands.len() >= 7, "{commands:?}");
+    for shell in ["bash", "zsh", "fish"] {
+        let (code, script, err) = run(&["completions", shell], &[]);
+        assert_eq!(code, 0, "{shell}: {err}");
+        for c in &commands {
+            assert!(script.contains(c.as_str()), "{shell} completion lacks {c}");
+        }
+        // The options of a command too.
+        assert!(script.contains("cacert"), "{shell}");
+        assert!(script.contains("password-file"), "{shell}");
+    }
+    let (_, bash, _) = run(&["completions", "bash"], &[]);
+    // Every command is a case of the script's command dispatch.
+    for c in &commands {
+        assert!(
+            bash.contains(&format!("copyscope,{c})")),
+            "bash completion has no case for {c}"
+        );
+    }
+    let check = Command::new("bash")
+        .args(["-n", "-c", &bash])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "bash -n: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    // Completing `copyscope sn` in bash offers snapshot.
+    let complete = Command::new("bash")
+        .args([
+            "-c",
+            &format!(
+                "{bash}\nCOMP_WORDS=(copyscope sn); COMP_CWORD=1; COMP_LINE='copyscope sn'; \
+                 COMP_POINT=${{#COMP_LINE}}; _copyscope copyscope sn copyscope; \
+                 printf '%s\\n' \"${{COMPREPLY[@]}}\""
+            ),
+        ])
+        .output()
+        .unwrap();
+    let offered = String::from_utf8_lossy(&complete.stdout);
+    assert!(
+        offered.lines().any(|l| l == "snapshot"),
+        "offered {offered:?}: {}",
+        String::from_utf8_lossy(&complete.stderr)
+    );
+    let (code, _, err) = run(&["completions", "tcsh"], &[]);
+    assert_clean_error(code, &err, "invalid value 'tcsh'");
+}
+
+#[test]
+fn the_manual_page_has_every_command_and_its_options() {
+    let (code, page, err) = run(&["man"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH copyscope"),
+        "{page}"
+    );
+    for c in subcommands() {
+        assert!(
+            page.contains(&format!(".SH \"COPYSCOPE {}\"", c.to_uppercase())),
+            "no section for {c}"
+        );
+    }
+    for option in [
+        "\\-\\-web\\-config",
+        "\\-\\-cacert",
+        "\\-\\-container",
+        "\\-\\-pod",
+    ] {
+        assert!(page.contains(option), "{option} is not in the page");
+    }
+    // The page renders (man-db's man, when installed) with no warnings.
+    if Command::new("man").arg("--version").output().is_ok() {
+        let d = common::scratch("man");
+        let file = d.join("copyscope.1");
+        std::fs::write(&file, &page).unwrap();
+        let out = Command::new("man")
+            .args(["--warnings", "-l"])
+            .arg(&file)
+            .env("MANWIDTH", "80")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("copyscope top"), "{text}");
+    }
+}
+
+#[test]
+fn pod_filters_say_where_pod_names_come_from() {
+    let (code, _, err) = run(&["snapshot", "--pod", "web-0"], &[]);
+    assert_clean_error(code, &err, "--pod needs the pods of this node");
+    let (code, _, err) = run(&["top", "--pod", "web-0"], &[]);
+    assert_clean_error(code, &err, "with --from URL");
+    let (code, _, err) = run(&["snapshot", "--container", "a/b"], &[]);
+    assert_clean_error(code, &err, "is not a container id");
+}

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, path::PathBuf, process::Command};
 
 use copyscope::{
     advisor::{Calibration, Thresholds},
-    metrics::{Exporter, Options},
+    metrics::{BuildInfo, Exporter, Options, ProcessStats},
     model::{PodRef, ProbeRow, ProcessRow, SchedRow, Snapshot},
     testing::RowBuilder,
 };
@@ -91,6 +91,21 @@ fn exporter_with(max_workloads: usize, pid_labels: bool, min_cpu_saved: f64) -> 
         },
         "6.18.44-test",
         false,
+    )
+    .with_build_info(BuildInfo {
+        revision: "0123456789ab".into(),
+        rustc: "1.91.0".into(),
+    })
+    .with_process_stats(
+        ProcessStats {
+            cpu_seconds: 12.5,
+            resident_bytes: 40 * M,
+            virtual_bytes: 900 * M,
+            open_fds: 23,
+            max_fds: Some(1 << 20),
+            start_time_seconds: 1_789_999_000.0,
+        },
+        4096,
     )
 }
 
@@ -201,6 +216,98 @@ fn exposition_by_workload_matches_the_golden_file_and_lints_clean() {
     );
     assert!(text.contains("copyscope_advice_estimated_cpu_saved_seconds_total{comm=\"nginx\",container_id=\"\",pattern=\"sendfile\"}"));
     assert!(!text.contains("pid="));
+    // One series per probe whatever its method; the method of an attached one beside it.
+    assert!(text.contains("copyscope_probe_attached{family=\"syscalls\",hook=\"sys_enter\"} 1\n"));
+    assert!(text.contains("copyscope_probe_attached{family=\"copies\",hook=\"file_read\"} 0\n"));
+    assert!(text.contains(
+        "copyscope_probe_method_info{family=\"syscalls\",hook=\"sys_enter\",method=\"tp_btf\"} 1\n"
+    ));
+    assert!(!text.contains("copyscope_probe_method_info{family=\"copies\""));
+    assert!(text.contains(
+        "copyscope_build_info{version=\"0.1.0\",revision=\"0123456789ab\",rustc=\"1.91.0\",kernel=\"6.18.44-test\"} 1\n"
+    ));
+    assert!(text.contains("copyscope_page_size_bytes 4096\n"));
+    assert!(text.contains("process_cpu_seconds_total 12.5\n"));
+    assert!(text.contains("process_open_fds 23\n"));
+}
+
+#[test]
+fn a_live_exporter_says_its_build_and_its_own_process_figures() {
+    let text = Exporter::new(
+        Options {
+            max_workloads: 10,
+            pid_labels: false,
+            idle_windows: 3,
+        },
+        Thresholds::default(),
+        Calibration {
+            memcpy_bytes_per_second: 8e9,
+            syscall_seconds: 200e-9,
+        },
+        "6.18.44-test",
+        false,
+    )
+    .render();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {name}:\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    // This test process, read from /proc/self (checked against /proc/self/status in
+    // metrics.rs's unit tests).
+    assert!(value("process_resident_memory_bytes") > 1e6);
+    assert!(value("process_virtual_memory_bytes") >= value("process_resident_memory_bytes"));
+    assert!(value("process_open_fds") >= 3.0);
+    assert!(value("process_max_fds") >= value("process_open_fds"));
+    assert!(value("process_cpu_seconds_total") >= 0.0);
+    assert!(value("process_start_time_seconds") > 1.6e9);
+    let page: f64 = String::from_utf8_lossy(
+        &Command::new("getconf")
+            .arg("PAGESIZE")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .trim()
+    .parse()
+    .unwrap();
+    assert_eq!(value("copyscope_page_size_bytes"), page);
+    // The revision is a commit of this tree (or "unknown" outside one), rustc a version.
+    let info = text
+        .lines()
+        .find(|l| l.starts_with("copyscope_build_info{"))
+        .unwrap();
+    let label = |k: &str| {
+        info.split(&format!("{k}=\""))
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let revision = label("revision");
+    assert!(
+        revision == "unknown" || revision.chars().all(|c| c.is_ascii_hexdigit()),
+        "{info}"
+    );
+    let git = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output();
+    if let Some(o) = git.ok().filter(|o| o.status.success()) {
+        // Built from this checkout (HEAD may have moved since the build only by a commit
+        // made after it, in which case the build is rerun).
+        assert_eq!(
+            revision,
+            String::from_utf8_lossy(&o.stdout).trim(),
+            "{info}"
+        );
+    }
+    let rustc = label("rustc");
+    assert!(rustc.split('.').count() >= 3, "{info}");
 }
 
 #[test]
