@@ -305,7 +305,7 @@ fn get(
         let hint = match status {
             401 => ": the token was refused",
             403 => {
-                ": the service account needs get, list and watch on pods (the chart's ClusterRole)"
+                ": the service account needs list and watch on pods (the chart's ClusterRole)"
             }
             _ => "",
         };

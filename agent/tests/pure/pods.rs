@@ -205,7 +205,7 @@ fn a_refused_api_leaves_container_ids_without_pod_names() {
     });
     let log = agent.log();
     assert!(
-        log.contains("HTTP 403") && log.contains("needs get, list and watch on pods"),
+        log.contains("HTTP 403") && log.contains("needs list and watch on pods"),
         "the agent says why and what to grant:\n{log}"
     );
     // It warns once, not at every retry.
