@@ -681,7 +681,7 @@ const CPU_COPY_BYTES: Spec = (
 );
 const ZERO_COPY_BYTES: Spec = (
     "copyscope_zero_copy_bytes_total",
-    "Bytes moved without a CPU copy through user memory (sendfile, splice, tee, vmsplice, copy_file_range).",
+    "Bytes moved without a CPU copy through user memory (sendfile, splice, tee, vmsplice, copy_file_range, io_uring SEND_ZC, SENDMSG_ZC, SPLICE and TEE, and sends with MSG_ZEROCOPY).",
 );
 const DIRECT_IO_BYTES: Spec = (
     "copyscope_direct_io_bytes_total",

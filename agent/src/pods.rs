@@ -304,9 +304,7 @@ fn get(
             .unwrap_or(body);
         let hint = match status {
             401 => ": the token was refused",
-            403 => {
-                ": the service account needs list and watch on pods (the chart's ClusterRole)"
-            }
+            403 => ": the service account needs list and watch on pods (the chart's ClusterRole)",
             _ => "",
         };
         bail!("GET {url}: HTTP {status}{hint}: {}", msg.trim());
