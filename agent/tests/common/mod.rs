@@ -137,10 +137,41 @@ macro_rules! skip {
 #[macro_export]
 macro_rules! require_kernel {
     () => {
+        let _module = common::module_gate(module_path!());
         if let Some(why) = common::kernel_unavailable() {
             $crate::skip!(why);
         }
     };
+}
+
+/// Kernel-tier tests of one module run beside each other but never beside another
+/// module's: churn's thousands of processes, or a burst of exits, would otherwise share
+/// the machine with a test that waits on a pinned agent's handover.
+static GATE: std::sync::Mutex<(Option<&'static str>, usize)> = std::sync::Mutex::new((None, 0));
+static GATE_FREE: std::sync::Condvar = std::sync::Condvar::new();
+
+/// Held for the rest of a kernel-tier test: see [`GATE`].
+pub struct ModuleGate;
+
+pub fn module_gate(module: &'static str) -> ModuleGate {
+    let mut g = GATE.lock().unwrap_or_else(|e| e.into_inner());
+    while g.0.is_some_and(|m| m != module) {
+        g = GATE_FREE.wait(g).unwrap_or_else(|e| e.into_inner());
+    }
+    g.0 = Some(module);
+    g.1 += 1;
+    ModuleGate
+}
+
+impl Drop for ModuleGate {
+    fn drop(&mut self) {
+        let mut g = GATE.lock().unwrap_or_else(|e| e.into_inner());
+        g.1 -= 1;
+        if g.1 == 0 {
+            g.0 = None;
+            GATE_FREE.notify_all();
+        }
+    }
 }
 
 pub fn record_skip(here: &str, why: &str) {
