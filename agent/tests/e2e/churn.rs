@@ -20,7 +20,7 @@ use std::{
 
 use common::{
     Slack, WORKLOAD,
-    agent::{Agent, Guard, by_label, get, start_agent, sum, wait_for},
+    agent::{Agent, Guard, by_label, get, launch, start_agent, sum, wait_for},
     assert_near, assert_ok, scratch,
 };
 use copyscope::collect::footprint::parse_status_bytes;
@@ -345,7 +345,9 @@ fn a_burst_of_exits_in_one_long_window_is_harvested_early_and_counted_exactly() 
     let d = scratch("burst");
     let file = d.join("pwrite.bin");
     let file = file.to_str().unwrap();
-    let agent = start_agent(&["--interval", "30"]);
+    // Ready only after its first 30 s window: the wait for that collection below is the
+    // wait for readiness (start_agent's 30 s would race the window).
+    let agent = launch(&[], &["--interval", "30", "--no-pin"]);
     let name = comm("burst");
     let collections = |t: &str| sum(t, "copyscope_collections_total", &[]);
     let first = wait_for(Duration::from_secs(60), "the first collection", || {
