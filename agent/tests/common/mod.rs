@@ -299,6 +299,17 @@ pub struct Row {
     pub errors: u64,
 }
 
+impl Row {
+    /// Calls that all succeeded, with their bytes.
+    pub fn ok(calls: u64, bytes: u64) -> Row {
+        Row {
+            calls,
+            bytes,
+            errors: 0,
+        }
+    }
+}
+
 /// (syscall, fd_kind) -> counts of one process.
 pub fn rows(p: &Value) -> HashMap<(String, String), Row> {
     p["syscalls"]

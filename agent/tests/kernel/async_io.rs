@@ -158,11 +158,7 @@ fn python_sendmmsg_and_recvmmsg_count_calls_messages_and_bytes() {
     let said = std::fs::read_to_string(&out_file).unwrap();
     assert_eq!(said.trim(), "70000 70000", "the script's own count");
     let p = command_process(&snap);
-    let call = |calls, bytes| Row {
-        calls,
-        bytes,
-        errors: 0,
-    };
+    let call = Row::ok;
     assert_eq!(row(p, "sendmmsg", "socket"), call(7, 70_000), "{p}");
     assert_eq!(row(p, "recvmmsg", "socket"), call(7, 70_000), "{p}");
     assert_eq!(row(p, "sendmmsg_messages", "socket"), call(70, 0), "{p}");

@@ -704,11 +704,7 @@ fn sendmmsg_and_recvmmsg_count_calls_messages_and_bytes_exactly() {
     );
     let p = command_process(&snap);
     let s = slack(&snap);
-    let call = |calls, bytes| Row {
-        calls,
-        bytes,
-        errors: 0,
-    };
+    let call = Row::ok;
     for (sys, msgs) in [
         ("sendmmsg", "sendmmsg_messages"),
         ("recvmmsg", "recvmmsg_messages"),
@@ -738,11 +734,7 @@ fn mmsg_messages_past_the_64th_of_a_call_are_counted_without_their_bytes() {
     assert_eq!(res["sent"], 30_000);
     let p = command_process(&snap);
     let s = slack(&snap);
-    let call = |calls, bytes| Row {
-        calls,
-        bytes,
-        errors: 0,
-    };
+    let call = Row::ok;
     // The bytes of the first 64 messages of each call.
     assert_batch(
         s,
@@ -996,11 +988,7 @@ fn msg_zerocopy_sends_are_zero_copy_and_their_completions_are_counted() {
 
     let p = process(&snap, pid);
     let s = slack(&snap);
-    let want = |calls, bytes| Row {
-        calls,
-        bytes,
-        errors: 0,
-    };
+    let want = Row::ok;
     assert_counted(
         s,
         row(p, "sendto_zerocopy", "socket"),
