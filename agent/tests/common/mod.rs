@@ -473,3 +473,33 @@ pub fn assert_counted(s: Slack, got: Row, want: Row, max_call_bytes: u64) {
     assert_near(s, got.bytes, want.bytes, max_call_bytes, "bytes");
     assert_near(s, got.errors, want.errors, 1, "errors");
 }
+
+/// `copyscope snapshot --json -- fio ARGS` with `engine` (`--ioengine`) on a 32 MiB file in
+/// `dir`, 64 KiB blocks, depth 8: the snapshot and fio's own JSON report.
+pub fn fio_snapshot(
+    engine: &str,
+    dir: &Path,
+    name: &str,
+    args: &[&str],
+) -> (serde_json::Value, serde_json::Value) {
+    let data = dir.join("data");
+    if !data.exists() {
+        write_file(&data, 32 << 20);
+    }
+    let report = dir.join(format!("{name}.json"));
+    let out = std::process::Command::new(COPYSCOPE)
+        .args(["snapshot", "--json", "--", "fio", "--name", name])
+        .arg(format!("--filename={}", data.display()))
+        .args(["--size=32M", "--bs=64k", "--iodepth=8"])
+        .arg(format!("--ioengine={engine}"))
+        .args(["--output-format=json"])
+        .arg(format!("--output={}", report.display()))
+        .args(args)
+        .output()
+        .expect("running copyscope snapshot -- fio");
+    assert_ok(&out, "copyscope snapshot -- fio");
+    let snap = serde_json::from_slice(&out.stdout).expect("snapshot JSON");
+    let fio = serde_json::from_str(&std::fs::read_to_string(&report).expect("fio's report"))
+        .expect("fio's JSON report");
+    (snap, fio)
+}

@@ -6,7 +6,7 @@
 
 use crate::common;
 
-use std::{path::Path, process::Command};
+use std::process::Command;
 
 use common::{agent::require_tool, *};
 use serde_json::Value;
@@ -14,30 +14,6 @@ use serde_json::Value;
 /// Why one of the per-call programs is not attached on this kernel, if it is not.
 fn batch_missing(hooks: &[&str]) -> Option<String> {
     hooks.iter().find_map(|h| probe_missing("syscalls", h))
-}
-
-/// `copyscope snapshot --json -- fio ARGS` with libaio on a 32 MiB file: the snapshot and
-/// fio's own JSON report.
-fn run_fio(dir: &Path, name: &str, args: &[&str]) -> (Value, Value) {
-    let data = dir.join("data");
-    if !data.exists() {
-        write_file(&data, 32 << 20);
-    }
-    let report = dir.join(format!("{name}.json"));
-    let out = Command::new(COPYSCOPE)
-        .args(["snapshot", "--json", "--", "fio", "--name", name])
-        .arg(format!("--filename={}", data.display()))
-        .args(["--size=32M", "--bs=64k", "--iodepth=8", "--ioengine=libaio"])
-        .args(["--output-format=json"])
-        .arg(format!("--output={}", report.display()))
-        .args(args)
-        .output()
-        .expect("running copyscope snapshot -- fio");
-    assert_ok(&out, "copyscope snapshot -- fio");
-    let snap: Value = serde_json::from_slice(&out.stdout).expect("snapshot JSON");
-    let fio: Value = serde_json::from_str(&std::fs::read_to_string(&report).expect("fio's report"))
-        .expect("fio's JSON report");
-    (snap, fio)
 }
 
 /// The fio processes (the command and the job it forks).
@@ -97,7 +73,8 @@ fn fio_libaio_direct_reads_match_fios_report() {
     }
     let d = scratch("aio-direct");
     // A batch of 8 iocbs per io_submit: each is read from the call's array.
-    let (snap, fio) = run_fio(
+    let (snap, fio) = fio_snapshot(
+        "libaio",
         &d,
         "aio",
         &["--rw=read", "--direct=1", "--iodepth_batch_submit=8"],
@@ -126,7 +103,7 @@ fn fio_libaio_buffered_writes_match_fios_report() {
         skip!(why);
     }
     let d = scratch("aio-buffered");
-    let (snap, fio) = run_fio(&d, "aiow", &["--rw=write"]);
+    let (snap, fio) = fio_snapshot("libaio", &d, "aiow", &["--rw=write"]);
     let (ops, bytes) = reported(&fio, "write");
     assert_eq!(bytes, 32 << 20);
     assert_eq!(fio_rows(&snap, "aio_write", "file"), (ops, bytes));

@@ -4,43 +4,12 @@
 
 use crate::common;
 
-use std::{path::Path, process::Command};
-
 use common::{agent::require_tool, *};
 use serde_json::Value;
 
 /// The uring family's probe, or why this kernel lacks it.
 fn uring_missing() -> Option<String> {
     probe_missing("uring", "io_uring_complete")
-}
-
-/// `copyscope snapshot --json -- fio ARGS` on a 32 MiB file: the snapshot and fio's own
-/// JSON report.
-fn run_fio(dir: &Path, name: &str, args: &[&str]) -> (Value, Value) {
-    let data = dir.join("data");
-    if !data.exists() {
-        write_file(&data, 32 << 20);
-    }
-    let report = dir.join(format!("{name}.json"));
-    let out = Command::new(COPYSCOPE)
-        .args(["snapshot", "--json", "--", "fio", "--name", name])
-        .arg(format!("--filename={}", data.display()))
-        .args([
-            "--size=32M",
-            "--bs=64k",
-            "--iodepth=8",
-            "--ioengine=io_uring",
-        ])
-        .args(["--output-format=json"])
-        .arg(format!("--output={}", report.display()))
-        .args(args)
-        .output()
-        .expect("running copyscope snapshot -- fio");
-    assert_ok(&out, "copyscope snapshot -- fio");
-    let snap: Value = serde_json::from_slice(&out.stdout).expect("snapshot JSON");
-    let fio: Value = serde_json::from_str(&std::fs::read_to_string(&report).expect("fio's report"))
-        .expect("fio's JSON report");
-    (snap, fio)
 }
 
 /// Operations and bytes of one io_uring row, summed over every fio process (the command
@@ -96,7 +65,7 @@ fn fio_io_uring_direct_reads_match_fios_report() {
         skip!(why);
     }
     let d = scratch("uring-direct");
-    let (snap, fio) = run_fio(&d, "direct", &["--rw=read", "--direct=1"]);
+    let (snap, fio) = fio_snapshot("io_uring", &d, "direct", &["--rw=read", "--direct=1"]);
     let (ops, bytes) = reported(&fio, "read");
     assert_eq!(bytes, 32 << 20, "fio read the whole file");
     assert_eq!(
@@ -123,7 +92,7 @@ fn fio_io_uring_buffered_reads_and_writes_match_fios_report() {
         skip!(why);
     }
     let d = scratch("uring-buffered");
-    let (snap, fio) = run_fio(&d, "read", &["--rw=read"]);
+    let (snap, fio) = fio_snapshot("io_uring", &d, "read", &["--rw=read"]);
     let read = reported(&fio, "read");
     assert_eq!(read.1, 32 << 20);
     assert_eq!(fio_rows(&snap, "io_uring_read", "file"), read);
@@ -133,7 +102,7 @@ fn fio_io_uring_buffered_reads_and_writes_match_fios_report() {
         "buffered io_uring reads are CPU copies: {p}"
     );
 
-    let (snap, fio) = run_fio(&d, "write", &["--rw=write"]);
+    let (snap, fio) = fio_snapshot("io_uring", &d, "write", &["--rw=write"]);
     let written = reported(&fio, "write");
     assert_eq!(written.1, 32 << 20);
     assert_eq!(fio_rows(&snap, "io_uring_write", "file"), written);
@@ -150,7 +119,8 @@ fn fio_io_uring_sqpoll_reads_belong_to_fio_with_few_submissions() {
         skip!(why);
     }
     let d = scratch("uring-sqpoll");
-    let (snap, fio) = run_fio(
+    let (snap, fio) = fio_snapshot(
+        "io_uring",
         &d,
         "sqpoll",
         &["--rw=read", "--direct=1", "--sqthread_poll=1"],
