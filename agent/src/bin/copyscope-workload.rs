@@ -769,7 +769,7 @@ impl Completions {
             // SAFETY: a plain C struct, all zeroes is valid.
             let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
             msg.msg_control = control.as_mut_ptr().cast();
-            msg.msg_controllen = std::mem::size_of_val(&control);
+            msg.msg_controllen = std::mem::size_of_val(&control) as _;
             // SAFETY: msg points at our control buffer.
             let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_ERRQUEUE) };
             if check(n, "recvmsg(MSG_ERRQUEUE)") != 0 {
