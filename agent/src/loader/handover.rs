@@ -204,9 +204,11 @@ pub(super) fn attach(
         if old.is_some() {
             // Another build: its programs go, this build's come (no overlap: an event is
             // never counted twice).
+            let programs = dir.program_ids();
             dir.remove_programs()?;
             // An earlier pin's maps only: maps created at this start have no other users.
             counting_alone(&dir, &BTreeSet::new())?;
+            detached(&dir, &programs);
         }
         let probes = attach_all(&mut ebpf, &mut links);
         let how = if old.is_some() {
@@ -280,6 +282,46 @@ fn counting_alone(dir: &PinDir, ours: &BTreeSet<u32>) -> Result<()> {
             );
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Wait until the replaced build's programs (`ids`) are freed, up to five seconds: only
+/// then are they certainly detached. [`counting_alone`] has seen their links go, but the
+/// kernel frees a link's id before it detaches the program, and the detach can wait on
+/// another agent attaching at the same hook: attaching now would count those moments'
+/// events twice. A program still loaded after that is held by a file descriptor without a
+/// link (it does not run): said, not waited for.
+fn detached(dir: &PinDir, ids: &BTreeSet<u32>) {
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let alive = match pin::kernel::still_loaded(ids) {
+            Ok(a) => a,
+            Err(e) => {
+                log::info!(
+                    "not checked that the programs pinned at {} before are freed (listing \
+                     programs needs CAP_SYS_ADMIN): {e}",
+                    dir.path().display()
+                );
+                return;
+            }
+        };
+        if alive.is_empty() {
+            return;
+        }
+        if Instant::now() >= until {
+            log::warn!(
+                "programs that were pinned at {} are still loaded after their links went \
+                 (ids {}): another process holds them; they are not attached",
+                dir.path().display(),
+                alive
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

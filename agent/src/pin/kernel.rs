@@ -9,7 +9,8 @@ use aya::programs::{ProgramError, links::LinkError, loaded_links, loaded_program
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Map,
-    Program,
+    /// A program, with its id.
+    Program(u32),
     /// A link, with its id.
     Link(u32),
 }
@@ -22,8 +23,8 @@ pub fn pinned_kind(path: &Path) -> Option<Kind> {
     kind_of_fdinfo(&info)
 }
 
-/// The kind named in a BPF object's fdinfo (`map_type:`, `prog_type:`, or `link_type:`
-/// with `link_id:`).
+/// The kind named in a BPF object's fdinfo (`map_type:`, `prog_type:` with `prog_id:`,
+/// or `link_type:` with `link_id:`).
 fn kind_of_fdinfo(info: &str) -> Option<Kind> {
     let field = |name: &str| {
         info.lines()
@@ -33,7 +34,7 @@ fn kind_of_fdinfo(info: &str) -> Option<Kind> {
         return field("link_id")?.parse().ok().map(Kind::Link);
     }
     if field("prog_type").is_some() {
-        return Some(Kind::Program);
+        return field("prog_id")?.parse().ok().map(Kind::Program);
     }
     field("map_type").map(|_| Kind::Map)
 }
@@ -88,6 +89,28 @@ fn errno_of_program(e: ProgramError) -> io::Error {
 /// A link or program that went away while being listed.
 fn vanished(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::ENOENT)
+}
+
+/// Which of the programs `ids` are still loaded. A program is freed only after its last
+/// link has detached it, so once none is loaded, none runs: the link ids alone do not say
+/// it, because the kernel frees a link's id before it detaches the link's program (which
+/// can wait, for tens of milliseconds, on another attach or detach at the same hook).
+pub fn still_loaded(ids: &BTreeSet<u32>) -> io::Result<BTreeSet<u32>> {
+    let mut alive = BTreeSet::new();
+    if ids.is_empty() {
+        return Ok(alive);
+    }
+    for p in loaded_programs() {
+        match p.map_err(errno_of_program) {
+            Ok(p) if ids.contains(&p.id()) => {
+                alive.insert(p.id());
+            }
+            Ok(_) => {}
+            Err(e) if vanished(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(alive)
 }
 
 /// Every attached link whose program uses one of `maps` (map ids), except the links in
@@ -156,7 +179,7 @@ mod tests {
         let link = "pos:\t0\nflags:\t02000000\nlink_type:\tperf\nlink_id:\t12\nprog_tag:\tab\n\
                     prog_id:\t40\n";
         assert_eq!(kind_of_fdinfo(map), Some(Kind::Map));
-        assert_eq!(kind_of_fdinfo(prog), Some(Kind::Program));
+        assert_eq!(kind_of_fdinfo(prog), Some(Kind::Program(40)));
         assert_eq!(kind_of_fdinfo(link), Some(Kind::Link(12)));
         assert_eq!(kind_of_fdinfo("pos:\t0\nflags:\t0\n"), None);
     }

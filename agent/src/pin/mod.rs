@@ -308,6 +308,19 @@ impl PinDir {
             .collect()
     }
 
+    /// The ids of the programs pinned under `progs`.
+    pub fn program_ids(&self) -> BTreeSet<u32> {
+        std::fs::read_dir(self.path.join("progs"))
+            .map(|d| {
+                d.filter_map(|e| match kernel::pinned_kind(&e.ok()?.path()) {
+                    Some(kernel::Kind::Program(id)) => Some(id),
+                    _ => None,
+                })
+                .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The ids of the links pinned under `links/GENERATION`.
     pub fn link_ids(&self, generation: u32) -> BTreeSet<u32> {
         self.links(generation)
@@ -426,7 +439,7 @@ fn first_word(path: &Path) -> Result<u64> {
 fn expected(sub: &str) -> fn(Option<kernel::Kind>) -> bool {
     match sub {
         "maps" => |k| k == Some(kernel::Kind::Map),
-        "progs" => |k| k == Some(kernel::Kind::Program),
+        "progs" => |k| matches!(k, Some(kernel::Kind::Program(_))),
         _ => |k| matches!(k, Some(kernel::Kind::Link(_))),
     }
 }
