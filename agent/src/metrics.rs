@@ -290,37 +290,53 @@ impl Exporter {
             }
         }
         drop(index);
-        // Busiest first: they keep or win the workload slots (labels break ties).
-        let activity: Vec<(u64, u64)> = groups.iter().map(|(_, r)| workload::activity(r)).collect();
-        let mut order: Vec<usize> = (0..groups.len()).collect();
-        order.sort_unstable_by(|&a, &b| {
-            activity[b]
-                .cmp(&activity[a])
-                .then_with(|| groups[a].0.cmp(&groups[b].0))
-        });
+        // Busiest first: they keep or win the workload slots (labels break ties). Sorted
+        // by a key laid out once, so that a comparison reads no row.
+        let mut order: Vec<((u64, u64), &Labels<'_>, usize)> = groups
+            .iter()
+            .enumerate()
+            .map(|(i, (l, r))| (workload::activity(r), l, i))
+            .collect();
+        order.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
         let mut advice = Vec::new();
         let mut tracked = self.tracked();
         // The workload the others are summed under, taken out while the window is folded
         // in (one lookup, not one per process beyond the cap).
         let other_key = WorkloadKey::other(self.opts.pid_labels);
         let mut other = self.workloads.remove(&other_key);
-        for i in order {
-            let ((comm, container_id, pid), row) = &groups[i];
-            let row: &ProcessRow = row;
-            let key = WorkloadKey {
-                comm: comm.to_string(),
-                container_id: container_id.clone(),
-                pid: *pid,
-            };
-            let known = if key == other_key {
-                other.is_some()
-            } else {
-                self.workloads.contains_key(&key)
-            };
-            let own = known || tracked < self.opts.max_workloads;
-            if own && !known && key.comm != OTHER {
-                tracked += 1;
-            }
+        let is_other = |(comm, container_id, pid): &Labels<'_>| {
+            *comm == other_key.comm
+                && *container_id == other_key.container_id
+                && *pid == other_key.pid
+        };
+        // Which groups have series already, by borrowed labels: a group beyond the cap
+        // is folded into the others without a key of its own being built.
+        let known: foldhash::HashSet<(&str, &str, Option<u32>)> = self
+            .workloads
+            .keys()
+            .map(|k| (k.comm.as_str(), k.container_id.as_str(), k.pid))
+            .collect();
+        // The others' workload exists once a group is folded into it.
+        let mut other_exists = other.is_some();
+        let owned: Vec<bool> = order
+            .iter()
+            .map(|(_, labels, _)| {
+                let known = if is_other(labels) {
+                    other_exists
+                } else {
+                    known.contains(&(labels.0, labels.1.as_str(), labels.2))
+                };
+                let own = known || tracked < self.opts.max_workloads;
+                if own && !known && labels.0 != OTHER {
+                    tracked += 1;
+                }
+                other_exists |= !own || is_other(labels);
+                own
+            })
+            .collect();
+        drop(known);
+        for ((_, _, i), own) in order.into_iter().zip(owned) {
+            let row: &ProcessRow = &groups[i].1;
             if !own {
                 self.folded += 1;
                 let t = other.get_or_insert_with(|| Totals::new(row));
@@ -328,6 +344,12 @@ impl Exporter {
                 t.last_active = self.windows;
                 continue;
             }
+            let (comm, container_id, pid) = &groups[i].0;
+            let key = WorkloadKey {
+                comm: comm.to_string(),
+                container_id: container_id.clone(),
+                pid: *pid,
+            };
             let sizes = if row.pagecache.misses > 0 {
                 file_sizes(row.pid)
             } else {

@@ -64,16 +64,41 @@ pub fn entries<K: Pod, V: Pod>(
     Ok(())
 }
 
+thread_local! {
+    /// The keys and values of one call, kept from one read to the next (8-byte words: the
+    /// maps' keys and values are aligned to at most 8).
+    static SCRATCH: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Ok(false) when the kernel has no batch lookups for this map (nothing read).
 fn lookup_batch<K: Pod, V: Pod>(
     map: &BpfHashMap<MapData, K, V>,
     out: &mut Vec<(K, V)>,
 ) -> std::io::Result<bool> {
+    SCRATCH.with_borrow_mut(|scratch| lookup_batch_in(map, out, scratch))
+}
+
+fn lookup_batch_in<K: Pod, V: Pod>(
+    map: &BpfHashMap<MapData, K, V>,
+    out: &mut Vec<(K, V)>,
+    scratch: &mut Vec<u64>,
+) -> std::io::Result<bool> {
+    const { assert!(std::mem::align_of::<K>() <= 8 && std::mem::align_of::<V>() <= 8) };
     let fd = map.map().fd().as_fd().as_raw_fd();
     let mut chunk = CHUNK;
-    // SAFETY: Pod types are plain bytes: all zeroes is a value.
-    let mut keys: Vec<K> = vec![unsafe { std::mem::zeroed() }; chunk];
-    let mut values: Vec<V> = vec![unsafe { std::mem::zeroed() }; chunk];
+    let words = |n: usize, size: usize| (n * size).div_ceil(8);
+    let (ks, vs) = (std::mem::size_of::<K>(), std::mem::size_of::<V>());
+    let layout = |chunk: usize, scratch: &mut Vec<u64>| {
+        let kw = words(chunk, ks);
+        let need = kw + words(chunk, vs);
+        if scratch.len() < need {
+            scratch.resize(need, 0);
+        }
+        let base = scratch.as_mut_ptr();
+        // SAFETY: both within `scratch`, which holds `need` words.
+        (base as *mut K, unsafe { base.add(kw) } as *mut V)
+    };
+    let (mut keys, mut values) = layout(chunk, scratch);
     // A hash map's position token is a u32 (the bucket to go on from).
     let (mut token_in, mut token_out) = (0u32, 0u32);
     let mut first = true;
@@ -86,8 +111,8 @@ fn lookup_batch<K: Pod, V: Pod>(
                 &token_in as *const u32 as u64
             },
             out_batch: &mut token_out as *mut u32 as u64,
-            keys: keys.as_mut_ptr() as u64,
-            values: values.as_mut_ptr() as u64,
+            keys: keys as u64,
+            values: values as u64,
             count: chunk as u32,
             map_fd: fd as u32,
             ..Default::default()
@@ -96,7 +121,15 @@ fn lookup_batch<K: Pod, V: Pod>(
         // keys and values of the map's sizes (K and V are the map's key and value).
         let err = unsafe { crate::loader::sys_bpf(BPF_MAP_LOOKUP_BATCH, &mut attr) }.err();
         let n = (attr.count as usize).min(chunk);
-        out.extend(keys[..n].iter().copied().zip(values[..n].iter().copied()));
+        // SAFETY: the buffers hold `chunk` keys and values, initialised (zeroes at first,
+        // then what the kernel wrote), and K and V are plain bytes: any bytes are a value.
+        let (k, v) = unsafe {
+            (
+                std::slice::from_raw_parts(keys, n),
+                std::slice::from_raw_parts(values, n),
+            )
+        };
+        out.extend(k.iter().copied().zip(v.iter().copied()));
         match err.as_ref().and_then(std::io::Error::raw_os_error) {
             None => {}
             // The end of the map (the last entries come with it).
@@ -104,8 +137,7 @@ fn lookup_batch<K: Pod, V: Pod>(
             // One bucket holds more entries than asked for: ask for more.
             Some(libc::ENOSPC) if n == 0 => {
                 chunk *= 2;
-                keys.resize(chunk, keys[0]);
-                values.resize(chunk, values[0]);
+                (keys, values) = layout(chunk, scratch);
                 continue;
             }
             Some(libc::EINVAL | ENOTSUPP | libc::EOPNOTSUPP) if first && out.len() == start => {

@@ -16,6 +16,8 @@ pub struct ProcMap<V: Pod + Tally> {
     map: BpfHashMap<MapData, u32, V>,
     /// Final counts of processes that exited.
     retired: HashMap<u32, V>,
+    /// Rows the last harvest read: the next one's table is sized for them.
+    rows_last: usize,
 }
 
 impl<V: Pod + Tally> ProcMap<V> {
@@ -24,30 +26,32 @@ impl<V: Pod + Tally> ProcMap<V> {
             name,
             map: BpfHashMap::try_from(map)?,
             retired: HashMap::new(),
+            rows_last: 0,
         })
     }
 
-    /// Cumulative counts per process; rows of processes in `gone` are retired.
-    pub fn harvest(&mut self, gone: &HashSet<u32>) -> Result<HashMap<u32, V>> {
-        let mut entries = Vec::new();
-        super::batch::entries(&self.map, self.name, &mut entries)?;
-        let mut rows = HashMap::with_capacity(entries.len() + self.retired.len());
-        let mut retire = Vec::new();
-        for (tgid, v) in entries {
-            if gone.contains(&tgid) {
-                retire.push((tgid, v));
-            } else {
-                rows.insert(tgid, v);
+    /// Cumulative counts per process, sorted by tgid; rows of processes in `gone` are
+    /// retired.
+    pub fn harvest(&mut self, gone: &HashSet<u32>) -> Result<Vec<(u32, V)>> {
+        let mut rows = Vec::with_capacity(self.rows_last + self.retired.len());
+        super::batch::entries(&self.map, self.name, &mut rows)?;
+        self.rows_last = rows.len();
+        if !gone.is_empty() {
+            let mut retire = Vec::new();
+            rows.retain(|(tgid, v)| {
+                let dead = gone.contains(tgid);
+                if dead {
+                    retire.push((*tgid, *v));
+                }
+                !dead
+            });
+            for (tgid, v) in retire {
+                self.retired.entry(tgid).or_default().add(&v);
+                let _ = self.map.remove(&tgid);
             }
         }
-        for (tgid, v) in retire {
-            self.retired.entry(tgid).or_default().add(&v);
-            let _ = self.map.remove(&tgid);
-        }
-        for (tgid, v) in &self.retired {
-            rows.entry(*tgid).or_default().add(v);
-        }
-        Ok(rows)
+        rows.extend(self.retired.iter().map(|(t, v)| (*t, *v)));
+        Ok(crate::model::sorted(rows))
     }
 
     /// Drop the final counts of exited processes once reported (a long-running agent).

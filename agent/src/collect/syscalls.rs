@@ -13,7 +13,7 @@ use super::{batch, procstats::ProcMap};
 
 use crate::{
     loader::Loaded,
-    model::{Counts, add},
+    model::{self, Counts, add},
 };
 
 pub struct Collector {
@@ -31,6 +31,8 @@ pub struct Collector {
     exited_cgroups: HashMap<u32, u64>,
     /// Every process ever placed in the watched set (the command and its descendants).
     watched_seen: HashSet<u32>,
+    /// Rows the last harvest read: the next one's table is sized for them.
+    rows_last: usize,
 }
 
 fn comm_str(c: &[u8; 16]) -> String {
@@ -57,6 +59,7 @@ impl Collector {
             exited_comms: HashMap::new(),
             exited_cgroups: HashMap::new(),
             watched_seen: HashSet::new(),
+            rows_last: 0,
         })
     }
 
@@ -92,16 +95,18 @@ impl Collector {
         let mut gone: Vec<(u32, Exited)> = Vec::new();
         batch::entries(&self.exited, maps::EXITED, &mut gone)?;
         let gone_set: HashSet<u32> = gone.iter().map(|(t, _)| *t).collect();
-        let mut entries = Vec::new();
-        batch::entries(&self.stats, maps::SYSCALL_STATS, &mut entries)?;
-        let mut rows = HashMap::with_capacity(entries.len() + self.retired.len());
+        let mut rows = Vec::with_capacity(self.rows_last + self.retired.len());
+        batch::entries(&self.stats, maps::SYSCALL_STATS, &mut rows)?;
+        self.rows_last = rows.len();
         let mut retire = Vec::new();
-        for (key, v) in entries {
-            if gone_set.contains(&key.tgid) {
-                retire.push((key, v));
-            } else {
-                rows.insert(key, v);
-            }
+        if !gone_set.is_empty() {
+            rows.retain(|(key, v)| {
+                let dead = gone_set.contains(&key.tgid);
+                if dead {
+                    retire.push((*key, *v));
+                }
+                !dead
+            });
         }
         let sched = self.sched.harvest(&gone_set)?;
         let pagecache = self.pagecache.harvest(&gone_set)?;
@@ -119,9 +124,8 @@ impl Collector {
             let _ = self.exited.remove(&tgid);
             let _ = self.watched.remove(&tgid);
         }
-        for (key, v) in &self.retired {
-            add(rows.entry(*key).or_default(), v);
-        }
+        rows.extend(self.retired.iter().map(|(k, v)| (*k, *v)));
+        let rows = model::sorted(rows);
         let mut drops = [0u64; Counter::COUNT as usize];
         for (i, d) in drops.iter_mut().enumerate() {
             if let Ok(values) = self.counters.get(&(i as u32), 0) {
@@ -132,10 +136,10 @@ impl Collector {
         let exited: HashMap<u32, String> = if self.exited_comms.is_empty() {
             HashMap::new()
         } else {
-            rows.keys()
-                .map(|k| k.tgid)
-                .chain(sched.keys().copied())
-                .chain(pagecache.keys().copied())
+            rows.iter()
+                .map(|(k, _)| k.tgid)
+                .chain(sched.iter().map(|(t, _)| *t))
+                .chain(pagecache.iter().map(|(t, _)| *t))
                 .filter_map(|t| self.exited_comms.get(&t).map(|c| (t, c.clone())))
                 .collect()
         };

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, time::Instant};
 
 use anyhow::Result;
 use copyscope_common::{limits, maps};
-use foldhash::{HashMap, HashSet, HashSetExt as _};
+use foldhash::{HashSet, HashSetExt as _};
 
 use crate::{
     advisor::{self, Calibration, Thresholds},
@@ -242,10 +242,10 @@ pub fn window_snapshot_named(
     let mut pagecache = model::delta_by_pid(&before.pagecache, &after.pagecache);
     let mut copy = model::delta_by_pid(&before.copy, &after.copy);
     let own = std::process::id();
-    rows.retain(|k, _| k.tgid != own && keep(k.tgid));
-    sched.retain(|t, _| *t != own && keep(*t));
-    pagecache.retain(|t, _| *t != own && keep(*t));
-    copy.retain(|t, _| *t != own && keep(*t));
+    rows.retain(|(k, _)| k.tgid != own && keep(k.tgid));
+    sched.retain(|(t, _)| *t != own && keep(*t));
+    pagecache.retain(|(t, _)| *t != own && keep(*t));
+    copy.retain(|(t, _)| *t != own && keep(*t));
     let (sources, cpu_copy_method) = copy_sources(&loaded.probes);
     let window = model::Window {
         rows: &rows,
@@ -387,28 +387,31 @@ fn defer_unnamed(
         return defer;
     }
     snapshot.processes.retain(|p| !defer.contains(&p.pid));
-    let keys: Vec<_> = after
-        .rows
-        .keys()
-        .filter(|k| defer.contains(&k.tgid))
-        .copied()
-        .collect();
-    for k in keys {
-        match prev.rows.get(&k) {
-            Some(v) => after.rows.insert(k, *v),
-            None => after.rows.remove(&k),
-        };
-    }
-    fn keep_prev<V: Copy>(
-        after: &mut HashMap<u32, V>,
-        prev: &HashMap<u32, V>,
-        pids: &HashSet<u32>,
-    ) {
+    // The deferred processes' rows as the previous harvest had them (none when it had
+    // none), for the keys this harvest has.
+    after.rows.retain_mut(|(k, v)| {
+        if !defer.contains(&k.tgid) {
+            return true;
+        }
+        match model::lookup(&prev.rows, k) {
+            Some(p) => {
+                *v = *p;
+                true
+            }
+            None => false,
+        }
+    });
+    fn keep_prev<V: Copy>(after: &mut Vec<(u32, V)>, prev: &[(u32, V)], pids: &HashSet<u32>) {
         for pid in pids {
-            match prev.get(pid) {
-                Some(v) => after.insert(*pid, *v),
-                None => after.remove(pid),
-            };
+            let at = after.binary_search_by_key(pid, |(t, _)| *t);
+            match (model::lookup(prev, pid), at) {
+                (Some(v), Ok(i)) => after[i].1 = *v,
+                (Some(v), Err(i)) => after.insert(i, (*pid, *v)),
+                (None, Ok(i)) => {
+                    after.remove(i);
+                }
+                (None, Err(_)) => {}
+            }
         }
     }
     keep_prev(&mut after.sched, &prev.sched, &defer);
@@ -485,8 +488,9 @@ mod tests {
                 calls,
                 ..Default::default()
             };
-            c.rows.insert(key, v);
+            c.rows.push((key, v));
         }
+        c.rows.sort_unstable_by_key(|(k, _)| *k);
         c
     }
 

@@ -12,10 +12,12 @@ use copyscope_common::{
 use serde::{Deserialize, Serialize};
 
 /// Cumulative counts since the programs were loaded: live processes from the kernel maps
-/// plus the final counts of processes that exited.
+/// plus the final counts of processes that exited. The per-process tables are sorted by
+/// key, each key once, so that two harvests compare in one pass over both (the tgid leads
+/// a syscall row's key: a process's rows are adjacent).
 #[derive(Debug, Clone, Default)]
 pub struct Counts {
-    pub rows: HashMap<SyscallKey, SyscallStats>,
+    pub rows: Vec<(SyscallKey, SyscallStats)>,
     /// Processes known to have exited, with their last comm.
     pub exited: HashMap<u32, String>,
     /// Processes known to have exited, with the cgroup v2 id they exited in (when the
@@ -24,9 +26,9 @@ pub struct Counts {
     /// Kernel-side drops, by [`Counter`].
     pub drops: [u64; Counter::COUNT as usize],
     /// Per process (tgid): context switches, page-cache activity, copies at their source.
-    pub sched: HashMap<u32, SchedStats>,
-    pub pagecache: HashMap<u32, PagecacheStats>,
-    pub copy: HashMap<u32, CopyStats>,
+    pub sched: Vec<(u32, SchedStats)>,
+    pub pagecache: Vec<(u32, PagecacheStats)>,
+    pub copy: Vec<(u32, CopyStats)>,
 }
 
 impl Counts {
@@ -35,13 +37,34 @@ impl Counts {
         if tgids.is_empty() {
             return;
         }
-        self.rows.retain(|k, _| !tgids.contains(&k.tgid));
-        self.sched.retain(|t, _| !tgids.contains(t));
-        self.pagecache.retain(|t, _| !tgids.contains(t));
-        self.copy.retain(|t, _| !tgids.contains(t));
+        self.rows.retain(|(k, _)| !tgids.contains(&k.tgid));
+        self.sched.retain(|(t, _)| !tgids.contains(t));
+        self.pagecache.retain(|(t, _)| !tgids.contains(t));
+        self.copy.retain(|(t, _)| !tgids.contains(t));
         self.exited.retain(|t, _| !tgids.contains(t));
         self.exited_cgroups.retain(|t, _| !tgids.contains(t));
     }
+}
+
+/// Sort a table by key and add up the entries of a key that occurs more than once.
+pub fn sorted<K: Ord + Copy, V: Tally>(mut t: Vec<(K, V)>) -> Vec<(K, V)> {
+    t.sort_unstable_by_key(|(k, _)| *k);
+    t.dedup_by(|(k, v), (kept, into)| {
+        if k == kept {
+            into.add(v);
+            true
+        } else {
+            false
+        }
+    });
+    t
+}
+
+/// The entry of `key` in a table sorted by key.
+pub fn lookup<'a, K: Ord, V>(t: &'a [(K, V)], key: &K) -> Option<&'a V> {
+    t.binary_search_by(|(k, _)| k.cmp(key))
+        .ok()
+        .map(|i| &t[i].1)
 }
 
 /// [`Counts`] in a form serde writes (maps with struct keys become lists).
@@ -65,13 +88,13 @@ impl From<&Counts> for CountsSaved {
             m.iter().map(|(k, v)| (*k, v.clone())).collect()
         }
         CountsSaved {
-            rows: list(&c.rows),
+            rows: c.rows.clone(),
             exited: list(&c.exited),
             exited_cgroups: list(&c.exited_cgroups),
             drops: c.drops.to_vec(),
-            sched: list(&c.sched),
-            pagecache: list(&c.pagecache),
-            copy: list(&c.copy),
+            sched: c.sched.clone(),
+            pagecache: c.pagecache.clone(),
+            copy: c.copy.clone(),
         }
     }
 }
@@ -82,14 +105,15 @@ impl From<CountsSaved> for Counts {
         for (d, v) in drops.iter_mut().zip(s.drops) {
             *d = v;
         }
+        // Sorted again: an earlier version saved its tables in hash order.
         Counts {
-            rows: s.rows.into_iter().collect(),
+            rows: sorted(s.rows),
             exited: s.exited.into_iter().collect(),
             exited_cgroups: s.exited_cgroups.into_iter().collect(),
             drops,
-            sched: s.sched.into_iter().collect(),
-            pagecache: s.pagecache.into_iter().collect(),
-            copy: s.copy.into_iter().collect(),
+            sched: sorted(s.sched),
+            pagecache: sorted(s.pagecache),
+            copy: sorted(s.copy),
         }
     }
 }
@@ -143,16 +167,31 @@ tally!(CopyStats {
     pipe_from_user
 });
 
-/// Per-process differences of two cumulative maps, idle processes left out.
-pub fn delta_by_pid<V: Tally>(
-    before: &HashMap<u32, V>,
-    after: &HashMap<u32, V>,
-) -> HashMap<u32, V> {
-    after
-        .iter()
-        .map(|(k, v)| (*k, before.get(k).map_or(*v, |b| v.sub(b))))
-        .filter(|(_, v)| !v.is_zero())
-        .collect()
+/// What changed from `before` to `after`, two tables sorted by key, in one pass over
+/// both: `after`'s entries less `before`'s for the same key, those `keep` refuses left out.
+fn delta_sorted<K: Ord + Copy, V: Tally>(
+    before: &[(K, V)],
+    after: &[(K, V)],
+    keep: impl Fn(&V) -> bool,
+) -> Vec<(K, V)> {
+    let mut out = Vec::with_capacity(after.len());
+    let mut b = before.iter().peekable();
+    for (k, v) in after {
+        while b.next_if(|(bk, _)| bk < k).is_some() {}
+        let d = match b.next_if(|(bk, _)| bk == k) {
+            Some((_, bv)) => v.sub(bv),
+            None => *v,
+        };
+        if keep(&d) {
+            out.push((*k, d));
+        }
+    }
+    out
+}
+
+/// Per-process differences of two cumulative tables, idle processes left out.
+pub fn delta_by_pid<V: Tally>(before: &[(u32, V)], after: &[(u32, V)]) -> Vec<(u32, V)> {
+    delta_sorted(before, after, |v| !v.is_zero())
 }
 
 pub fn add(a: &mut SyscallStats, b: &SyscallStats) {
@@ -162,23 +201,9 @@ pub fn add(a: &mut SyscallStats, b: &SyscallStats) {
     a.nanos += b.nanos;
 }
 
-fn sub(a: &SyscallStats, b: &SyscallStats) -> SyscallStats {
-    SyscallStats {
-        calls: a.calls.saturating_sub(b.calls),
-        bytes: a.bytes.saturating_sub(b.bytes),
-        errors: a.errors.saturating_sub(b.errors),
-        nanos: a.nanos.saturating_sub(b.nanos),
-    }
-}
-
-/// Counts that happened between `before` and `after`, keyed by row.
-pub fn delta(before: &Counts, after: &Counts) -> HashMap<SyscallKey, SyscallStats> {
-    after
-        .rows
-        .iter()
-        .map(|(k, v)| (*k, before.rows.get(k).map_or(*v, |b| sub(v, b))))
-        .filter(|(_, v)| v.calls > 0)
-        .collect()
+/// Counts that happened between `before` and `after`, by row, sorted by key.
+pub fn delta(before: &Counts, after: &Counts) -> Vec<(SyscallKey, SyscallStats)> {
+    delta_sorted(&before.rows, &after.rows, |v| v.calls > 0)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -404,13 +429,13 @@ pub struct CopySources {
     pub pipe_write: bool,
 }
 
-/// Everything counted in one window, per process.
+/// Everything counted in one window, per process: tables sorted by key, each key once.
 #[derive(Debug, Clone, Copy)]
 pub struct Window<'a> {
-    pub rows: &'a HashMap<SyscallKey, SyscallStats>,
-    pub sched: &'a HashMap<u32, SchedStats>,
-    pub pagecache: &'a HashMap<u32, PagecacheStats>,
-    pub copy: &'a HashMap<u32, CopyStats>,
+    pub rows: &'a [(SyscallKey, SyscallStats)],
+    pub sched: &'a [(u32, SchedStats)],
+    pub pagecache: &'a [(u32, PagecacheStats)],
+    pub copy: &'a [(u32, CopyStats)],
     pub exited: &'a HashMap<u32, String>,
     pub sources: CopySources,
     /// Also list processes that only switched context (for a command or one pid).
@@ -506,67 +531,93 @@ fn new_row(pid: u32, w: &Window, comm_of: &dyn Fn(u32) -> Option<String>) -> Pro
         gone.is_some(),
     )
 }
+/// Pass each row of `rows` (sorted by pid) with the entry of its pid in `table` (sorted
+/// by pid), in one pass over both.
+fn join<V>(rows: &mut [ProcessRow], table: &[(u32, V)], mut f: impl FnMut(&mut ProcessRow, &V)) {
+    let mut t = table.iter().peekable();
+    for p in rows {
+        while t.next_if(|(pid, _)| *pid < p.pid).is_some() {}
+        if let Some((_, v)) = t.next_if(|(pid, _)| *pid == p.pid) {
+            f(p, v);
+        }
+    }
+}
+
 /// Build per-process rows from a window, busiest (most bytes through the CPU) first.
 pub fn processes(w: &Window, comm_of: &dyn Fn(u32) -> Option<String>) -> Vec<ProcessRow> {
     // Rows sorted by key are grouped by process (the tgid leads the key), each process's
     // syscalls in key order.
-    let mut keys: Vec<_> = w.rows.iter().collect();
-    keys.sort_unstable_by_key(|(k, _)| **k);
+    let keys = w.rows;
     let pids = keys
         .windows(2)
         .filter(|p| p[0].0.tgid != p[1].0.tgid)
         .count()
         + usize::from(!keys.is_empty());
-    let mut rows: Vec<ProcessRow> = Vec::with_capacity(pids + w.pagecache.len().max(w.copy.len()));
-    let mut derived: Vec<SyscallCopies> = Vec::with_capacity(rows.capacity());
-    for (key, v) in keys {
-        if rows.last().is_none_or(|p| p.pid != key.tgid) {
-            rows.push(new_row(key.tgid, w, comm_of));
-            derived.push(SyscallCopies::default());
+    // Processes with no syscall rows but other counts, each once, in pid order (the
+    // syscall rows are in pid order too).
+    let mut extra: Vec<u32> = Vec::new();
+    let sched: &[(u32, SchedStats)] = if w.include_sched_only { w.sched } else { &[] };
+    for table in [
+        &mut w.pagecache.iter().map(|(t, _)| *t) as &mut dyn Iterator<Item = u32>,
+        &mut w.copy.iter().map(|(t, _)| *t),
+        &mut sched.iter().map(|(t, _)| *t),
+    ] {
+        let mut r = keys.iter().map(|(k, _)| k.tgid).peekable();
+        for pid in table {
+            while r.next_if(|&q| q < pid).is_some() {}
+            if r.peek() != Some(&pid) {
+                extra.push(pid);
+            }
         }
-        let (Some(p), Some(c)) = (rows.last_mut(), derived.last_mut()) else {
-            unreachable!("pushed above");
-        };
-        derive(p, c, key, v);
-        p.syscalls.push(SyscallRow {
-            syscall: Cow::Borrowed(SYSCALLS.get(key.syscall as usize).map_or("?", |s| s.name)),
-            fd_kind: fd_label(key),
-            calls: v.calls,
-            bytes: v.bytes,
-            errors: v.errors,
-            seconds: v.nanos as f64 / 1e9,
-        });
     }
-    // Processes with no syscall rows but other counts, each once (the rows above are in
-    // pid order).
-    let mut extra: Vec<u32> = w
-        .pagecache
-        .keys()
-        .chain(w.copy.keys())
-        .chain(w.sched.keys().filter(|_| w.include_sched_only))
-        .copied()
-        .filter(|pid| rows.binary_search_by_key(pid, |p| p.pid).is_err())
-        .collect();
     extra.sort_unstable();
     extra.dedup();
+    let mut rows: Vec<ProcessRow> = Vec::with_capacity(pids + extra.len());
+    let mut derived: Vec<SyscallCopies> = Vec::with_capacity(rows.capacity());
+    let mut i = 0;
+    while i < keys.len() {
+        let tgid = keys[i].0.tgid;
+        let n = keys[i..].iter().take_while(|(k, _)| k.tgid == tgid).count();
+        let mut p = new_row(tgid, w, comm_of);
+        let mut c = SyscallCopies::default();
+        p.syscalls.reserve_exact(n);
+        for (key, v) in &keys[i..i + n] {
+            derive(&mut p, &mut c, key, v);
+            p.syscalls.push(SyscallRow {
+                syscall: Cow::Borrowed(SYSCALLS.get(key.syscall as usize).map_or("?", |s| s.name)),
+                fd_kind: fd_label(key),
+                calls: v.calls,
+                bytes: v.bytes,
+                errors: v.errors,
+                seconds: v.nanos as f64 / 1e9,
+            });
+        }
+        rows.push(p);
+        derived.push(c);
+        i += n;
+    }
+    let with_syscalls = rows.len();
     for pid in extra {
         rows.push(new_row(pid, w, comm_of));
         derived.push(SyscallCopies::default());
     }
-    for (p, c) in rows.iter_mut().zip(&derived) {
-        let pid = p.pid;
-        p.cpu_copy_at_source = w.copy.get(&pid).copied().unwrap_or_default();
-        (p.cpu_copy_bytes, p.cpu_copy_bytes_syscalls) = copies(c, &p.cpu_copy_at_source, w.sources);
-        if let Some(s) = w.sched.get(&pid) {
+    // Two runs each in pid order: those with syscall rows, then the others.
+    let (with, without) = rows.split_at_mut(with_syscalls);
+    for part in [with, without] {
+        join(part, w.copy, |p, v| p.cpu_copy_at_source = *v);
+        join(part, w.sched, |p, s| {
             p.context_switches = SchedRow {
                 voluntary: s.voluntary,
                 involuntary: s.involuntary,
                 in_io: s.in_io,
-            };
-        }
-        if let Some(k) = w.pagecache.get(&pid) {
-            p.pagecache = PagecacheRow::from_stats(k);
-        }
+            }
+        });
+        join(part, w.pagecache, |p, k| {
+            p.pagecache = PagecacheRow::from_stats(k)
+        });
+    }
+    for (p, c) in rows.iter_mut().zip(&derived) {
+        (p.cpu_copy_bytes, p.cpu_copy_bytes_syscalls) = copies(c, &p.cpu_copy_at_source, w.sources);
     }
     // Sorted by a key computed once, then the rows moved once each (they are large).
     rows.sort_by_cached_key(|p| {
@@ -614,22 +665,20 @@ mod tests {
         }
     }
 
-    static EMPTY_SCHED: std::sync::LazyLock<HashMap<u32, SchedStats>> =
-        std::sync::LazyLock::new(HashMap::default);
-    static EMPTY_PAGECACHE: std::sync::LazyLock<HashMap<u32, PagecacheStats>> =
-        std::sync::LazyLock::new(HashMap::default);
-    static EMPTY_COPY: std::sync::LazyLock<HashMap<u32, CopyStats>> =
-        std::sync::LazyLock::new(HashMap::default);
+    /// A table as a window holds it: sorted by key.
+    fn tbl<K: Ord + Copy, V: Tally>(m: &HashMap<K, V>) -> Vec<(K, V)> {
+        sorted(m.iter().map(|(k, v)| (*k, *v)).collect())
+    }
 
     fn win<'a>(
-        rows: &'a HashMap<SyscallKey, SyscallStats>,
+        rows: &'a [(SyscallKey, SyscallStats)],
         exited: &'a HashMap<u32, String>,
     ) -> Window<'a> {
         Window {
             rows,
-            sched: &EMPTY_SCHED,
-            pagecache: &EMPTY_PAGECACHE,
-            copy: &EMPTY_COPY,
+            sched: &[],
+            pagecache: &[],
+            copy: &[],
             exited,
             sources: CopySources::default(),
             include_sched_only: false,
@@ -650,13 +699,15 @@ mod tests {
         let k1 = key(1, "read", FdKind::File, FdKind::None);
         let k2 = key(1, "write", FdKind::Socket, FdKind::None);
         let k3 = key(2, "read", FdKind::Pipe, FdKind::None);
-        let mut a = Counts::default();
-        a.rows.insert(k1, st(10, 100));
-        a.rows.insert(k2, st(5, 50));
-        let mut b = a.clone();
-        b.rows.insert(k1, st(15, 160));
-        b.rows.insert(k3, st(1, 1));
-        let d = delta(&a, &b);
+        let a = Counts {
+            rows: sorted(vec![(k1, st(10, 100)), (k2, st(5, 50))]),
+            ..Default::default()
+        };
+        let b = Counts {
+            rows: sorted(vec![(k1, st(15, 160)), (k2, st(5, 50)), (k3, st(1, 1))]),
+            ..Default::default()
+        };
+        let d: HashMap<_, _> = delta(&a, &b).into_iter().collect();
         assert_eq!(
             d[&k1],
             SyscallStats {
@@ -684,7 +735,7 @@ mod tests {
             st(1000, 1 << 30),
         );
         rows.insert(key(9, "read", FdKind::Other, FdKind::None), st(1, 32));
-        let ps = processes(&win(&rows, &HashMap::new()), &|_| Some("dd".into()));
+        let ps = processes(&win(&tbl(&rows), &HashMap::new()), &|_| Some("dd".into()));
         let p = &ps[0];
         assert_eq!(p.calls, 2001);
         assert_eq!(
@@ -730,7 +781,7 @@ mod tests {
             st(1, 9000),
         );
         rows.insert(key(7, "splice", FdKind::Pipe, FdKind::Socket), st(3, 300));
-        let ps = processes(&win(&rows, &HashMap::new()), &|_| Some("app".into()));
+        let ps = processes(&win(&tbl(&rows), &HashMap::new()), &|_| Some("app".into()));
         assert_eq!(ps.len(), 1);
         let p = &ps[0];
         assert_eq!(p.comm, "app");
@@ -760,10 +811,10 @@ mod tests {
         let mut rows = HashMap::new();
         rows.insert(key(9, "write", FdKind::Pipe, FdKind::None), st(1, 1));
         let exited = HashMap::from_iter([(9, "short".to_string())]);
-        let ps = processes(&win(&rows, &exited), &|_| None);
+        let ps = processes(&win(&tbl(&rows), &exited), &|_| None);
         assert_eq!(ps[0].comm, "short");
         assert!(ps[0].exited);
-        let ps = processes(&win(&rows, &HashMap::new()), &|_| None);
+        let ps = processes(&win(&tbl(&rows), &HashMap::new()), &|_| None);
         assert_eq!(ps[0].comm, "?");
     }
 
@@ -772,7 +823,7 @@ mod tests {
         let mut rows = HashMap::new();
         rows.insert(key(1, "read", FdKind::File, FdKind::None), st(1, 10));
         rows.insert(key(2, "read", FdKind::File, FdKind::None), st(1, 1000));
-        let ps = processes(&win(&rows, &HashMap::new()), &|_| None);
+        let ps = processes(&win(&tbl(&rows), &HashMap::new()), &|_| None);
         assert_eq!(ps.iter().map(|p| p.pid).collect::<Vec<_>>(), vec![2, 1]);
     }
 
@@ -793,6 +844,8 @@ mod tests {
             },
         )]);
         let none = HashMap::new();
+        let rows = tbl(&rows);
+        let copy = tbl(&copy);
         let mut w = win(&rows, &none);
         w.copy = &copy;
         w.sources = CopySources {
@@ -879,7 +932,6 @@ mod tests {
 
     #[test]
     fn sched_only_processes_are_listed_only_when_asked() {
-        let rows = HashMap::new();
         let sched = HashMap::from_iter([(
             5,
             SchedStats {
@@ -889,7 +941,8 @@ mod tests {
             },
         )]);
         let none = HashMap::new();
-        let mut w = win(&rows, &none);
+        let sched = tbl(&sched);
+        let mut w = win(&[], &none);
         w.sched = &sched;
         assert!(processes(&w, &|_| None).is_empty());
         w.include_sched_only = true;
@@ -932,8 +985,9 @@ mod tests {
                 },
             ),
         ]);
-        let d = delta_by_pid(&a, &b);
+        let d = delta_by_pid(&tbl(&a), &tbl(&b));
         assert_eq!(d.len(), 1);
-        assert_eq!(d[&2].in_io, 4);
+        assert_eq!(d[0].0, 2);
+        assert_eq!(d[0].1.in_io, 4);
     }
 }
