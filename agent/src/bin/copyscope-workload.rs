@@ -41,10 +41,15 @@
 //!   copyscope-workload mmsg COUNT N SIZE            COUNT sendmmsg of N messages of SIZE over
 //!                                                   loopback UDP, each followed by a recvmmsg
 //!                                                   of the N
-//!   copyscope-workload zerocopy COUNT SIZE          COUNT send(SIZE) and COUNT sendmsg(SIZE) with
+//!   copyscope-workload zerocopy COUNT SIZE          COUNT send(SIZE), COUNT sendmsg(SIZE) and
+//!                                                   COUNT sendmmsg of two messages of SIZE, with
 //!                                                   MSG_ZEROCOPY over loopback TCP (SO_ZEROCOPY
 //!                                                   set), a thread recv()s; the completions
 //!                                                   read with recvmsg(MSG_ERRQUEUE)
+//!   copyscope-workload uring-socket COUNT SIZE [sqpoll]  COUNT io_uring SENDs of SIZE over
+//!                                                   loopback TCP, each received by an io_uring
+//!                                                   RECV (MSG_WAITALL) on the other end; with
+//!                                                   sqpoll, a SQPOLL ring
 //!   copyscope-workload aio FILE COUNT SIZE BATCH    COUNT Linux AIO reads (IOCB_CMD_PREAD) of
 //!                                                   SIZE from FILE, BATCH iocbs per io_submit,
 //!                                                   reaped with io_getevents
@@ -797,10 +802,10 @@ impl Completions {
     }
 }
 
-/// `zerocopy COUNT SIZE`: COUNT send(SIZE) (the sendto system call) and COUNT
-/// sendmsg(SIZE), all with MSG_ZEROCOPY, over a loopback TCP connection with SO_ZEROCOPY
-/// set; the error queue is read after each send and at the end until every send is
-/// reported complete.
+/// `zerocopy COUNT SIZE`: COUNT send(SIZE) (the sendto system call), COUNT sendmsg(SIZE)
+/// and COUNT sendmmsg of two messages of SIZE, all with MSG_ZEROCOPY, over a loopback TCP
+/// connection with SO_ZEROCOPY set; the error queue is read after each call and at the end
+/// until every send (each message of a sendmmsg is one) is reported complete.
 fn zerocopy(args: &[String]) -> String {
     let a = |i: usize| args.get(i);
     let (count, size) = (num(a(1), "COUNT"), num(a(2), "SIZE") as usize);
@@ -822,29 +827,57 @@ fn zerocopy(args: &[String]) -> String {
     );
     let mut buf = vec![5u8; size];
     let mut done = Completions::default();
-    for i in 0..2 * count {
-        let n = if i % 2 == 0 {
+    // Sends: one per send and sendmsg, two per sendmmsg.
+    let sends = 4 * count;
+    for i in 0..3 * count {
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: size,
+        };
+        let n = match i % 3 {
             // SAFETY: send from our buffer, which stays alive (and unchanged) until the
             // end. A blocking send sends it all or fails.
-            unsafe { libc::send(fd, buf.as_ptr().cast(), size, libc::MSG_ZEROCOPY) }
-        } else {
-            let mut iov = libc::iovec {
-                iov_base: buf.as_mut_ptr().cast(),
-                iov_len: size,
-            };
-            // SAFETY: a plain C struct, all zeroes is valid.
-            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-            msg.msg_iov = &mut iov;
-            msg.msg_iovlen = 1;
-            // SAFETY: msg points at one live buffer.
-            unsafe { libc::sendmsg(fd, &msg, libc::MSG_ZEROCOPY) }
+            0 => unsafe { libc::send(fd, buf.as_ptr().cast(), size, libc::MSG_ZEROCOPY) },
+            1 => {
+                // SAFETY: a plain C struct, all zeroes is valid.
+                let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+                msg.msg_iov = &mut iov;
+                msg.msg_iovlen = 1;
+                // SAFETY: msg points at one live buffer.
+                unsafe { libc::sendmsg(fd, &msg, libc::MSG_ZEROCOPY) }
+            }
+            _ => {
+                // SAFETY: a plain C struct, all zeroes is valid.
+                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                h.msg_hdr.msg_iov = &mut iov;
+                h.msg_hdr.msg_iovlen = 1;
+                let mut msgs = [h, h];
+                // The system call itself: musl's sendmmsg() on 64-bit is a loop of sendmsg.
+                // SAFETY: two headers, each pointing at the one live buffer.
+                let k = check(
+                    unsafe {
+                        libc::syscall(
+                            libc::SYS_sendmmsg,
+                            fd,
+                            msgs.as_mut_ptr(),
+                            2 as libc::c_uint,
+                            libc::MSG_ZEROCOPY,
+                        )
+                    } as isize,
+                    "sendmmsg(MSG_ZEROCOPY)",
+                );
+                if k != 2 {
+                    die("sendmmsg sent fewer messages");
+                }
+                msgs.iter().map(|m| m.msg_len as isize).sum::<isize>() / 2
+            }
         };
         if check(n, "send(MSG_ZEROCOPY)") != size {
             die("short send");
         }
         done.drain(fd, 0);
     }
-    while done.completed < 2 * count {
+    while done.completed < sends {
         let before = done.completed;
         done.drain(fd, 5000);
         if done.completed == before {
@@ -856,11 +889,93 @@ fn zerocopy(args: &[String]) -> String {
     format!(
         r#"{{"pid":{},"calls":{},"bytes":{},"received":{got},"notifications":{},"completed":{},"copied":{}}}"#,
         std::process::id(),
-        2 * count,
-        2 * count * size as u64,
+        3 * count,
+        sends * size as u64,
         done.notifications,
         done.completed,
         done.copied
+    )
+}
+
+/// `uring-socket COUNT SIZE [sqpoll]`: over a loopback TCP connection, COUNT rounds of an
+/// io_uring SEND of SIZE bytes (sent again from where it stopped when the kernel sends
+/// fewer), then an io_uring RECV with MSG_WAITALL of what was sent, each waited for with
+/// its own submit. Prints the operations and bytes as the completions give them, and the
+/// submits made (`io_uring_enter` calls, when the ring has no SQPOLL thread).
+fn uring_socket(args: &[String]) -> String {
+    use io_uring::{IoUring, opcode, types};
+    let a = |i: usize| args.get(i);
+    let (count, size) = (num(a(1), "COUNT"), num(a(2), "SIZE") as usize);
+    let sqpoll = match a(3).map(String::as_str) {
+        None => false,
+        Some("sqpoll") => true,
+        Some(o) => die(&format!("uring-socket COUNT SIZE [sqpoll], not {o:?}")),
+    };
+    let l = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| die(&format!("bind: {e}")));
+    let tx = TcpStream::connect(l.local_addr().unwrap())
+        .unwrap_or_else(|e| die(&format!("connect: {e}")));
+    let (rx, _) = l.accept().unwrap_or_else(|e| die(&format!("accept: {e}")));
+    let mut builder = IoUring::builder();
+    if sqpoll {
+        builder.setup_sqpoll(2000);
+    }
+    let mut ring = builder
+        .build(8)
+        .unwrap_or_else(|e| die(&format!("io_uring_setup: {e}")));
+    let buf = vec![7u8; size];
+    let mut rbuf = vec![0u8; size];
+    let (mut sends, mut sent, mut recvs, mut received, mut enters) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    // One operation, submitted and waited for: its result.
+    let mut run = |ring: &mut IoUring, e: io_uring::squeue::Entry| -> usize {
+        // SAFETY: the buffers the entry points at live until its completion, read below.
+        unsafe { ring.submission().push(&e) }.unwrap_or_else(|_| die("io_uring queue full"));
+        ring.submit_and_wait(1)
+            .unwrap_or_else(|e| die(&format!("io_uring_enter: {e}")));
+        enters += 1;
+        let c = ring
+            .completion()
+            .next()
+            .unwrap_or_else(|| die("io_uring_enter returned without a completion"));
+        if c.result() < 0 {
+            die(&format!(
+                "an io_uring operation failed: {}",
+                std::io::Error::from_raw_os_error(-c.result())
+            ));
+        }
+        c.result() as usize
+    };
+    for _ in 0..count {
+        let mut off = 0;
+        while off < size {
+            let e = opcode::Send::new(
+                types::Fd(tx.as_raw_fd()),
+                buf[off..].as_ptr(),
+                (size - off) as u32,
+            )
+            .build();
+            let n = run(&mut ring, e);
+            if n == 0 {
+                die("an io_uring SEND sent nothing");
+            }
+            sends += 1;
+            sent += n as u64;
+            off += n;
+        }
+        let e = opcode::Recv::new(types::Fd(rx.as_raw_fd()), rbuf.as_mut_ptr(), size as u32)
+            .flags(libc::MSG_WAITALL)
+            .build();
+        let n = run(&mut ring, e);
+        if n != size {
+            die(&format!(
+                "an io_uring RECV with MSG_WAITALL got {n} of {size} bytes"
+            ));
+        }
+        recvs += 1;
+        received += n as u64;
+    }
+    format!(
+        r#"{{"pid":{},"sends":{sends},"sent":{sent},"recvs":{recvs},"received":{received},"submits":{enters}}}"#,
+        std::process::id()
     )
 }
 
@@ -1302,6 +1417,7 @@ fn main() {
         "mmsg" => mmsg(&args),
         "aio" => aio(&args),
         "zerocopy" => zerocopy(&args),
+        "uring-socket" => uring_socket(&args),
         "threads" => threads(&args),
         "serve" => serve(&args),
         "pwrite" => pwrite(&args),

@@ -886,9 +886,12 @@ fn zerocopy_missing() -> Option<String> {
 /// What strace decoded of one thread's sendto, sendmsg and recvmsg calls.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Straced {
-    /// (calls, bytes) of sendto and sendmsg with MSG_ZEROCOPY.
+    /// (calls, bytes) of sendto, sendmsg and sendmmsg with MSG_ZEROCOPY, and the messages
+    /// of the sendmmsg calls.
     sendto: (u64, u64),
     sendmsg: (u64, u64),
+    sendmmsg: (u64, u64),
+    messages: u64,
     /// recvmsg calls, and those that read a MSG_ZEROCOPY completion.
     recvmsg: u64,
     notifications: u64,
@@ -897,7 +900,8 @@ struct Straced {
     copied: u64,
 }
 
-/// One `strace -e trace=sendto,sendmsg,recvmsg` file, one thread's complete lines.
+/// One `strace -e trace=sendto,sendmsg,sendmmsg,recvmsg` file, one thread's complete
+/// lines.
 fn parse_strace(text: &str) -> Straced {
     let field = |line: &str, name: &str| -> u64 {
         let at = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
@@ -922,6 +926,14 @@ fn parse_strace(text: &str) -> Straced {
         } else if line.starts_with("sendmsg(") && zc {
             s.sendmsg.0 += 1;
             s.sendmsg.1 += ret.max(0) as u64;
+        } else if line.starts_with("sendmmsg(") && zc {
+            // sendmmsg returns the messages sent; each message's bytes are its msg_len.
+            s.sendmmsg.0 += 1;
+            s.messages += ret.max(0) as u64;
+            s.sendmmsg.1 += line
+                .match_indices("msg_len=")
+                .map(|(at, _)| field(&line[at..], "msg_len"))
+                .sum::<u64>();
         } else if line.starts_with("recvmsg(") {
             s.recvmsg += 1;
             let origin = line.contains("ee_origin=5,") || line.contains("SO_EE_ORIGIN_ZEROCOPY");
@@ -959,7 +971,14 @@ fn msg_zerocopy_sends_are_zero_copy_and_their_completions_are_counted() {
             "snapshot", "--json", "--", "strace", "-ff", "-qq", "-s", "0", "-o",
         ])
         .arg(&trace)
-        .args(["-e", "trace=sendto,sendmsg,recvmsg", WORKLOAD, "zerocopy"])
+        // sendmmsg's messages in full (strace abbreviates them), for their msg_len.
+        .args(["-e", "abbrev=!sendmmsg"])
+        .args([
+            "-e",
+            "trace=sendto,sendmsg,sendmmsg,recvmsg",
+            WORKLOAD,
+            "zerocopy",
+        ])
         .args([COUNT.to_string(), SIZE.to_string()])
         .env("COPYSCOPE_WORKLOAD_OUT", &out_file)
         .stdin(Stdio::null())
@@ -972,9 +991,10 @@ fn msg_zerocopy_sends_are_zero_copy_and_their_completions_are_counted() {
     let snap: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let res: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
-    assert_eq!(res["bytes"], 2 * COUNT * SIZE);
-    assert_eq!(res["received"], 2 * COUNT * SIZE);
-    assert_eq!(res["completed"], 2 * COUNT);
+    // A send, a sendmsg and a sendmmsg of two messages a round: four sends.
+    assert_eq!(res["bytes"], 4 * COUNT * SIZE);
+    assert_eq!(res["received"], 4 * COUNT * SIZE);
+    assert_eq!(res["completed"], 4 * COUNT);
     let pid = res["pid"].as_u64().unwrap();
     let st = parse_strace(
         &std::fs::read_to_string(format!("{}.{pid}", trace.display())).expect("strace's file"),
@@ -982,8 +1002,10 @@ fn msg_zerocopy_sends_are_zero_copy_and_their_completions_are_counted() {
     // strace saw what the workload says it did.
     assert_eq!(st.sendto, (COUNT, COUNT * SIZE), "{st:?}");
     assert_eq!(st.sendmsg, (COUNT, COUNT * SIZE), "{st:?}");
+    assert_eq!(st.sendmmsg, (COUNT, 2 * COUNT * SIZE), "{st:?}");
+    assert_eq!(st.messages, 2 * COUNT, "{st:?}");
     assert_eq!(st.notifications, res["notifications"].as_u64().unwrap());
-    assert_eq!(st.completed, 2 * COUNT);
+    assert_eq!(st.completed, 4 * COUNT);
     assert_eq!(st.copied, res["copied"].as_u64().unwrap());
 
     let p = process(&snap, pid);
@@ -1001,9 +1023,22 @@ fn msg_zerocopy_sends_are_zero_copy_and_their_completions_are_counted() {
         want(st.sendmsg.0, st.sendmsg.1),
         SIZE,
     );
+    assert_counted(
+        s,
+        row(p, "sendmmsg_zerocopy", "socket"),
+        want(st.sendmmsg.0, st.sendmmsg.1),
+        2 * SIZE,
+    );
+    assert_counted(
+        s,
+        row(p, "sendmmsg_messages", "socket"),
+        want(st.messages, 0),
+        0,
+    );
     // No send of the process is counted as an ordinary one.
     assert_eq!(row(p, "sendto", "socket"), Row::default(), "{p}");
     assert_eq!(row(p, "sendmsg", "socket"), Row::default(), "{p}");
+    assert_eq!(row(p, "sendmmsg", "socket"), Row::default(), "{p}");
     assert_counted(s, row(p, "recvmsg", "socket"), want(st.recvmsg, 0), 0);
     assert_counted(
         s,
@@ -1013,19 +1048,21 @@ fn msg_zerocopy_sends_are_zero_copy_and_their_completions_are_counted() {
     );
     // On loopback the kernel copies the data when it reaches the receiving socket, and
     // says so in every completion.
-    assert_eq!(st.copied, 2 * COUNT, "{st:?}");
+    assert_eq!(st.copied, 4 * COUNT, "{st:?}");
     assert_near(
         s,
         row(p, "zerocopy_copied", "socket").calls,
         st.copied,
-        2 * COUNT,
+        4 * COUNT,
         "sends reported copied",
     );
     // The sends' bytes are zero-copy bytes, not CPU copies (at the syscalls nor at the
     // socket, where the copies family measures).
     assert_eq!(
         num(p, &["zero_copy_bytes"]),
-        row(p, "sendto_zerocopy", "socket").bytes + row(p, "sendmsg_zerocopy", "socket").bytes
+        row(p, "sendto_zerocopy", "socket").bytes
+            + row(p, "sendmsg_zerocopy", "socket").bytes
+            + row(p, "sendmmsg_zerocopy", "socket").bytes
     );
     assert_eq!(
         num(p, &["cpu_copy_at_source", "socket_from_user"]),
@@ -1041,5 +1078,5 @@ fn msg_zerocopy_sends_are_zero_copy_and_their_completions_are_counted() {
     // The zero-copy sends are system calls: two mode switches each; the notifications
     // make none of their own.
     assert_eq!(num(p, &["mode_switches"]), 2 * num(p, &["calls"]), "{p}");
-    assert!(num(p, &["calls"]) >= 2 * COUNT + st.recvmsg, "{p}");
+    assert!(num(p, &["calls"]) >= 3 * COUNT + st.recvmsg, "{p}");
 }

@@ -1,6 +1,8 @@
 //! uring family on the running kernel, checked against a program no one here wrote: fio
 //! (Debian) with `ioengine=io_uring`. Its own report of operations and bytes must equal
-//! copyscope's io_uring rows for the fio processes.
+//! copyscope's io_uring rows for the fio processes. Sends and receives on sockets, which
+//! fio does not make through io_uring, are checked against the completions the kernel
+//! gave the workload.
 
 use crate::common;
 
@@ -142,4 +144,88 @@ fn fio_io_uring_sqpoll_reads_belong_to_fio_with_few_submissions() {
         enters * 10 < ops,
         "with SQPOLL, far fewer io_uring_enter calls ({enters}) than operations ({ops})"
     );
+}
+
+/// `copyscope-workload uring-socket`: io_uring SENDs and RECVs over loopback TCP, with the
+/// ring's own SQPOLL thread (`sqpoll`) or without. The operations and bytes the kernel's
+/// completions reported are copyscope's send and receive rows, on sockets.
+fn uring_socket(sqpoll: bool) {
+    const COUNT: u64 = 50;
+    const SIZE: u64 = 65536;
+    let d = scratch(if sqpoll {
+        "uring-socket-sqpoll"
+    } else {
+        "uring-socket"
+    });
+    let mut args = vec![
+        "uring-socket".to_string(),
+        COUNT.to_string(),
+        SIZE.to_string(),
+    ];
+    if sqpoll {
+        args.push("sqpoll".into());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (snap, res) = run_workload(&d, &args);
+    let p = process(&snap, res["pid"].as_u64().unwrap());
+    let s = slack(&snap);
+    let n = |k: &str| res[k].as_u64().unwrap_or_else(|| panic!("{k} in {res}"));
+    assert_eq!((n("recvs"), n("received")), (COUNT, COUNT * SIZE), "{res}");
+    assert_eq!(n("sent"), COUNT * SIZE, "{res}");
+    assert_counted(
+        s,
+        row(p, "io_uring_send", "socket"),
+        Row::ok(n("sends"), n("sent")),
+        SIZE,
+    );
+    assert_counted(
+        s,
+        row(p, "io_uring_recv", "socket"),
+        Row::ok(n("recvs"), n("received")),
+        SIZE,
+    );
+    // Nothing of it counted as another operation, nor as a socket system call.
+    for op in ["io_uring_read", "io_uring_write", "io_uring_send_zc"] {
+        assert_eq!(row(p, op, "socket"), Row::default(), "{op}: {p}");
+    }
+    for call in ["sendto", "recvfrom", "sendmsg", "recvmsg", "read", "write"] {
+        assert_eq!(row(p, call, "socket"), Row::default(), "{call}: {p}");
+    }
+    // A send from user memory and a receive into it: CPU copies both ways.
+    assert!(
+        num(p, &["cpu_copy_bytes", "from_user"]) >= n("sent"),
+        "io_uring sends copy from user memory: {p}"
+    );
+    assert!(
+        num(p, &["cpu_copy_bytes", "to_user"]) >= n("received"),
+        "io_uring receives copy to user memory: {p}"
+    );
+    let enters = row(p, "io_uring_enter", "other").calls;
+    if sqpoll {
+        // Each submit waits for its completion: an io_uring_enter to wait, but none
+        // needed to submit.
+        assert!(enters <= n("submits"), "{enters} io_uring_enter calls: {p}");
+    } else {
+        assert_near(s, enters, n("submits"), 1, "io_uring_enter calls");
+    }
+}
+
+#[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
+fn uring_socket_sends_and_receives_match_the_completions() {
+    require_kernel!();
+    if let Some(why) = uring_missing() {
+        skip!(why);
+    }
+    uring_socket(false);
+}
+
+#[test]
+#[ignore = "kernel tier: loads the eBPF programs (root); `cargo xtask test` runs it"]
+fn uring_socket_sends_and_receives_through_sqpoll_belong_to_the_process() {
+    require_kernel!();
+    if let Some(why) = uring_missing() {
+        skip!(why);
+    }
+    uring_socket(true);
 }
