@@ -192,7 +192,9 @@ fn another_build_replaces_the_pinned_programs_and_keeps_the_totals() {
     });
     assert!(
         last >= seen && last <= calls,
-        "after the replacement: {last}, before it {seen}, the workload made {calls}"
+        "after the replacement: {last}, before it {seen}, the workload made {calls}; the \
+         second agent's log:\n{}",
+        second.log()
     );
 }
 
