@@ -171,8 +171,62 @@ pub(super) fn soak_with(
     steady_comm: &str,
     churn_comm: &str,
 ) -> Result<()> {
-    let workload = bin_dir.join("copyscope-workload");
     let start_rss = resident(agent_pid)?;
+    let watched = watch(
+        bin_dir,
+        addr,
+        agent_pid,
+        &Workloads {
+            dir,
+            seconds,
+            steady_comm,
+            churn_comm,
+        },
+        interval,
+    )?;
+    report(
+        &watched,
+        agent_pid,
+        start_rss,
+        seconds,
+        interval,
+        steady_comm,
+        churn_comm,
+    )
+}
+
+/// What the soak ran, as it says it.
+struct Workloads<'a> {
+    dir: &'a Path,
+    seconds: u64,
+    steady_comm: &'a str,
+    churn_comm: &'a str,
+}
+
+/// What the soak saw: every window, the workloads' own counts, and the agent's metrics
+/// once every exit was harvested.
+struct Watched {
+    windows: Vec<Window>,
+    spawned: u64,
+    steady_calls: f64,
+    metrics: String,
+}
+
+/// Run the workloads beside the agent, and record every window it completes.
+fn watch(
+    bin_dir: &Path,
+    addr: &str,
+    agent_pid: u32,
+    w: &Workloads<'_>,
+    interval: f64,
+) -> Result<Watched> {
+    let Workloads {
+        dir,
+        seconds,
+        steady_comm,
+        churn_comm,
+    } = *w;
+    let workload = bin_dir.join("copyscope-workload");
     eprintln!(
         "xtask: soak of {seconds} s, collecting every {interval} s: a steady process (2,000 pwrite/s) \
          and 20 short-lived processes a second (10 pwrite each)"
@@ -265,16 +319,40 @@ pub(super) fn soak_with(
         }
         std::thread::sleep(poll);
     };
+    Ok(Watched {
+        windows,
+        spawned,
+        steady_calls,
+        metrics: m,
+    })
+}
+
+/// The soak's tables: memory, counts against the workloads', collection times.
+fn report(
+    w: &Watched,
+    agent_pid: u32,
+    start_rss: f64,
+    seconds: u64,
+    interval: f64,
+    steady_comm: &str,
+    churn_comm: &str,
+) -> Result<()> {
+    let Watched {
+        windows,
+        spawned,
+        steady_calls,
+        metrics: m,
+    } = w;
+    let (spawned, steady_calls) = (*spawned, *steady_calls);
     let counted = |comm: &str| {
         metric(
-            &m,
+            m,
             "copyscope_syscalls_total",
             &[("comm", comm), ("syscall", "pwrite64"), ("fd_kind", "file")],
         )
     };
-    let drops = |reason: &str| metric(&m, "copyscope_kernel_drops_total", &[("reason", reason)]);
+    let drops = |reason: &str| metric(m, "copyscope_kernel_drops_total", &[("reason", reason)]);
 
-    // The report.
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let warm_up = (seconds as f64 / 4.0).min(60.0);
