@@ -176,28 +176,63 @@ impl GuestResult {
     }
 }
 
+/// The kernels asked for (all of them when none is named), with their Debian suites.
+fn wanted_kernels(asked: &[String]) -> Result<Vec<(&'static str, &'static str)>> {
+    if asked.is_empty() {
+        return Ok(KERNELS.to_vec());
+    }
+    asked
+        .iter()
+        .map(|k| {
+            KERNELS
+                .iter()
+                .find(|(v, _)| v == k)
+                .copied()
+                .with_context(|| {
+                    format!(
+                        "unknown kernel {k}: choose from {:?}",
+                        KERNELS.iter().map(|k| k.0).collect::<Vec<_>>()
+                    )
+                })
+        })
+        .collect()
+}
+
+/// One guest's result, as the matrix goes.
+fn say(r: &GuestResult) {
+    eprintln!(
+        "xtask: {} ({}): {} in {:.0} s, kernel tests {} passed, {} failed",
+        r.series, r.release, r.status, r.seconds, r.passed, r.failed
+    );
+    for b in &r.binaries {
+        eprintln!(
+            "xtask:   {}: {} of {} tests reported, {} ran, {} skipped, {} failed",
+            b.name,
+            b.passed + b.failed,
+            b.expected,
+            (b.passed + b.failed).saturating_sub(b.skipped.len() as u64),
+            b.skipped.len(),
+            b.failed
+        );
+        for (test, why) in &b.skipped {
+            eprintln!("xtask:     skipped {test}: {why}");
+        }
+    }
+    if let Some(g) = &r.guard {
+        eprintln!(
+            "xtask:   guard: {}",
+            g.as_ref().map_or_else(|e| e.clone(), |()| "held".into())
+        );
+    }
+    for f in &r.faults {
+        eprintln!("xtask:   fault: {f}");
+    }
+}
+
 /// Run the matrix; returns every guest's result (an error only when the matrix could not
 /// run at all). `check` turns failed guests into an error.
 pub fn vm(args: VmArgs) -> Result<Vec<GuestResult>> {
-    let wanted: Vec<(&str, &str)> = if args.kernels.is_empty() {
-        KERNELS.to_vec()
-    } else {
-        args.kernels
-            .iter()
-            .map(|k| {
-                KERNELS
-                    .iter()
-                    .find(|(v, _)| v == k)
-                    .copied()
-                    .with_context(|| {
-                        format!(
-                            "unknown kernel {k}: choose from {:?}",
-                            KERNELS.iter().map(|k| k.0).collect::<Vec<_>>()
-                        )
-                    })
-            })
-            .collect::<Result<_>>()?
-    };
+    let wanted = wanted_kernels(&args.kernels)?;
     let t0 = Instant::now();
     let mirror = mirror()?;
     host_packages(&mirror)?;
@@ -263,33 +298,7 @@ pub fn vm(args: VmArgs) -> Result<Vec<GuestResult>> {
             let r = h
                 .join()
                 .map_err(|_| anyhow::anyhow!("a guest thread panicked"))??;
-            eprintln!(
-                "xtask: {} ({}): {} in {:.0} s, kernel tests {} passed, {} failed",
-                r.series, r.release, r.status, r.seconds, r.passed, r.failed
-            );
-            for b in &r.binaries {
-                eprintln!(
-                    "xtask:   {}: {} of {} tests reported, {} ran, {} skipped, {} failed",
-                    b.name,
-                    b.passed + b.failed,
-                    b.expected,
-                    (b.passed + b.failed).saturating_sub(b.skipped.len() as u64),
-                    b.skipped.len(),
-                    b.failed
-                );
-                for (test, why) in &b.skipped {
-                    eprintln!("xtask:     skipped {test}: {why}");
-                }
-            }
-            if let Some(g) = &r.guard {
-                eprintln!(
-                    "xtask:   guard: {}",
-                    g.as_ref().map_or_else(|e| e.clone(), |()| "held".into())
-                );
-            }
-            for f in &r.faults {
-                eprintln!("xtask:   fault: {f}");
-            }
+            say(&r);
             results.push(r);
         }
     }

@@ -304,6 +304,19 @@ pub(super) fn boot(
         .stderr(std::fs::File::create(out.join("qemu.err"))?)
         .status()?;
     let _ = std::fs::remove_file(&disk);
+    read_results(&out, release, started, status, timeout, tests)
+}
+
+/// What a guest left in its output directory: its exit status, each test binary's log and
+/// skips, its `copyscope probes`, the guard's verdict.
+fn read_results(
+    out: &Path,
+    release: &str,
+    started: Instant,
+    status: std::process::ExitStatus,
+    timeout: u64,
+    tests: &[TestRun],
+) -> Result<GuestResult> {
     let mut r = GuestResult {
         series: String::new(),
         release: release.to_string(),
@@ -332,7 +345,7 @@ pub(super) fn boot(
         let mut b = BinaryResult {
             name: t.name.clone(),
             expected: t.tests,
-            skipped: crate::results::read_skips(&crate::results::skip_log(&out, &t.name)),
+            skipped: crate::results::read_skips(&crate::results::skip_log(out, &t.name)),
             seconds: std::fs::read_to_string(out.join(format!("{}.seconds", t.name)))
                 .ok()
                 .and_then(|s| s.trim().parse().ok())
