@@ -54,80 +54,10 @@ pub fn run(args: &RunArgs) -> Result<i32> {
     if args.max_workloads == 0 {
         return Err(anyhow!("--max-workloads must be at least 1"));
     }
-    // The web configuration's files and the user to become are checked before the
-    // probes load.
-    let web = args
-        .web_config
-        .as_deref()
-        .map(webconfig::load)
-        .transpose()?;
-    if let Some(w) = web.as_ref().filter(|w| w.empty) {
-        warn!(
-            "web config {}: no tls_server_config and no basic_auth_users: the HTTP server is \
-             plain HTTP without authentication, as without --web-config",
-            w.path.display()
-        );
-    }
-    let server = http::Server::new(web)?;
-    let user = args
-        .user
-        .as_deref()
-        .map(privileges::User::resolve)
-        .transpose()?;
-    if let Some(u) = &user {
-        u.check_switch()?;
-    }
-    // Bind first: a port in use is reported before the probes are loaded.
-    let listener = std::net::TcpListener::bind(args.listen)
-        .map_err(|e| {
-            let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
-                " (another copyscope, or another exporter, is using it: pick one with --listen or COPYSCOPE_LISTEN)"
-            } else {
-                ""
-            };
-            anyhow!("cannot listen on {}: {e}{hint}", args.listen)
-        })?;
+    let (server, user, listener) = bind(args)?;
     let addr = listener.local_addr()?;
 
-    // Before the probes attach: the costs an application pays without copyscope.
-    let mut calibration = calibrate::calibrate_apart();
-    let mut loaded = loader::load(&LoadOptions {
-        watch_only: false,
-        debug_log: false,
-        pin: pin_request(&args.pin),
-        disabled_families: args.families.disable_families.clone(),
-    })?;
-    loader::require_all(&loaded.probes)?;
-    // A pinned restart: the programs were attached while calibrating, so the first
-    // agent's figures stand, and so do its totals.
-    let resumed = loaded
-        .pinned
-        .as_ref()
-        .and_then(|p| p.saved.as_ref()?.agent.clone())
-        .and_then(|v| match serde_json::from_value::<AgentSaved>(v) {
-            Ok(a) => Some(a),
-            Err(e) => {
-                warn!("the saved totals cannot be read ({e}): counters start from zero");
-                None
-            }
-        });
-    if let Some(a) = &resumed {
-        calibration = a.calibration;
-    }
-    info!(
-        "calibrated: memory copy {:.2} GB/s, system call {:.0} ns",
-        calibration.memcpy_bytes_per_second / 1e9,
-        calibration.syscall_seconds * 1e9
-    );
-    if let Some(p) = &loaded.pinned {
-        eprintln!("copyscope: {}", pin_report(p, resumed.is_some()));
-    }
-    for p in &loaded.probes {
-        match p.method {
-            Some(m) => info!("probe {}/{}: {m} ({})", p.family, p.hook, p.detail),
-            None => warn!("probe {}/{} not attached: {}", p.family, p.hook, p.detail),
-        }
-    }
+    let (mut loaded, calibration, resumed) = load(args)?;
 
     // Turned on before the capabilities are dropped (it needs more than reading does).
     let stats_fd = if args.bpf_stats {
@@ -137,43 +67,7 @@ pub fn run(args: &RunArgs) -> Result<i32> {
     };
     // Attached: keep what collecting still needs, drop the rest, before any thread starts
     // (threads inherit the reduced sets); then become --user.
-    match privileges::keep_only_as(&privileges::RUN_KEEPS, user.as_ref()) {
-        Ok(d) => {
-            let kept = if d.kept.is_empty() {
-                "no capabilities".to_string()
-            } else {
-                d.kept.join(", ")
-            };
-            eprintln!(
-                "copyscope: attached; keeping {kept} and dropping {} other capabilities{}{}",
-                d.dropped.len(),
-                if d.bounding {
-                    " (bounding set too)"
-                } else {
-                    ""
-                },
-                if d.no_new_privs {
-                    "; no new privileges (NoNewPrivs)"
-                } else {
-                    ""
-                }
-            );
-            match &d.user {
-                Some(u) => eprintln!("copyscope: switched to user {u}, keeping {kept}"),
-                // SAFETY: getuid cannot fail.
-                None if unsafe { libc::getuid() } == 0 => eprintln!(
-                    "copyscope: still uid 0, with only the capabilities above: no --user \
-                     was given, and no other uid is safe to pick unasked (nobody is shared \
-                     with other services, which could then signal or trace the agent); give \
-                     --user a dedicated user to leave uid 0"
-                ),
-                None => {}
-            }
-        }
-        // Never go on as root when asked not to.
-        Err(e) if user.is_some() => return Err(e),
-        Err(e) => warn!("could not drop capabilities: {e:#}"),
-    }
+    drop_privileges(user.as_ref())?;
     // Loading parsed the kernel's BTF and the object (tens of MB, freed by now): give
     // the freed heap back, so that the steady RSS is what collecting holds.
     crate::collect::footprint::release_free_memory();
@@ -261,6 +155,142 @@ pub fn run(args: &RunArgs) -> Result<i32> {
     collected?;
     drop(stats_fd);
     Ok(0)
+}
+
+/// The web configuration's files, the user to become and the listening socket, checked
+/// and bound before the probes load: a bad file or a port in use is reported first.
+fn bind(
+    args: &RunArgs,
+) -> Result<(
+    http::Server,
+    Option<privileges::User>,
+    std::net::TcpListener,
+)> {
+    let web = args
+        .web_config
+        .as_deref()
+        .map(webconfig::load)
+        .transpose()?;
+    if let Some(w) = web.as_ref().filter(|w| w.empty) {
+        warn!(
+            "web config {}: no tls_server_config and no basic_auth_users: the HTTP server is \
+             plain HTTP without authentication, as without --web-config",
+            w.path.display()
+        );
+    }
+    let server = http::Server::new(web)?;
+    let user = args
+        .user
+        .as_deref()
+        .map(privileges::User::resolve)
+        .transpose()?;
+    if let Some(u) = &user {
+        u.check_switch()?;
+    }
+    // Bind first: a port in use is reported before the probes are loaded.
+    let listener = std::net::TcpListener::bind(args.listen)
+        .map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+                " (another copyscope, or another exporter, is using it: pick one with --listen or COPYSCOPE_LISTEN)"
+            } else {
+                ""
+            };
+            anyhow!("cannot listen on {}: {e}{hint}", args.listen)
+        })?;
+    Ok((server, user, listener))
+}
+
+/// Calibrate (before the probes attach: the costs an application pays without
+/// copyscope), load and attach the probes, and take up what a pinned earlier agent saved.
+fn load(
+    args: &RunArgs,
+) -> Result<(
+    loader::Loaded,
+    crate::advisor::Calibration,
+    Option<AgentSaved>,
+)> {
+    // Before the probes attach: the costs an application pays without copyscope.
+    let mut calibration = calibrate::calibrate_apart();
+    let loaded = loader::load(&LoadOptions {
+        watch_only: false,
+        debug_log: false,
+        pin: pin_request(&args.pin),
+        disabled_families: args.families.disable_families.clone(),
+    })?;
+    loader::require_all(&loaded.probes)?;
+    // A pinned restart: the programs were attached while calibrating, so the first
+    // agent's figures stand, and so do its totals.
+    let resumed = loaded
+        .pinned
+        .as_ref()
+        .and_then(|p| p.saved.as_ref()?.agent.clone())
+        .and_then(|v| match serde_json::from_value::<AgentSaved>(v) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                warn!("the saved totals cannot be read ({e}): counters start from zero");
+                None
+            }
+        });
+    if let Some(a) = &resumed {
+        calibration = a.calibration;
+    }
+    info!(
+        "calibrated: memory copy {:.2} GB/s, system call {:.0} ns",
+        calibration.memcpy_bytes_per_second / 1e9,
+        calibration.syscall_seconds * 1e9
+    );
+    if let Some(p) = &loaded.pinned {
+        eprintln!("copyscope: {}", pin_report(p, resumed.is_some()));
+    }
+    for p in &loaded.probes {
+        match p.method {
+            Some(m) => info!("probe {}/{}: {m} ({})", p.family, p.hook, p.detail),
+            None => warn!("probe {}/{} not attached: {}", p.family, p.hook, p.detail),
+        }
+    }
+    Ok((loaded, calibration, resumed))
+}
+
+/// Keep only the capabilities collecting needs, become `user`, and say what was kept.
+fn drop_privileges(user: Option<&privileges::User>) -> Result<()> {
+    match privileges::keep_only_as(&privileges::RUN_KEEPS, user) {
+        Ok(d) => {
+            let kept = if d.kept.is_empty() {
+                "no capabilities".to_string()
+            } else {
+                d.kept.join(", ")
+            };
+            eprintln!(
+                "copyscope: attached; keeping {kept} and dropping {} other capabilities{}{}",
+                d.dropped.len(),
+                if d.bounding {
+                    " (bounding set too)"
+                } else {
+                    ""
+                },
+                if d.no_new_privs {
+                    "; no new privileges (NoNewPrivs)"
+                } else {
+                    ""
+                }
+            );
+            match &d.user {
+                Some(u) => eprintln!("copyscope: switched to user {u}, keeping {kept}"),
+                // SAFETY: getuid cannot fail.
+                None if unsafe { libc::getuid() } == 0 => eprintln!(
+                    "copyscope: still uid 0, with only the capabilities above: no --user \
+                     was given, and no other uid is safe to pick unasked (nobody is shared \
+                     with other services, which could then signal or trace the agent); give \
+                     --user a dedicated user to leave uid 0"
+                ),
+                None => {}
+            }
+        }
+        // Never go on as root when asked not to.
+        Err(e) if user.is_some() => return Err(e),
+        Err(e) => warn!("could not drop capabilities: {e:#}"),
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {
