@@ -20,6 +20,12 @@
 pub mod kernel;
 pub mod trust;
 
+mod store;
+mod unpin;
+
+pub use store::{Saved, SavedProbe, Store};
+pub use unpin::{Unpinned, unpin};
+
 use std::{
     collections::{BTreeMap, BTreeSet},
     ffi::CString,
@@ -31,9 +37,8 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use aya::maps::{Array, HashMap as BpfHashMap, MapData, MapInfo};
+use aya::maps::{Array, MapData, MapInfo};
 use copyscope_common::{PIN_LAYOUT, PinMeta, limits, maps};
-use serde::{Deserialize, Serialize};
 
 /// Where `copyscope run` pins unless told otherwise.
 pub const DEFAULT_PATH: &str = "/sys/fs/bpf/copyscope";
@@ -358,177 +363,6 @@ fn remove_tree(p: &Path) -> Result<usize> {
     }
 }
 
-/// What `copyscope unpin` did.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Unpinned {
-    /// Nothing at the path.
-    Nothing,
-    /// The pin was removed: this many objects; `left` names what is not copyscope's,
-    /// left in place (the directory then stays).
-    Removed { objects: usize, left: Vec<String> },
-}
-
-/// Whether `dir` holds a copyscope pin: `maps/PIN_META` is the array copyscope writes its
-/// header into (the header itself, or zeroes when the agent stopped before writing it),
-/// or, from an agent that stopped earlier still, nothing but empty directories of the
-/// layout.
-fn recognise(dir: &Path) -> bool {
-    let meta = dir.join("maps").join(maps::PIN_META);
-    if meta.symlink_metadata().is_ok() {
-        let Ok(info) = MapInfo::from_pin(&meta) else {
-            return false;
-        };
-        let array = info
-            .map_type()
-            .is_ok_and(|t| t == aya::maps::MapType::Array);
-        if !array
-            || info.name_as_str() != Some(maps::PIN_META)
-            || info.key_size() != 4
-            || info.max_entries() != 1
-        {
-            return false;
-        }
-        // The first eight bytes: copyscope's magic, or zeroes.
-        return matches!(first_word(&meta), Ok(0 | PinMeta::MAGIC));
-    }
-    names(dir).is_ok_and(|entries| {
-        entries.iter().all(|n| {
-            LAYOUT.contains(&n.as_str())
-                && std::fs::symlink_metadata(dir.join(n)).is_ok_and(|m| m.is_dir())
-                && names(&dir.join(n)).is_ok_and(|v| v.is_empty())
-        })
-    })
-}
-
-/// The first eight bytes of element 0 of a pinned array, whatever its value size.
-fn first_word(path: &Path) -> Result<u64> {
-    use std::os::fd::AsRawFd as _;
-    const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
-    #[repr(C)]
-    struct LookupAttr {
-        map_fd: u32,
-        _pad: u32,
-        key: u64,
-        value: u64,
-        flags: u64,
-    }
-    let info = MapInfo::from_pin(path)?;
-    let size = info.value_size() as usize;
-    if size < 8 {
-        bail!("{}-byte values", size);
-    }
-    let fd = open_pinned(path)?;
-    let key = 0u32;
-    let mut value = vec![0u8; size];
-    let mut attr = LookupAttr {
-        map_fd: fd.as_raw_fd() as u32,
-        _pad: 0,
-        key: (&raw const key) as u64,
-        value: value.as_mut_ptr() as u64,
-        flags: 0,
-    };
-    // SAFETY: attr is a live BPF_MAP_LOOKUP_ELEM attribute; key and value outlive the
-    // call and value holds the map's value size.
-    unsafe { crate::bpf_syscall::sys_bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) }
-        .with_context(|| format!("reading {}", path.display()))?;
-    Ok(u64::from_le_bytes(value[..8].try_into()?))
-}
-
-/// Which kind of object each subdirectory of the layout holds (`links` holds one
-/// directory of links per generation).
-fn expected(sub: &str) -> fn(Option<kernel::Kind>) -> bool {
-    match sub {
-        "maps" => |k| k == Some(kernel::Kind::Map),
-        "progs" => |k| matches!(k, Some(kernel::Kind::Program(_))),
-        _ => |k| matches!(k, Some(kernel::Kind::Link(_))),
-    }
-}
-
-/// Remove the objects of the kind `sub` holds from `dir` (and `dir` when it is then
-/// empty); name anything else in `left`, relative to the pin directory.
-fn remove_kind(pin: &Path, sub: &str, dir: &Path, left: &mut Vec<String>) -> Result<usize> {
-    let mut n = 0;
-    let depth = dir.strip_prefix(pin).map_or(0, |r| r.components().count());
-    for name in names(dir)? {
-        let p = dir.join(&name);
-        let m = p
-            .symlink_metadata()
-            .with_context(|| format!("reading {}", p.display()))?;
-        if sub == "links" && depth == 1 && m.is_dir() {
-            n += remove_kind(pin, sub, &p, left)?;
-        } else if m.is_file() && expected(sub)(kernel::pinned_kind(&p)) {
-            std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
-            n += 1;
-        } else {
-            left.push(p.strip_prefix(pin).unwrap_or(&p).display().to_string());
-        }
-    }
-    if names(dir)?.is_empty() {
-        std::fs::remove_dir(dir).with_context(|| format!("removing {}", dir.display()))?;
-    }
-    Ok(n)
-}
-
-/// `copyscope unpin`: remove the copyscope pin at `path`, and only that: its maps,
-/// programs and links (programs detach and maps are freed once no running agent holds
-/// them). Whatever else is there is named and left alone; a directory that is not a
-/// copyscope pin is refused, with what it holds.
-pub fn unpin(path: &Path) -> Result<Unpinned> {
-    let Ok(m) = path.symlink_metadata() else {
-        return Ok(Unpinned::Nothing);
-    };
-    if !on_bpffs(path) {
-        bail!(
-            "{} is not on a BPF file system: not a copyscope pin, nothing removed",
-            path.display()
-        );
-    }
-    if !m.is_dir() {
-        bail!(
-            "{} is not a directory: not a copyscope pin, nothing removed",
-            path.display()
-        );
-    }
-    if !recognise(path) {
-        let held = names(path)?;
-        bail!(
-            "{} is not a copyscope pin (it has no maps/{} that copyscope wrote): nothing \
-             removed; it holds {}",
-            path.display(),
-            maps::PIN_META,
-            if held.is_empty() {
-                "nothing".to_string()
-            } else {
-                held.join(", ")
-            }
-        );
-    }
-    let dir = PinDir::open_existing(path)?;
-    let mut objects = 0;
-    let mut left = Vec::new();
-    for name in names(path)? {
-        let p = path.join(&name);
-        let is_dir = p.symlink_metadata().is_ok_and(|m| m.is_dir());
-        if name == trust::LOCK {
-            continue;
-        }
-        if is_dir && LAYOUT.contains(&name.as_str()) {
-            objects += remove_kind(path, &name, &p, &mut left)?;
-        } else {
-            left.push(name);
-        }
-    }
-    // The lock last, while still held; then the directory, if nothing else is there.
-    std::fs::remove_dir(path.join(trust::LOCK))
-        .with_context(|| format!("removing {}", path.join(trust::LOCK).display()))?;
-    drop(dir);
-    if left.is_empty() {
-        std::fs::remove_dir(path).with_context(|| format!("removing {}", path.display()))?;
-    }
-    left.sort();
-    Ok(Unpinned::Removed { objects, left })
-}
-
 /// Open a pinned object (a map, program or link) by path.
 pub fn open_pinned(path: &Path) -> Result<OwnedFd> {
     const BPF_OBJ_GET: libc::c_long = 7;
@@ -555,114 +389,4 @@ pub fn open_pinned(path: &Path) -> Result<OwnedFd> {
         .with_context(|| format!("opening the pinned {}", path.display()))?;
     // SAFETY: the kernel returned a new file descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-/// One probe as a pinning agent attached it, for the agent that adopts the programs.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct SavedProbe {
-    pub family: String,
-    pub hook: String,
-    pub name: String,
-    pub method: Option<String>,
-    pub attached: bool,
-    pub detail: String,
-    /// Absent in totals saved before reasons were kinds.
-    #[serde(default)]
-    pub reason: Option<crate::reason::Reason>,
-}
-
-/// Everything saved in `AGENT_STATE`.
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct Saved {
-    /// The probes as attached by the agent that loaded the programs.
-    pub probes: Vec<SavedProbe>,
-    /// The running agent's totals (`commands::run`), as of its last collection.
-    #[serde(default)]
-    pub agent: Option<serde_json::Value>,
-}
-
-/// `PIN_META` and `AGENT_STATE` of a pin, for the agent to read and write.
-pub struct Store {
-    meta: Array<MapData, PinMeta>,
-    chunks: BpfHashMap<MapData, u32, [u8; limits::STATE_CHUNK]>,
-}
-
-impl Store {
-    pub fn new(meta: aya::maps::Map, chunks: aya::maps::Map) -> Result<Store> {
-        Ok(Store {
-            meta: Array::try_from(meta)?,
-            chunks: BpfHashMap::try_from(chunks)?,
-        })
-    }
-
-    pub fn meta(&self) -> Result<PinMeta> {
-        Ok(self.meta.get(&0, 0)?)
-    }
-
-    pub fn set_meta(&mut self, m: &PinMeta) -> Result<()> {
-        self.meta.set(0, m, 0).context("writing PIN_META")
-    }
-
-    /// The saved state, if any; an error when it does not check out.
-    pub fn read(&self) -> Result<Option<Saved>> {
-        let m = self.meta()?;
-        if m.state_len == 0 {
-            return Ok(None);
-        }
-        let len = m.state_len as usize;
-        let n = len.div_ceil(limits::STATE_CHUNK) as u32;
-        let mut buf = Vec::with_capacity(n as usize * limits::STATE_CHUNK);
-        for i in 0..n {
-            let c = self
-                .chunks
-                .get(&(m.state_copy * COPY_CHUNKS + i), 0)
-                .with_context(|| format!("reading chunk {i} of the saved state"))?;
-            buf.extend_from_slice(&c);
-        }
-        buf.truncate(len);
-        if crc32fast::hash(&buf) != m.state_crc {
-            bail!("the saved state fails its checksum");
-        }
-        Ok(Some(
-            serde_json::from_slice(&buf).context("decoding the saved state")?,
-        ))
-    }
-
-    /// Save `s` into the copy not in use, then switch `PIN_META` to it in one update.
-    pub fn write(&mut self, s: &Saved) -> Result<usize> {
-        let bytes = serde_json::to_vec(s)?;
-        let max = COPY_CHUNKS as usize * limits::STATE_CHUNK;
-        if bytes.len() > max {
-            bail!(
-                "the agent's state is {} bytes, more than the {max} a pin holds",
-                bytes.len()
-            );
-        }
-        let mut m = self.meta()?;
-        let copy = if m.state_len == 0 {
-            0
-        } else {
-            1 - m.state_copy
-        };
-        let mut chunk = Box::new([0u8; limits::STATE_CHUNK]);
-        for (i, part) in bytes.chunks(limits::STATE_CHUNK).enumerate() {
-            chunk[..part.len()].copy_from_slice(part);
-            chunk[part.len()..].fill(0);
-            #[expect(
-                clippy::needless_borrows_for_generic_args,
-                reason = "by value it would copy 32 KiB onto the stack"
-            )]
-            self.chunks
-                .insert(copy * COPY_CHUNKS + i as u32, &*chunk, 0)
-                .with_context(|| format!("writing chunk {i} of the saved state"))?;
-        }
-        m.state_copy = copy;
-        m.state_len = bytes.len() as u32;
-        m.state_crc = crc32fast::hash(&bytes);
-        m.state_unix_ns = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        self.set_meta(&m)?;
-        Ok(bytes.len())
-    }
 }
