@@ -38,11 +38,21 @@ pub enum Command {
     Run(RunArgs),
     /// The live view: which processes copy bytes through the CPU, switch modes and miss
     /// the page cache, and what to do about it. `?` lists the keys.
+    #[cfg(feature = "tui")]
     Top(crate::tui::TopArgs),
+    /// The live view (not in this build: built without the tui feature).
+    #[cfg(not(feature = "tui"))]
+    #[command(disable_help_flag = true)]
+    Top(LeftOut),
     /// Transfer a file with each copy method (read+write, mmap+write, sendfile, splice,
     /// O_DIRECT with io_uring, copy_file_range) and compare throughput, CPU time and
     /// copyscope's own counts of copies and switches.
+    #[cfg(feature = "bench")]
     Bench(crate::bench::BenchArgs),
+    /// Compare the copy methods (not in this build: built without the bench feature).
+    #[cfg(not(feature = "bench"))]
+    #[command(disable_help_flag = true)]
+    Bench(LeftOut),
     /// Remove what `copyscope run` pinned under bpffs: its programs detach and its maps
     /// and totals are freed (once no agent holds them).
     Unpin {
@@ -61,12 +71,30 @@ pub enum Command {
     /// or `copyscope man | man -l -`.
     Man,
     /// One transfer of `copyscope bench`, in its own process so that its counts are its own.
+    #[cfg(feature = "bench")]
     #[command(hide = true)]
     BenchSend(crate::bench::send::BenchSendArgs),
     /// Measure memory-copy bandwidth and one system call's cost, as JSON (what `run`
     /// starts in a child process of its own).
     #[command(hide = true)]
     Calibrate,
+}
+
+/// The arguments of a command this build left out (`top` without the tui feature, `bench`
+/// without bench): any, so that the command says what is missing instead of clap.
+#[derive(Debug, clap::Args)]
+pub struct LeftOut {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    pub args: Vec<std::ffi::OsString>,
+}
+
+/// What a command this build left out does: says so, and how to get it; exit code 2.
+pub fn left_out(feature: &str, instead: &str) -> i32 {
+    eprintln!(
+        "copyscope: this copyscope was built without the {feature} feature (the container \
+         image is): {instead}"
+    );
+    2
 }
 
 #[derive(Debug, clap::Args)]

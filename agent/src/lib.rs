@@ -3,6 +3,7 @@
 
 pub mod advisor;
 pub mod args;
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod bpf_syscall;
 pub mod calibrate;
@@ -24,6 +25,7 @@ pub mod signals;
 pub mod snapshot_table;
 #[doc(hidden)]
 pub mod testing;
+#[cfg(feature = "tui")]
 pub mod tui;
 pub mod units;
 pub mod webconfig;
@@ -38,8 +40,21 @@ pub fn run(cli: cli::Cli) -> Result<i32> {
         cli::Command::Snapshot(args) => commands::snapshot::run(&args),
         cli::Command::Run(args) => commands::run::run(&args),
         cli::Command::Unpin { pin_path } => commands::unpin::run(&pin_path),
+        #[cfg(feature = "tui")]
         cli::Command::Top(args) => tui::run(&args),
+        #[cfg(not(feature = "tui"))]
+        cli::Command::Top(_) => Ok(cli::left_out(
+            "tui",
+            "run `copyscope top --from URL` from a full build on your own machine",
+        )),
+        #[cfg(feature = "bench")]
         cli::Command::Bench(args) => bench::run(&args),
+        #[cfg(not(feature = "bench"))]
+        cli::Command::Bench(_) => Ok(cli::left_out(
+            "bench",
+            "run `copyscope bench` from a full build (cargo build --release)",
+        )),
+        #[cfg(feature = "bench")]
         cli::Command::BenchSend(args) => bench::send::run(&args),
         cli::Command::Calibrate => calibrate::print(),
         cli::Command::Completions { shell } => {
