@@ -1,8 +1,8 @@
 //! `cargo xtask image`: the container image. A static (musl) copyscope with its eBPF
-//! programs embedded, stripped, in a FROM-scratch image built by buildah (vfs storage,
-//! chroot isolation: no daemon, no registry), exported as an OCI archive, then checked:
-//! the size goal, the entry point, and the binary inside answering `--version` (and, as
-//! root, `probes`, which loads the embedded programs).
+//! programs embedded, built without the tui and bench features, stripped, in a FROM-scratch
+//! image built by buildah (vfs storage, chroot isolation: no daemon, no registry), exported
+//! as an OCI archive, then checked: the size goal, the entry point, and the binary inside
+//! answering `--version` (and, as root, `probes`, which loads the embedded programs).
 
 use std::{
     path::{Path, PathBuf},
@@ -82,6 +82,9 @@ fn build_static() -> Result<PathBuf> {
             "copyscope",
             "--bin",
             "copyscope",
+            // No tui and no bench: no terminal view, no plotting, no image codecs or
+            // fonts in the privileged agent.
+            "--no-default-features",
         ])
         .args(["--target", TARGET])
         // ring's C parts (rustls, for the Kubernetes API) need a musl C compiler.

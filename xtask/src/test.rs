@@ -86,6 +86,20 @@ fn run_tiers(lint: bool, matrix: bool, tiers: &mut Vec<Tier>) -> Result<()> {
                         "warnings",
                     ]))
                 },
+                // The image's build (cargo xtask image): no tui, no bench.
+                &mut || {
+                    run(&mut cargo(&[
+                        "clippy",
+                        "--package",
+                        "copyscope",
+                        "--no-default-features",
+                        "--bins",
+                        "--lib",
+                        "--",
+                        "-D",
+                        "warnings",
+                    ]))
+                },
             ],
         )?;
     }
