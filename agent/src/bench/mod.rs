@@ -254,6 +254,9 @@ pub fn run(args: &BenchArgs) -> Result<i32> {
             for run in 1..=args.runs {
                 progress.set_message(format!("{method} {cache} {run}/{}", args.runs));
                 prepare_cache(&file.path, cache)?;
+                // The sender's own code, read back from disk, would be its page-cache
+                // misses.
+                io::warm_executables(&[&exe])?;
                 let r = transfer(
                     &exe,
                     &file,

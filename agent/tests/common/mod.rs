@@ -237,6 +237,10 @@ pub fn run_workload(dir: &Path, args: &[&str]) -> (Value, Value) {
 /// [`run_workload`] with extra environment for copyscope.
 pub fn run_workload_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (Value, Value) {
     let out_file = dir.join(format!("result-{}", args.join("_").replace('/', "_")));
+    // Clean pages may leave the cache at any time: the workload's own code, read back
+    // from disk while it runs, would be page-cache misses of its own.
+    copyscope::bench::io::warm_executables(&[Path::new(COPYSCOPE), Path::new(WORKLOAD)])
+        .expect("reading the binaries into the page cache");
     let out = Command::new(COPYSCOPE)
         .args(["snapshot", "--json", "--", WORKLOAD])
         .args(args)
