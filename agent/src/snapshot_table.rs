@@ -9,6 +9,15 @@ use crate::{
 
 pub fn table(s: &Snapshot) -> String {
     let mut o = String::new();
+    header(&mut o, s);
+    processes(&mut o, s);
+    programs(&mut o, s);
+    advice(&mut o, &s.advice);
+    o
+}
+
+/// The window, the probes' methods, what the kernel dropped.
+fn header(o: &mut String, s: &Snapshot) {
     let methods: Vec<_> = s
         .probes
         .iter()
@@ -45,6 +54,10 @@ pub fn table(s: &Snapshot) -> String {
     if !dropped.is_empty() {
         let _ = writeln!(o, "DROPPED in the kernel: {}", dropped.join(" "));
     }
+}
+
+/// A line per process, and under it a line per syscall row.
+fn processes(o: &mut String, s: &Snapshot) {
     let _ = writeln!(o);
     let _ = writeln!(
         o,
@@ -105,6 +118,10 @@ pub fn table(s: &Snapshot) -> String {
             );
         }
     }
+}
+
+/// The empty window's note, the programs' run times, the note on exited processes.
+fn programs(o: &mut String, s: &Snapshot) {
     if s.processes.is_empty() {
         let _ = writeln!(o, "(no counted syscalls in this window)");
     }
@@ -126,7 +143,11 @@ pub fn table(s: &Snapshot) -> String {
     if s.processes.iter().any(|p| p.exited) {
         let _ = writeln!(o, "\n* exited during the window; counts are final");
     }
-    let groups = advice_groups(&s.advice);
+}
+
+/// The advisor's findings, grouped.
+fn advice(o: &mut String, advice: &[ProcessAdvice]) {
+    let groups = advice_groups(advice);
     if !groups.is_empty() {
         let _ = writeln!(o);
         let _ = writeln!(
@@ -172,7 +193,6 @@ pub fn table(s: &Snapshot) -> String {
             }
         }
     }
-    o
 }
 
 /// The findings worth a line (above the minimum saving), one group per command,

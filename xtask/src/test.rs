@@ -72,36 +72,7 @@ fn checks(
 
 fn run_tiers(lint: bool, matrix: bool, tiers: &mut Vec<Tier>) -> Result<()> {
     if lint {
-        checks(
-            tiers,
-            "lint (rustfmt, clippy)",
-            &mut [
-                &mut || run(&mut cargo(&["fmt", "--all", "--check"])),
-                &mut || {
-                    run(&mut cargo(&[
-                        "clippy",
-                        "--all-targets",
-                        "--",
-                        "-D",
-                        "warnings",
-                    ]))
-                },
-                // The image's build (cargo xtask image): no tui, no bench.
-                &mut || {
-                    run(&mut cargo(&[
-                        "clippy",
-                        "--package",
-                        "copyscope",
-                        "--no-default-features",
-                        "--bins",
-                        "--lib",
-                        "--",
-                        "-D",
-                        "warnings",
-                    ]))
-                },
-            ],
-        )?;
+        lint_tier(tiers)?;
     }
     checks(tiers, "dashboards", &mut [&mut crate::dashboards::check])?;
     // The Helm chart and the manifests made from it, validated offline.
@@ -126,6 +97,54 @@ fn run_tiers(lint: bool, matrix: bool, tiers: &mut Vec<Tier>) -> Result<()> {
         return Ok(());
     }
 
+    if !kernel_tier(tiers, &skips, kernel_tests)? {
+        return Ok(());
+    }
+    fuzz_tier(tiers)?;
+    image_tier(tiers)?;
+    if matrix {
+        matrix_tier(tiers)?;
+    }
+    Ok(())
+}
+
+/// rustfmt and clippy, of the default build and of the image's.
+fn lint_tier(tiers: &mut Vec<Tier>) -> Result<()> {
+    checks(
+        tiers,
+        "lint (rustfmt, clippy)",
+        &mut [
+            &mut || run(&mut cargo(&["fmt", "--all", "--check"])),
+            &mut || {
+                run(&mut cargo(&[
+                    "clippy",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ]))
+            },
+            // The image's build (cargo xtask image): no tui, no bench.
+            &mut || {
+                run(&mut cargo(&[
+                    "clippy",
+                    "--package",
+                    "copyscope",
+                    "--no-default-features",
+                    "--bins",
+                    "--lib",
+                    "--",
+                    "-D",
+                    "warnings",
+                ]))
+            },
+        ],
+    )?;
+    Ok(())
+}
+
+/// The kernel tier and its guard, as root; whether the next tiers may run.
+fn kernel_tier(tiers: &mut Vec<Tier>, skips: &Path, kernel_tests: u64) -> Result<bool> {
     // The kernel tier: the tests that load the real programs. As root they must really
     // run: a skip for a reason other than a missing kernel feature fails.
     if is_root() {
@@ -146,7 +165,7 @@ fn run_tiers(lint: bool, matrix: bool, tiers: &mut Vec<Tier>) -> Result<()> {
         let ok = tier.failed == 0;
         tiers.push(tier);
         if !ok {
-            return Ok(());
+            return Ok(false);
         }
         checks(
             tiers,
@@ -162,7 +181,11 @@ fn run_tiers(lint: bool, matrix: bool, tiers: &mut Vec<Tier>) -> Result<()> {
             ..Default::default()
         });
     }
+    Ok(true)
+}
 
+/// The parsers' fuzz targets.
+fn fuzz_tier(tiers: &mut Vec<Tier>) -> Result<()> {
     // The parsers' fuzz targets (agent/fuzz), a few seconds each.
     let t0 = Instant::now();
     match crate::fuzz::tier() {
@@ -188,6 +211,11 @@ fn run_tiers(lint: bool, matrix: bool, tiers: &mut Vec<Tier>) -> Result<()> {
             return Err(e);
         }
     }
+    Ok(())
+}
+
+/// The container image, as root.
+fn image_tier(tiers: &mut Vec<Tier>) -> Result<()> {
     // The container image: built, sized and its binary run (buildah needs root).
     if is_root() {
         checks(
@@ -202,34 +230,35 @@ fn run_tiers(lint: bool, matrix: bool, tiers: &mut Vec<Tier>) -> Result<()> {
             ..Default::default()
         });
     }
-    if matrix {
-        if is_root() {
-            let t0 = Instant::now();
-            let results = crate::vm::vm(crate::vm::VmArgs {
-                kernels: crate::vm::KERNELS.iter().map(|k| k.0.to_string()).collect(),
-                parallel: 2,
-                timeout: 1500,
-                only: vec![],
-            })?;
-            let verdict = crate::vm::check(&results);
-            for r in &results {
-                tiers.extend(r.tiers());
-            }
-            tiers.push(Tier {
-                name: "kernel matrix (QEMU): kernels, payload, boots (time)".into(),
-                seconds: t0.elapsed().as_secs_f64(),
-                ..Default::default()
-            });
-            verdict?;
-        } else {
-            tiers.push(Tier {
-                name: "kernel matrix (QEMU)".into(),
-                not_run: Some(
-                    "not root: it needs qemu, kernel packages and BPF in the guests".into(),
-                ),
-                ..Default::default()
-            });
+    Ok(())
+}
+
+/// The QEMU matrix, as root.
+fn matrix_tier(tiers: &mut Vec<Tier>) -> Result<()> {
+    if is_root() {
+        let t0 = Instant::now();
+        let results = crate::vm::vm(crate::vm::VmArgs {
+            kernels: crate::vm::KERNELS.iter().map(|k| k.0.to_string()).collect(),
+            parallel: 2,
+            timeout: 1500,
+            only: vec![],
+        })?;
+        let verdict = crate::vm::check(&results);
+        for r in &results {
+            tiers.extend(r.tiers());
         }
+        tiers.push(Tier {
+            name: "kernel matrix (QEMU): kernels, payload, boots (time)".into(),
+            seconds: t0.elapsed().as_secs_f64(),
+            ..Default::default()
+        });
+        verdict?;
+    } else {
+        tiers.push(Tier {
+            name: "kernel matrix (QEMU)".into(),
+            not_run: Some("not root: it needs qemu, kernel packages and BPF in the guests".into()),
+            ..Default::default()
+        });
     }
     Ok(())
 }
