@@ -49,7 +49,11 @@ enum Cmd {
     /// Boot Debian kernels under QEMU and run the kernel tests and `copyscope probes` in each.
     Vm(vm::VmArgs),
     /// Build the container image (static musl binary, FROM scratch, buildah) and check it.
-    Image,
+    Image {
+        /// Architectures, comma-separated; with more than one, a manifest list of them too.
+        #[arg(long, value_delimiter = ',', default_value = "amd64")]
+        arch: Vec<image::Arch>,
+    },
     /// Set up, then write the plain Kubernetes manifests (deploy/kubernetes) from the Helm
     /// chart (deploy/helm/copyscope).
     Manifests {
@@ -105,7 +109,7 @@ fn main() {
             .and_then(|_| vm::vm(args))
             .and_then(|r| vm::check(&r))
             .map(|_| 0),
-        Cmd::Image => setup::setup().and_then(|_| image::image()).map(|_| 0),
+        Cmd::Image { arch } => setup::setup().and_then(|_| image::images(&arch)).map(|_| 0),
         Cmd::Manifests { check } => setup::setup()
             .and_then(|_| {
                 if check {
