@@ -179,18 +179,21 @@ pub fn splice_all(fd: RawFd, out: RawFd, size: u64, pipe: SplicePipe) -> Result<
 /// pages may be dropped from the cache at any time, and a page read back in a measured
 /// process's context is that process's page-cache miss, not its workload's.
 pub fn warm_executables(more: &[&std::path::Path]) -> Result<()> {
+    for p in more {
+        warm(p).with_context(|| format!("reading {} into the page cache", p.display()))?;
+    }
+    // What this process has mapped: a file gone since (a binary rebuilt while it runs, a
+    // memfd) is left alone.
     let maps = std::fs::read_to_string("/proc/self/maps").context("reading /proc/self/maps")?;
-    let mut paths: Vec<std::path::PathBuf> = maps
+    let mut mapped: Vec<&str> = maps
         .lines()
         .filter_map(|l| l.split_whitespace().nth(5))
         .filter(|p| p.starts_with('/'))
-        .map(std::path::PathBuf::from)
-        .chain(more.iter().map(|p| p.to_path_buf()))
         .collect();
-    paths.sort();
-    paths.dedup();
-    for p in &paths {
-        warm(p).with_context(|| format!("reading {} into the page cache", p.display()))?;
+    mapped.sort_unstable();
+    mapped.dedup();
+    for p in mapped {
+        let _ = warm(std::path::Path::new(p));
     }
     Ok(())
 }
