@@ -498,14 +498,36 @@ fn transfer(
     }
     let sent: Sent = serde_json::from_str(line.trim())
         .with_context(|| format!("the sender's report {line:?} is not JSON"))?;
-    let verified = match (args.to, rx) {
+    let verified = verify(args, rx, file, &out_path, progress, &sent)?;
+    let counts = sender_counts(before, after, loaded, exit.pid, elapsed, method)?;
+    Ok(Run {
+        method,
+        cache: cache.to_string(),
+        run,
+        sent,
+        verified,
+        counts,
+    })
+}
+
+/// Whether the bytes arrived whole: the receiver's count and CRC, or the output file's;
+/// None when nothing can tell (/dev/null).
+fn verify(
+    args: &BenchArgs,
+    rx: Option<JoinHandle<(u64, u32)>>,
+    file: &TestFile,
+    out_path: &Path,
+    progress: &indicatif::ProgressBar,
+    sent: &Sent,
+) -> Result<Option<bool>> {
+    Ok(match (args.to, rx) {
         (Sink::Tcp, Some(h)) => {
             let (bytes, crc) = h.join().map_err(|_| anyhow!("the receiver panicked"))?;
             Some(bytes == args.size && crc == file.crc)
         }
         (Sink::File, _) => {
             let mut crc = crc32fast::Hasher::new();
-            let mut f = std::fs::File::open(&out_path)?;
+            let mut f = std::fs::File::open(out_path)?;
             let mut buf = vec![0u8; 1 << 20];
             let mut bytes = 0u64;
             loop {
@@ -516,7 +538,7 @@ fn transfer(
                 crc.update(&buf[..n]);
                 bytes += n as u64;
             }
-            std::fs::remove_file(&out_path)?;
+            std::fs::remove_file(out_path)?;
             progress.inc(bytes);
             Some(bytes == args.size && crc.finalize() == file.crc)
         }
@@ -524,10 +546,20 @@ fn transfer(
             progress.inc(sent.bytes);
             None
         }
-    };
-    let counts = match (before, after, loaded) {
+    })
+}
+
+/// What copyscope counted of the sender (`pid`) between two harvests.
+fn sender_counts(
+    before: Option<crate::model::Counts>,
+    after: Option<crate::model::Counts>,
+    loaded: Option<&loader::Loaded>,
+    pid: u32,
+    elapsed: f64,
+    method: Method,
+) -> Result<Option<Counts>> {
+    Ok(match (before, after, loaded) {
         (Some(before), Some(after), Some(loaded)) => {
-            let pid = exit.pid;
             let snap = window_snapshot(
                 loaded,
                 &before,
@@ -556,13 +588,5 @@ fn transfer(
             })
         }
         _ => None,
-    };
-    Ok(Run {
-        method,
-        cache: cache.to_string(),
-        run,
-        sent,
-        verified,
-        counts,
     })
 }
