@@ -324,12 +324,22 @@ fn claims(setup: &Setup, lines: &[Line]) -> Vec<Claim> {
         .into_iter()
         .filter(|c| line(c, Method::ReadWrite).is_some())
         .collect();
-    let mut out = Vec::new();
+    vec![
+        doubling(&line, &caches),
+        transfer_to(&line, &caches),
+        direct_io(&line),
+        copies(setup, &line, &caches),
+    ]
+}
 
-    // 1. "Zero-copy at least doubles transfer throughput."
+/// A method's median line for one cache state.
+type LineOf<'a> = dyn Fn(&str, Method) -> Option<&'a Line> + 'a;
+
+/// The claim "Zero-copy at least doubles transfer throughput."
+fn doubling<'a>(line: &LineOf<'a>, caches: &[&str]) -> Claim {
     let mut parts = Vec::new();
     let mut ratios = Vec::new();
-    for &c in &caches {
+    for &c in caches {
         let best = [Method::Sendfile, Method::Splice]
             .into_iter()
             .filter_map(|m| line(c, m))
@@ -343,18 +353,20 @@ fn claims(setup: &Setup, lines: &[Line]) -> Vec<Claim> {
             ));
         }
     }
-    out.push(graded(
+    graded(
         "zero-copy at least doubles file-transfer throughput",
         &ratios,
         (2.0, 1.2),
         parts,
         "needs read-write and sendfile or splice",
-    ));
+    )
+}
 
-    // 2. "transferTo (sendfile) cut transfer time by about 65%."
+/// The claim "transferTo (sendfile) cut transfer time by about 65%."
+fn transfer_to<'a>(line: &LineOf<'a>, caches: &[&str]) -> Claim {
     let mut parts = Vec::new();
     let mut cuts = Vec::new();
-    for &c in &caches {
+    for &c in caches {
         if let (Some(rw), Some(sf)) = (line(c, Method::ReadWrite), line(c, Method::Sendfile)) {
             let cut = 1.0 - sf.seconds / rw.seconds;
             cuts.push(cut);
@@ -367,20 +379,22 @@ fn claims(setup: &Setup, lines: &[Line]) -> Vec<Claim> {
             ));
         }
     }
-    out.push(graded(
+    graded(
         "sendfile (Java's transferTo) cuts transfer time by about 65%",
         &cuts,
         (0.55, 0.2),
         parts,
         "needs read-write and sendfile",
-    ));
+    )
+}
 
-    // 3. "Huge files: bypass the page cache with O_DIRECT + async I/O."
+/// The claim "Huge files: bypass the page cache with O_DIRECT + async I/O."
+fn direct_io<'a>(line: &LineOf<'a>) -> Claim {
     let (rw, d) = (
         line("cold", Method::ReadWrite),
         line("cold", Method::DirectUring),
     );
-    out.push(match (rw, d) {
+    match (rw, d) {
         (Some(rw), Some(d)) => {
             let tp = d.throughput_vs_read_write.unwrap_or(0.0);
             let cpu = d.cpu_vs_read_write.unwrap_or(f64::INFINITY);
@@ -413,13 +427,15 @@ fn claims(setup: &Setup, lines: &[Line]) -> Vec<Claim> {
             verdict: Verdict::NotMeasured,
             evidence: "needs read-write and direct-uring with a cold cache".into(),
         },
-    });
+    }
+}
 
-    // 4. The mechanism the seeds draw: read()+write() copies every byte through the CPU
-    //    twice with four mode switches per chunk; sendfile copies none with two.
+/// The mechanism the seeds draw: read()+write() copies every byte through the CPU
+/// twice with four mode switches per chunk; sendfile copies none with two.
+fn copies<'a>(setup: &Setup, line: &LineOf<'a>, caches: &[&str]) -> Claim {
     let mut parts = Vec::new();
     let mut ok = Vec::new();
-    for &c in &caches {
+    for &c in caches {
         if let (Some(rw), Some(sf)) = (line(c, Method::ReadWrite), line(c, Method::Sendfile))
             && let (Some(a), Some(b)) = (rw.counts, sf.counts)
         {
@@ -433,7 +449,7 @@ fn claims(setup: &Setup, lines: &[Line]) -> Vec<Claim> {
             ));
         }
     }
-    out.push(Claim {
+    Claim {
         claim: "read()+write() copies each byte twice through the CPU, sendfile not at all",
         verdict: if ok.is_empty() {
             Verdict::NotMeasured
@@ -447,8 +463,7 @@ fn claims(setup: &Setup, lines: &[Line]) -> Vec<Claim> {
         } else {
             parts.join("; ")
         },
-    });
-    out
+    }
 }
 
 #[cfg(test)]
