@@ -216,7 +216,10 @@ fn advice_groups(advice: &[ProcessAdvice]) -> Vec<Vec<&ProcessAdvice>> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
+    use crate::{loader::ProgramStat, model::ProbeRow, testing::RowBuilder};
 
     fn finding(pid: u32, comm: &str, pattern: &str, saved: f64, below: bool) -> ProcessAdvice {
         ProcessAdvice {
@@ -275,5 +278,98 @@ mod tests {
         let mut snap = crate::tui::fixtures::snapshot();
         snap.advice = vec![finding(24, "cp", "copy_file_range", 0.0000002, true)];
         assert!(!table(&snap).contains("ADVICE"));
+    }
+
+    fn window() -> Snapshot {
+        let mut exited = RowBuilder::new(8, "cp")
+            .syscall("read", "file", 2, 8192)
+            .build();
+        exited.exited = true;
+        Snapshot {
+            duration_seconds: 5.0,
+            end_unix_seconds: 0.0,
+            host: "node".into(),
+            kernel: "6.18.0".into(),
+            probes: vec![
+                ProbeRow {
+                    name: "syscalls_enter".into(),
+                    family: "syscalls".into(),
+                    hook: "sys_enter".into(),
+                    method: Some("tracepoint".into()),
+                    attached: true,
+                },
+                ProbeRow {
+                    name: "copies_read".into(),
+                    family: "copies".into(),
+                    hook: "file_read".into(),
+                    method: None,
+                    attached: false,
+                },
+            ],
+            processes: vec![
+                RowBuilder::new(7, "nginx")
+                    .seconds_per_call(0.001)
+                    .syscall("sendfile", "file->socket", 3, 3 << 20)
+                    .syscall("read", "socket", 10, 4096)
+                    .build(),
+                exited,
+            ],
+            dropped: BTreeMap::from([
+                ("syscall_stats_full".to_string(), 0),
+                ("inflight_lost".to_string(), 2),
+            ]),
+            cpu_copy_method: BTreeMap::from([("file_read".to_string(), "syscalls".to_string())]),
+            bpf_stats: vec![ProgramStat {
+                name: "syscalls_enter".into(),
+                run_count: 100,
+                run_time_ns: 25_000,
+                missed_runs: 0,
+            }],
+            command: None,
+            calibration: None,
+            advice: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_table_shows_the_window_its_probes_drops_processes_and_programs() {
+        let t = table(&window());
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[0], "copyscope snapshot: 5.00 s, kernel 6.18.0");
+        // Attached probes only, with their methods.
+        assert_eq!(lines[1], "probes: syscalls/sys_enter=tracepoint");
+        assert_eq!(lines[2], "cpu copies measured by: file_read=syscalls");
+        // Drops that happened, not the counters at zero.
+        assert_eq!(lines[3], "DROPPED in the kernel: inflight_lost=2");
+        assert!(lines[5].trim_start().starts_with("PID COMM"), "{t}");
+        let nginx = lines.iter().position(|l| l.contains(" nginx ")).unwrap();
+        let cols: Vec<&str> = lines[nginx].split_whitespace().collect();
+        assert_eq!(&cols[..5], ["7", "nginx", "13", "26", "0/0"], "{t}");
+        assert!(lines[nginx].ends_with("0.013s"), "{t}");
+        // Its syscall rows under it, in order.
+        assert!(lines[nginx + 1].contains("sendfile") && lines[nginx + 1].contains("file->socket"));
+        assert!(lines[nginx + 2].contains("read") && lines[nginx + 2].contains("10 calls"));
+        // An exited process is marked, and the mark explained.
+        assert!(t.contains(" cp* "), "{t}");
+        assert!(
+            t.contains("* exited during the window; counts are final"),
+            "{t}"
+        );
+        assert!(
+            t.contains("syscalls_enter            100 runs    250.0 ns/run"),
+            "{t}"
+        );
+        assert!(!t.contains("ADVICE"), "{t}");
+    }
+
+    #[test]
+    fn an_empty_window_says_so() {
+        let mut w = window();
+        w.processes.clear();
+        w.bpf_stats.clear();
+        let t = table(&w);
+        assert!(t.contains("(no counted syscalls in this window)"), "{t}");
+        assert!(!t.contains("exited during the window"), "{t}");
+        assert!(!t.contains("copyscope's programs"), "{t}");
     }
 }
