@@ -1023,18 +1023,35 @@ fn msg_zerocopy_sends_are_zero_copy_and_their_completions_are_counted() {
         want(st.sendmsg.0, st.sendmsg.1),
         SIZE,
     );
-    assert_counted(
-        s,
-        row(p, "sendmmsg_zerocopy", "socket"),
-        want(st.sendmmsg.0, st.sendmmsg.1),
-        2 * SIZE,
-    );
-    assert_counted(
-        s,
-        row(p, "sendmmsg_messages", "socket"),
-        want(st.messages, 0),
-        0,
-    );
+    // sendmmsg's bytes and messages are read from its messages at its exit, by a program
+    // of its own; where that program cannot load, its calls alone are counted.
+    match batch_missing(&["sys_exit_sendmmsg"]) {
+        None => {
+            assert_counted(
+                s,
+                row(p, "sendmmsg_zerocopy", "socket"),
+                want(st.sendmmsg.0, st.sendmmsg.1),
+                2 * SIZE,
+            );
+            assert_counted(
+                s,
+                row(p, "sendmmsg_messages", "socket"),
+                want(st.messages, 0),
+                0,
+            );
+        }
+        Some(why) => {
+            assert_counted(
+                s,
+                row(p, "sendmmsg_zerocopy", "socket"),
+                want(st.sendmmsg.0, 0),
+                0,
+            );
+            common::record_skip_here(&format!(
+                "sendmmsg's MSG_ZEROCOPY bytes and messages not checked: {why}"
+            ));
+        }
+    }
     // No send of the process is counted as an ordinary one.
     assert_eq!(row(p, "sendto", "socket"), Row::default(), "{p}");
     assert_eq!(row(p, "sendmsg", "socket"), Row::default(), "{p}");
