@@ -58,6 +58,7 @@ fn main() -> anyhow::Result<()> {
         .no_deps()
         .exec()
         .context("cargo metadata")?;
+    let target_dir = metadata.target_directory.clone().into_std_path_buf();
     let pkg = metadata
         .packages
         .into_iter()
@@ -67,9 +68,34 @@ fn main() -> anyhow::Result<()> {
         .manifest_path
         .parent()
         .ok_or_else(|| anyhow!("no parent for {}", pkg.manifest_path))?;
+    // One build of the kernel programs for every profile, feature set and target of the
+    // same architecture (debug, release, the static builds, clippy): a directory of their
+    // own under the target directory, locked while one build uses it, copied from there.
+    let toolchain = toolchain.unwrap_or_default();
+    let key = format!(
+        "{}-{}-{}",
+        env::var("CARGO_CFG_TARGET_ARCH").context("CARGO_CFG_TARGET_ARCH not set")?,
+        env::var("CARGO_CFG_TARGET_ENDIAN").context("CARGO_CFG_TARGET_ENDIAN not set")?,
+        if toolchain.is_empty() {
+            "nightly"
+        } else {
+            &toolchain
+        },
+    );
+    let shared = target_dir.join("ebpf").join(key);
+    fs::create_dir_all(&shared).with_context(|| format!("creating {}", shared.display()))?;
+    let lock = fs::File::create(shared.join(".lock"))
+        .with_context(|| format!("creating {}", shared.join(".lock").display()))?;
+    // SAFETY: flock on a descriptor this function holds open.
+    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("locking {}", shared.join(".lock").display()));
+    }
     let out = Command::new(env::current_exe().context("this build script's path")?)
         .env(INNER_ROOT, root.as_str())
-        .env(INNER_TOOLCHAIN, toolchain.unwrap_or_default())
+        .env(INNER_TOOLCHAIN, &toolchain)
+        // aya-build builds under OUT_DIR and leaves the object there.
+        .env("OUT_DIR", &shared)
         .output()
         .context("running the eBPF build")?;
     let mut relayed = Vec::new();
@@ -94,6 +120,10 @@ fn main() -> anyhow::Result<()> {
     for w in relayed.iter().filter(|w| !is_progress(w)) {
         println!("cargo:warning={w}");
     }
+    let built = shared.join("copyscope");
+    fs::copy(&built, &object)
+        .with_context(|| format!("copying {} to {}", built.display(), object.display()))?;
+    drop(lock);
     Ok(())
 }
 

@@ -40,7 +40,7 @@ pub(super) fn ticks(fd: RawFd, procs: u64, secs: u64, prefix: &str) {
             let mut b = 0u8;
             while at < end {
                 let t = libc::timespec {
-                    tv_sec: (at / 1_000_000_000) as libc::time_t,
+                    tv_sec: (at / 1_000_000_000) as _,
                     tv_nsec: (at % 1_000_000_000) as libc::c_long,
                 };
                 while libc::clock_nanosleep(
