@@ -27,6 +27,10 @@ pub struct FuzzArgs {
     /// Seconds to fuzz each target.
     #[arg(long, default_value_t = 60)]
     pub seconds: u64,
+    /// Build the targets without optimizations: a build a few times faster, runs a few
+    /// times slower (the test tier's few seconds a target).
+    #[arg(long)]
+    pub dev: bool,
     /// Targets to run (agent/fuzz/fuzz_targets/TARGET.rs); all when none is named.
     pub targets: Vec<String>,
 }
@@ -41,6 +45,7 @@ pub fn tier() -> Result<Option<String>> {
     }
     fuzz(&FuzzArgs {
         seconds: TEST_SECONDS,
+        dev: true,
         targets: vec![],
     })?;
     Ok(None)
@@ -74,7 +79,11 @@ pub fn fuzz(args: &FuzzArgs) -> Result<()> {
     };
     let cargo_fuzz = |subcommand: &str| {
         let mut c = Command::new("cargo");
-        c.args(["+nightly", "fuzz", subcommand, "--fuzz-dir"])
+        c.args(["+nightly", "fuzz", subcommand]);
+        if args.dev {
+            c.arg("--dev");
+        }
+        c.arg("--fuzz-dir")
             .arg(&fuzz_dir)
             .arg("--target-dir")
             .arg(&target_dir)
