@@ -46,14 +46,14 @@ pub enum Arch {
 
 impl Arch {
     /// Its name in OCI image configurations.
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Arch::Amd64 => "amd64",
             Arch::Arm64 => "arm64",
         }
     }
 
-    fn target(self) -> &'static str {
+    pub(crate) fn target(self) -> &'static str {
         match self {
             Arch::Amd64 => "x86_64-unknown-linux-musl",
             Arch::Arm64 => "aarch64-unknown-linux-musl",
@@ -77,7 +77,7 @@ impl Arch {
     }
 
     /// How this (x86_64) host runs the binary: itself, or under qemu-user.
-    fn runner(self) -> Option<&'static str> {
+    pub(crate) fn runner(self) -> Option<&'static str> {
         match self {
             Arch::Amd64 => None,
             Arch::Arm64 => Some("qemu-aarch64-static"),
@@ -210,8 +210,8 @@ fn image_for(arch: Arch) -> Result<Built> {
     Ok(built)
 }
 
-/// The static binary, with the eBPF object embedded (agent/build.rs builds it).
-fn build_static(arch: Arch) -> Result<PathBuf> {
+/// The Debian packages and the Rust target a static build for `arch` needs.
+pub(crate) fn prepare_cross(arch: Arch) -> Result<()> {
     for (package, command) in arch.packages() {
         if !crate::util::succeeds(
             Command::new("sh")
@@ -232,8 +232,26 @@ fn build_static(arch: Arch) -> Result<PathBuf> {
     if !installed.lines().any(|l| l.trim() == target) {
         run(Command::new("rustup").args(["target", "add", target]))?;
     }
-    let env_target = target.replace('-', "_");
+    Ok(())
+}
+
+/// A cargo command's C compiler and linker for a static build for `arch`.
+pub(crate) fn cross_env(arch: Arch, cmd: &mut Command) {
+    let env_target = arch.target().replace('-', "_");
     let (cc, linker) = arch.cc();
+    cmd.env(format!("CC_{env_target}"), cc);
+    if let Some(l) = linker {
+        cmd.env(
+            format!("CARGO_TARGET_{}_LINKER", env_target.to_uppercase()),
+            l,
+        );
+    }
+}
+
+/// The static binary, with the eBPF object embedded (agent/build.rs builds it).
+fn build_static(arch: Arch) -> Result<PathBuf> {
+    prepare_cross(arch)?;
+    let target = arch.target();
     let mut cmd = Command::new("cargo");
     cmd.args([
         "build",
@@ -247,14 +265,8 @@ fn build_static(arch: Arch) -> Result<PathBuf> {
         "--no-default-features",
     ])
     .args(["--target", target])
-    .env(format!("CC_{env_target}"), cc)
     .current_dir(root());
-    if let Some(l) = linker {
-        cmd.env(
-            format!("CARGO_TARGET_{}_LINKER", env_target.to_uppercase()),
-            l,
-        );
-    }
+    cross_env(arch, &mut cmd);
     run(&mut cmd)?;
     let bin = root().join("target").join(target).join("release/copyscope");
     if !is_static(&bin)? {

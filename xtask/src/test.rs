@@ -239,9 +239,10 @@ fn matrix_tier(tiers: &mut Vec<Tier>) -> Result<()> {
         let t0 = Instant::now();
         let results = crate::vm::vm(crate::vm::VmArgs {
             kernels: crate::vm::KERNELS.iter().map(|k| k.0.to_string()).collect(),
-            parallel: 2,
-            timeout: 1500,
+            parallel: 4,
+            timeout: 3000,
             only: vec![],
+            arch: crate::image::Arch::Amd64,
         })?;
         let verdict = crate::vm::check(&results);
         for r in &results {

@@ -35,6 +35,9 @@ pub const KERNELS: &[(&str, &str)] = &[
     ("7.2", "forky"),
 ];
 
+/// The arm64 kernel the guest of `--arch arm64` boots (QEMU's virt machine, emulated).
+pub const ARM64_KERNELS: &[(&str, &str)] = &[("6.1", "bookworm-security")];
+
 /// The guest of this series boots with `-smp 2,maxcpus=WIDE_CPUS possible_cpus=WIDE_CPUS`:
 /// its kernel allocates per-CPU memory for 192 CPUs, where copyscope's kernel memory is
 /// measured (a test asserts its bound there; COPYSCOPE_EXPECT_POSSIBLE_CPUS tells the test
@@ -68,16 +71,21 @@ pub struct VmArgs {
     /// Kernel series to boot (default: all of 5.10, 6.1, 6.12, 7.2).
     #[arg(long = "kernel", value_name = "VERSION")]
     pub kernels: Vec<String>,
-    /// Guests booted at once.
-    #[arg(long, default_value_t = 2)]
+    /// Guests booted at once. More guests than CPUs: a guest waits (for the kernel to
+    /// detach programs, for a test's sleeps) a fair part of its time, and another runs then.
+    #[arg(long, default_value_t = 4)]
     pub parallel: usize,
     /// Seconds one guest may run.
-    #[arg(long, default_value_t = 1500)]
+    #[arg(long, default_value_t = 3000)]
     pub timeout: u64,
     /// Run only these families' kernel tests (e.g. copies: the tests named `copies::...`);
     /// default all.
     #[arg(long = "only", value_name = "FAMILY")]
     pub only: Vec<String>,
+    /// The guests' architecture: amd64 (5.10, 6.1, 6.12, 7.2 on the pc machine) or arm64
+    /// (Debian's 6.1 arm64 kernel on the virt machine, the payload cross-built).
+    #[arg(long, value_enum, default_value = "amd64")]
+    pub arch: crate::image::Arch,
 }
 
 /// One family's kernel tests, as the guests run them: the kernel test binary with the
@@ -177,21 +185,29 @@ impl GuestResult {
 }
 
 /// The kernels asked for (all of them when none is named), with their Debian suites.
-fn wanted_kernels(asked: &[String]) -> Result<Vec<(&'static str, &'static str)>> {
+fn wanted_kernels(
+    asked: &[String],
+    arch: crate::image::Arch,
+) -> Result<Vec<(&'static str, &'static str)>> {
+    let known = match arch {
+        crate::image::Arch::Amd64 => KERNELS,
+        crate::image::Arch::Arm64 => ARM64_KERNELS,
+    };
     if asked.is_empty() {
-        return Ok(KERNELS.to_vec());
+        return Ok(known.to_vec());
     }
     asked
         .iter()
         .map(|k| {
-            KERNELS
+            known
                 .iter()
                 .find(|(v, _)| v == k)
                 .copied()
                 .with_context(|| {
                     format!(
-                        "unknown kernel {k}: choose from {:?}",
-                        KERNELS.iter().map(|k| k.0).collect::<Vec<_>>()
+                        "unknown {} kernel {k}: choose from {:?}",
+                        arch.name(),
+                        known.iter().map(|k| k.0).collect::<Vec<_>>()
                     )
                 })
         })
@@ -232,17 +248,19 @@ fn say(r: &GuestResult) {
 /// Run the matrix; returns every guest's result (an error only when the matrix could not
 /// run at all). `check` turns failed guests into an error.
 pub fn vm(args: VmArgs) -> Result<Vec<GuestResult>> {
-    let wanted = wanted_kernels(&args.kernels)?;
+    let arch = args.arch;
+    let wanted = wanted_kernels(&args.kernels, arch)?;
     let t0 = Instant::now();
     let mirror = mirror()?;
-    host_packages(&mirror)?;
+    host_packages(&mirror, arch)?;
     let mut releases = Vec::new();
     for (series, suite) in &wanted {
-        let rel = fetch_kernel(&mirror, suite)?;
+        let rel = fetch_kernel(&mirror, suite, arch)?;
         eprintln!("xtask: kernel {series}: {rel} ({suite})");
         releases.push((series.to_string(), rel));
     }
-    let (copyscope, mut tests) = build_payload()?;
+    let busybox = busybox(&mirror, arch)?;
+    let (copyscope, mut tests) = build_payload(arch)?;
     if !args.only.is_empty() {
         let unknown: Vec<&String> = args
             .only
@@ -260,7 +278,14 @@ pub fn vm(args: VmArgs) -> Result<Vec<GuestResult>> {
     let mut cpios = Vec::new();
     for (i, (_, rel)) in releases.iter().enumerate() {
         // The guard runs in the first guest only: it proves the same thing everywhere.
-        cpios.push(build_initramfs(rel, &tests, &copyscope, i == 0)?);
+        cpios.push(build_initramfs(
+            rel,
+            &tests,
+            &copyscope,
+            i == 0,
+            &busybox,
+            arch,
+        )?);
     }
     eprintln!(
         "xtask: prepared in {:.0} s; booting {} guests, {} at a time",
@@ -268,40 +293,43 @@ pub fn vm(args: VmArgs) -> Result<Vec<GuestResult>> {
         releases.len(),
         args.parallel
     );
-    let mut results: Vec<GuestResult> = Vec::new();
-    for chunk in releases
+    // A queue, not rounds: a worker boots the next guest as soon as its last one ends.
+    // The newest kernels first: their guests run longest (more of the tests run there).
+    // (Popped from the end: KERNELS lists the oldest first.)
+    let queue: Vec<(String, String, PathBuf)> = releases
         .iter()
         .zip(&cpios)
-        .collect::<Vec<_>>()
-        .chunks(args.parallel.max(1))
-    {
-        let handles: Vec<_> = chunk
-            .iter()
-            .map(|((series, rel), cpio)| {
-                let (series, rel, cpio, timeout, tests) = (
-                    series.clone(),
-                    rel.clone(),
-                    (*cpio).clone(),
-                    args.timeout,
-                    tests.clone(),
-                );
-                std::thread::spawn(move || {
-                    let wide = (series == WIDE_SERIES).then_some(WIDE_CPUS);
-                    boot(&rel, &cpio, timeout, &tests, wide).map(|mut r| {
+        .map(|((series, rel), cpio)| (series.clone(), rel.clone(), cpio.clone()))
+        .collect();
+    let queue = std::sync::Mutex::new(queue);
+    let done = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..args.parallel.max(1) {
+            scope.spawn(|| {
+                loop {
+                    let Some((series, rel, cpio)) = queue.lock().unwrap().pop() else {
+                        return;
+                    };
+                    let wide = (arch == crate::image::Arch::Amd64 && series == WIDE_SERIES)
+                        .then_some(WIDE_CPUS);
+                    let r = boot(&rel, &cpio, args.timeout, &tests, wide, arch).map(|mut r| {
                         r.series = series;
                         r
-                    })
-                })
-            })
-            .collect();
-        for h in handles {
-            let r = h
-                .join()
-                .map_err(|_| anyhow::anyhow!("a guest thread panicked"))??;
-            say(&r);
-            results.push(r);
+                    });
+                    if let Ok(r) = &r {
+                        say(r);
+                    }
+                    done.lock().unwrap().push(r);
+                }
+            });
         }
+    });
+    let mut results: Vec<GuestResult> = Vec::new();
+    for r in done.into_inner().unwrap() {
+        results.push(r?);
     }
+    // In the order of KERNELS, whatever order they ended in.
+    results.sort_by_key(|r| wanted.iter().position(|(s, _)| *s == r.series));
     let host_release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .unwrap_or_default()
         .trim()

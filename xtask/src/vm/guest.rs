@@ -2,6 +2,7 @@
 //! the static test binaries it runs, and its boot under QEMU.
 
 use super::*;
+use crate::image::Arch;
 
 /// The guest's /init (busybox sh). @ROOT@, @RUNS@, @GUARD@, @COPYSCOPE@ are filled in.
 pub(super) const INIT: &str = r#"#!/bin/busybox sh
@@ -22,12 +23,7 @@ done
 while read -r m; do insmod "/lib/modules/$m" 2>/dev/null; done < /lib/modules/load.order
 mkdir -p "@ROOT@" /usr
 mount -t 9p -o trans=virtio,version=9p2000.L,cache=mmap,msize=262144 workspace "@ROOT@" || echo "GUEST 9p mount failed"
-# The host's /usr, read-only: the tools some kernel tests check against (fio, python3),
-# with their libraries, behind the busybox applets. Its dynamic loader is named by
-# /lib64 and /lib/x86_64-linux-gnu paths (merged /usr), which lead there.
-mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144 hostusr /usr \
-  && ln -s usr/lib64 /lib64 && ln -s /usr/lib/x86_64-linux-gnu /lib/x86_64-linux-gnu \
-  || echo "GUEST /usr mount failed"
+@HOSTUSR@
 export PATH=/bin:/sbin:/usr/bin
 OUT="@ROOT@/target/vm/out/$(uname -r)"
 mkdir -p "$OUT"
@@ -42,9 +38,11 @@ run_tests() {
   shift
   echo "GUEST running $name"
   start=$(date +%s)
+  # RUSTC_BOOTSTRAP lets libtest take --report-time: each test's time in the log.
   COPYSCOPE_TEST_SCRATCH=/scratch COPYSCOPE_REQUIRE_KERNEL_TESTS=1 COPYSCOPE_TEST_GUEST=1 \
-    RUST_BACKTRACE=0 COPYSCOPE_SKIP_LOG="$OUT/$name.skips" \
-    "$@" --ignored --test-threads=1 --show-output > "$OUT/$name.log" 2>&1 || rc=1
+    RUST_BACKTRACE=0 COPYSCOPE_SKIP_LOG="$OUT/$name.skips" RUSTC_BOOTSTRAP=1 \
+    "$@" --ignored --test-threads=1 --show-output -Z unstable-options --report-time \
+    > "$OUT/$name.log" 2>&1 || rc=1
   echo $(( $(date +%s) - start )) > "$OUT/$name.seconds"
 }
 @RUNS@
@@ -60,6 +58,15 @@ poweroff -f
 /// The guard, in the guest that runs it: one family's kernel tests with a required
 /// program the verifier rejects on purpose; they must fail (its exit status is not the
 /// guest's).
+/// In an amd64 guest: the host's /usr, read-only: the tools some kernel tests check
+/// against (fio, python3, strace), with their libraries, behind the busybox applets. Its
+/// dynamic loader is named by /lib64 and /lib/x86_64-linux-gnu paths (merged /usr), which
+/// lead there. A guest of another architecture could not run them: the tests that need
+/// them skip there, naming the tool.
+const HOST_USR: &str = r#"mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144 hostusr /usr \
+  && ln -s usr/lib64 /lib64 && ln -s /usr/lib/x86_64-linux-gnu /lib/x86_64-linux-gnu \
+  || echo "GUEST /usr mount failed""#;
+
 pub(super) fn guard_script(binary: &Path) -> String {
     format!(
         "echo \"GUEST guard\"\n\
@@ -77,14 +84,16 @@ pub(super) fn build_initramfs(
     tests: &[TestRun],
     copyscope: &Path,
     guard: bool,
+    busybox: &Path,
+    arch: Arch,
 ) -> Result<PathBuf> {
     let dir = work().join("initramfs").join(release);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("bin"))?;
     std::fs::create_dir_all(dir.join("lib/modules"))?;
     std::fs::create_dir_all(dir.join("dev"))?;
-    std::fs::copy("/bin/busybox", dir.join("bin/busybox"))
-        .context("copying /bin/busybox (busybox-static)")?;
+    std::fs::copy(busybox, dir.join("bin/busybox"))
+        .with_context(|| format!("copying {} (busybox-static)", busybox.display()))?;
     let guard = match tests.first() {
         Some(t) if guard => guard_script(&t.path),
         _ => String::new(),
@@ -104,7 +113,14 @@ pub(super) fn build_initramfs(
         .replace("@ROOT@", &root().display().to_string())
         .replace("@RUNS@", &runs)
         .replace("@GUARD@", &guard)
-        .replace("@COPYSCOPE@", &copyscope.display().to_string());
+        .replace("@COPYSCOPE@", &copyscope.display().to_string())
+        .replace(
+            "@HOSTUSR@",
+            match arch {
+                Arch::Amd64 => HOST_USR,
+                Arch::Arm64 => "",
+            },
+        );
     std::fs::write(dir.join("init"), init)?;
     run(Command::new("chmod").arg("755").arg(dir.join("init")))?;
     let mut order = String::new();
@@ -151,24 +167,27 @@ pub(super) fn build_initramfs(
 
 /// Static (musl) builds of copyscope, the workload and the kernel test binary, and the
 /// families of kernel tests it holds, each with its number of tests.
-pub(super) fn build_payload() -> Result<(PathBuf, Vec<TestRun>)> {
-    let target = "x86_64-unknown-linux-musl";
+pub(super) fn build_payload(arch: Arch) -> Result<(PathBuf, Vec<TestRun>)> {
+    let target = arch.target();
     let _ = Command::new("rustup")
         .args(["target", "add", target])
         .status();
     let r = root();
-    run(Command::new("cargo")
-        .args([
-            "build",
-            "--release",
-            "--target",
-            target,
-            "-p",
-            "copyscope",
-            "--bins",
-        ])
-        .current_dir(&r))?;
+    let mut bins = Command::new("cargo");
+    bins.args([
+        "build",
+        "--release",
+        "--target",
+        target,
+        "-p",
+        "copyscope",
+        "--bins",
+    ])
+    .current_dir(&r);
+    crate::image::cross_env(arch, &mut bins);
+    run(&mut bins)?;
     let mut cmd = Command::new("cargo");
+    crate::image::cross_env(arch, &mut cmd);
     cmd.args([
         "test",
         "--release",
@@ -210,7 +229,16 @@ pub(super) fn build_payload() -> Result<(PathBuf, Vec<TestRun>)> {
             built.len()
         );
     };
-    let list = output(Command::new(path).args(["--list", "--ignored", "--format", "terse"]))?;
+    // Listed here: on this host, or under qemu-user for another architecture.
+    let mut lister = match arch.runner() {
+        Some(runner) => {
+            let mut c = Command::new(runner);
+            c.arg(path);
+            c
+        }
+        None => Command::new(path),
+    };
+    let list = output(lister.args(["--list", "--ignored", "--format", "terse"]))?;
     let families = families(&list);
     if families.is_empty() {
         bail!("{} lists no kernel tests", path.display());
@@ -232,6 +260,7 @@ pub(super) fn boot(
     timeout: u64,
     tests: &[TestRun],
     possible_cpus: Option<u32>,
+    arch: Arch,
 ) -> Result<GuestResult> {
     let (smp, append) = match possible_cpus {
         Some(n) => (
@@ -241,6 +270,17 @@ pub(super) fn boot(
             format!("console=ttyS0 quiet panic=-1 possible_cpus={n} copyscope.possible_cpus={n}"),
         ),
         None => ("1".to_string(), "console=ttyS0 quiet panic=-1".to_string()),
+    };
+    // The machine, its CPU and its serial console, by architecture. arm64: QEMU's virt
+    // machine; the pointer-authentication of `max` with QEMU's cheaper algorithm.
+    let (qemu, machine, cpu, append) = match arch {
+        Arch::Amd64 => ("qemu-system-x86_64", "pc", "max", append),
+        Arch::Arm64 => (
+            "qemu-system-aarch64",
+            "virt",
+            "max,pauth-impdef=on",
+            append.replace("console=ttyS0", "console=ttyAMA0"),
+        ),
     };
     let out = work().join("out").join(release);
     let _ = std::fs::remove_dir_all(&out);
@@ -253,22 +293,16 @@ pub(super) fn boot(
     let started = Instant::now();
     let serial = out.join("serial.log");
     let status = Command::new("timeout")
-        .args([
-            "--foreground",
-            "-k",
-            "10",
-            &timeout.to_string(),
-            "qemu-system-x86_64",
-        ])
+        .args(["--foreground", "-k", "10", &timeout.to_string(), qemu])
         .args([
             "-nodefaults",
             "-no-user-config",
             "-machine",
-            "pc",
+            machine,
             "-accel",
             "tcg,thread=multi",
             "-cpu",
-            "max",
+            cpu,
         ])
         .args([
             "-smp",
@@ -288,7 +322,12 @@ pub(super) fn boot(
         .arg("-initrd")
         .arg(cpio)
         .args(["-append", &append])
-        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .args(match arch {
+            // The guest's exit status, through QEMU's.
+            Arch::Amd64 => &["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"][..],
+            // No such device: the status is read from the rc file the guest writes.
+            Arch::Arm64 => &[],
+        })
         .arg("-drive")
         .arg(format!("file={},format=raw,if=virtio", disk.display()))
         .arg("-virtfs")
@@ -296,10 +335,13 @@ pub(super) fn boot(
             "local,path={},mount_tag=workspace,security_model=none,id=workspace",
             root().display()
         ))
-        .args([
-            "-virtfs",
-            "local,path=/usr,mount_tag=hostusr,security_model=none,readonly=on,id=hostusr",
-        ])
+        .args(match arch {
+            Arch::Amd64 => &[
+                "-virtfs",
+                "local,path=/usr,mount_tag=hostusr,security_model=none,readonly=on,id=hostusr",
+            ][..],
+            Arch::Arm64 => &[],
+        })
         .stdout(std::fs::File::create(out.join("qemu.out"))?)
         .stderr(std::fs::File::create(out.join("qemu.err"))?)
         .status()?;
@@ -331,6 +373,16 @@ fn read_results(
                 "ok".into()
             } else {
                 "tests failed".into()
+            }
+        }
+        // Powered off without isa-debug-exit (arm64): the rc file the guest wrote last.
+        Some(0) if std::fs::read_to_string(out.join("rc")).is_ok() => {
+            match std::fs::read_to_string(out.join("rc"))
+                .unwrap_or_default()
+                .trim()
+            {
+                "0" => "ok".into(),
+                _ => "tests failed".into(),
             }
         }
         other => format!(

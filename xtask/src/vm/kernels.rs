@@ -2,6 +2,7 @@
 //! the modules the guest needs.
 
 use super::*;
+use crate::image::Arch;
 
 pub(super) fn work() -> PathBuf {
     root().join("target/vm")
@@ -67,8 +68,12 @@ pub(super) fn have(cmd: &str) -> bool {
     succeeds(Command::new("sh").args(["-c", &format!("command -v {cmd}")]))
 }
 
-/// qemu, busybox, kmod, decompressors and mkfs on the host.
-pub(super) fn host_packages(mirror: &str) -> Result<()> {
+/// qemu, busybox, kmod, decompressors and mkfs on the host (and the cross compiler, for
+/// arm64 guests).
+pub(super) fn host_packages(mirror: &str, arch: Arch) -> Result<()> {
+    if arch == Arch::Arm64 {
+        crate::image::prepare_cross(arch)?;
+    }
     let need: Vec<&str> = [
         (
             "busybox-static",
@@ -83,7 +88,11 @@ pub(super) fn host_packages(mirror: &str) -> Result<()> {
     .filter(|(_, probe)| !succeeds(Command::new("sh").args(["-c", probe])))
     .map(|(p, _)| *p)
     .collect();
-    let qemu = !have("qemu-system-x86_64");
+    let (qemu_command, qemu_package) = match arch {
+        Arch::Amd64 => ("qemu-system-x86_64", "qemu-system-x86"),
+        Arch::Arm64 => ("qemu-system-aarch64", "qemu-system-arm"),
+    };
+    let qemu = !have(qemu_command);
     if need.is_empty() && !qemu {
         return Ok(());
     }
@@ -114,40 +123,61 @@ pub(super) fn host_packages(mirror: &str) -> Result<()> {
         let utils = output(Command::new("dpkg-query").args(["-W", "-f=${Version}", "qemu-utils"]))
             .unwrap_or_default();
         if utils.contains("bpo") {
-            install(&["-t", "bookworm-backports"], &["qemu-system-x86"])?;
+            install(&["-t", "bookworm-backports"], &[qemu_package])?;
         } else {
-            install(&[], &["qemu-system-x86"])?;
+            install(&[], &[qemu_package])?;
         }
     }
     Ok(())
 }
 
+/// apt's options for one suite's packages of one architecture (its own lists).
+fn suite_apt(mirror: &str, suite: &str, arch: Arch) -> Result<Vec<String>> {
+    let mut apt = match arch {
+        Arch::Amd64 => apt_conf(suite, &source_line(mirror, suite))?,
+        a => apt_conf(
+            &format!("{suite}-{}", a.name()),
+            &source_line(mirror, suite),
+        )?,
+    };
+    if arch != Arch::Amd64 {
+        for o in [
+            format!("APT::Architecture={}", arch.name()),
+            format!("APT::Architectures={}", arch.name()),
+        ] {
+            apt.extend(["-o".to_string(), o]);
+        }
+    }
+    Ok(apt)
+}
+
 /// Download and unpack the kernel of one Debian suite; returns its release string.
-pub(super) fn fetch_kernel(mirror: &str, suite: &str) -> Result<String> {
-    let apt = apt_conf(suite, &source_line(mirror, suite))?;
+pub(super) fn fetch_kernel(mirror: &str, suite: &str, arch: Arch) -> Result<String> {
+    let apt = suite_apt(mirror, suite, arch)?;
     run(Command::new("apt-get").args(&apt).args(["update", "-qq"]))?;
+    let image = format!("linux-image-{}", arch.name());
     let madison = output(
         Command::new("apt-cache")
             .args(&apt)
-            .args(["madison", "linux-image-amd64"]),
+            .args(["madison", &image]),
     )?;
     let meta = madison
         .lines()
         .find(|l| l.contains(&format!(" {suite}/main")))
         .and_then(|l| l.split('|').nth(1))
         .map(|v| v.trim().to_string())
-        .with_context(|| format!("no linux-image-amd64 in {suite}"))?;
+        .with_context(|| format!("no {image} in {suite}"))?;
     let show_meta = output(
         Command::new("apt-cache")
             .args(&apt)
-            .args(["show", &format!("linux-image-amd64={meta}")]),
+            .args(["show", &format!("{image}={meta}")]),
     )?;
     let pkg = depends(&show_meta)
         .into_iter()
         .find(|d| {
             d.starts_with("linux-image-") && d.as_bytes().get(12).is_some_and(u8::is_ascii_digit)
         })
-        .context("linux-image-amd64 depends on no versioned image")?;
+        .with_context(|| format!("{image} depends on no versioned image"))?;
     let release = pkg
         .trim_start_matches("linux-image-")
         .trim_end_matches("-unsigned")
@@ -185,6 +215,36 @@ pub(super) fn fetch_kernel(mirror: &str, suite: &str) -> Result<String> {
         std::os::unix::fs::symlink("usr/lib", dir.join("lib"))?;
     }
     Ok(release)
+}
+
+/// The guest's busybox: the host's (busybox-static) for amd64 guests; Debian bookworm's
+/// busybox-static of the guest's architecture otherwise, unpacked under target/vm.
+pub(super) fn busybox(mirror: &str, arch: Arch) -> Result<PathBuf> {
+    if arch == Arch::Amd64 {
+        return Ok(PathBuf::from("/bin/busybox"));
+    }
+    let dir = work().join(format!("busybox-{}", arch.name()));
+    let bin = dir.join("bin/busybox");
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    let apt = suite_apt(mirror, "bookworm", arch)?;
+    run(Command::new("apt-get").args(&apt).args(["update", "-qq"]))?;
+    let dl = work().join(format!("busybox-{}-download", arch.name()));
+    let _ = std::fs::remove_dir_all(&dl);
+    std::fs::create_dir_all(&dl)?;
+    run(Command::new("apt-get")
+        .args(&apt)
+        .args(["download", "-qq", "busybox-static"])
+        .current_dir(&dl))?;
+    for deb in std::fs::read_dir(&dl)?.flatten() {
+        run(Command::new("dpkg").arg("-x").arg(deb.path()).arg(&dir))?;
+    }
+    let _ = std::fs::remove_dir_all(&dl);
+    if !bin.is_file() {
+        bail!("busybox-static ({}) has no bin/busybox", arch.name());
+    }
+    Ok(bin)
 }
 
 /// Package names in a `Depends:` field.
