@@ -338,3 +338,19 @@ fn per_pid_deltas_leave_idle_processes_out() {
     assert_eq!(d[0].0, 2);
     assert_eq!(d[0].1.in_io, 4);
 }
+
+#[test]
+fn o_direct_is_this_architectures_flag() {
+    // 0o40000 on x86-64, 0o200000 on arm64 (where 0o40000 is O_DIRECTORY): the kernel
+    // programs classify with the value of the architecture they are built for.
+    assert_eq!(copyscope_common::O_DIRECT, libc::O_DIRECT as u32);
+    const S_IFREG: u16 = 0o100000;
+    assert_eq!(
+        FdKind::classify(S_IFREG, libc::O_DIRECT as u32),
+        FdKind::FileDirect
+    );
+    assert_eq!(
+        FdKind::classify(S_IFREG, libc::O_DIRECTORY as u32),
+        FdKind::File
+    );
+}

@@ -423,7 +423,6 @@ impl FdKind {
         const S_IFREG: u16 = 0o100000;
         const S_IFSOCK: u16 = 0o140000;
         const S_IFIFO: u16 = 0o010000;
-        const O_DIRECT: u32 = 0o40000;
         match i_mode & S_IFMT {
             S_IFREG if f_flags & O_DIRECT != 0 => FdKind::FileDirect,
             S_IFREG => FdKind::File,
@@ -433,6 +432,23 @@ impl FdKind {
         }
     }
 }
+
+/// `O_DIRECT` in `file->f_flags` on the kernel these programs run on. Its value is not
+/// the same everywhere: include/uapi/asm-generic/fcntl.h has 0o40000, which on arm64 is
+/// O_DIRECTORY (arch/arm64/include/uapi/asm/fcntl.h: O_DIRECT 0o200000). The kernel
+/// programs are built for one architecture (aya-build sets `bpf_target_arch`); the agent's
+/// own build reads its `target_arch`.
+#[cfg(any(
+    bpf_target_arch = "aarch64",
+    all(not(target_arch = "bpf"), target_arch = "aarch64")
+))]
+pub const O_DIRECT: u32 = 0o200000;
+/// `O_DIRECT` in `file->f_flags` (see the arm64 value above).
+#[cfg(not(any(
+    bpf_target_arch = "aarch64",
+    all(not(target_arch = "bpf"), target_arch = "aarch64")
+)))]
+pub const O_DIRECT: u32 = 0o40000;
 
 /// Key of `SYSCALL_STATS` (a hash shared by every CPU): one row per process, syscall and fd kinds.
 #[repr(C)]
