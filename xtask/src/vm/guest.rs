@@ -365,6 +365,8 @@ fn read_results(
         seconds: started.elapsed().as_secs_f64(),
         ..Default::default()
     };
+    // The rc file the guest writes last, before it powers off.
+    let rc = std::fs::read_to_string(out.join("rc")).ok();
     // isa-debug-exit: QEMU exits with (code << 1) | 1; the guest writes rc + 1.
     r.status = match status.code() {
         Some(124) | Some(137) => format!("timed out after {timeout} s"),
@@ -375,16 +377,11 @@ fn read_results(
                 "tests failed".into()
             }
         }
-        // Powered off without isa-debug-exit (arm64): the rc file the guest wrote last.
-        Some(0) if std::fs::read_to_string(out.join("rc")).is_ok() => {
-            match std::fs::read_to_string(out.join("rc"))
-                .unwrap_or_default()
-                .trim()
-            {
-                "0" => "ok".into(),
-                _ => "tests failed".into(),
-            }
-        }
+        // Powered off without isa-debug-exit (arm64): the rc file says.
+        Some(0) if rc.is_some() => match rc.as_deref().map(str::trim) {
+            Some("0") => "ok".into(),
+            _ => "tests failed".into(),
+        },
         other => format!(
             "qemu failed ({other:?}): {}",
             std::fs::read_to_string(out.join("qemu.err"))
